@@ -1,0 +1,50 @@
+# One-command entry points; each creates the virtual environment first if needed.
+#   make repro                                   download MUCT and run the whole pipeline
+#   make repro SOURCE=../shared/datasets/helen-train   the same on a local folder (no internet)
+#   make test                                    the test suite
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+SOURCE ?=
+
+export DVC_NO_ANALYTICS := 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup repro test lint bench ui clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --editable .
+	$(BIN)/python -c "import dlib, faceswap_ela.landmarks as l; print('dlib', dlib.__version__, l.predictor_path())"
+	touch $@
+
+repro: setup
+ifeq ($(strip $(SOURCE)),)
+	$(BIN)/dvc repro
+else
+	$(BIN)/dvc exp run -S 'data.source=$(SOURCE)'
+endif
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python benchmarks/landmarks.py
+	$(BIN)/python benchmarks/ela.py
+	$(BIN)/python benchmarks/train.py
+
+ui: setup
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
+		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+		--default-artifact-root $(CURDIR)/mlartifacts
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,168 @@
+"""Training input: the uint8 tensors of the ela stage, memory-mapped and streamed in batches.
+
+``data/ela/{split}.npy`` holds the ELA images and ``data/ela/{split}_rgb.npy`` the raw crops in the
+same order (the "direct detection" variant trains on those), ``data/ela/{split}.csv`` one row per
+crop (crop_id, photo_id, group, label). Nothing is loaded whole: a batch is gathered from the memory
+map and scaled to [0, 1] float32 when Keras asks for it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from faceswap_ela import seeding
+
+ARRAYS = ("ela", "rgb")
+COLUMNS = ("crop_id", "photo_id", "group", "label")
+
+
+class DatasetError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: ``images`` is a read-only memory map (N, H, W, 3) uint8, ``table`` its rows."""
+
+    images: np.ndarray
+    table: pd.DataFrame
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.table["label"].to_numpy(dtype=np.int64)
+
+    @property
+    def groups(self) -> np.ndarray:
+        return self.table["group"].to_numpy(dtype=str)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def tensor_path(folder: str | os.PathLike, split: str, array: str = "ela") -> Path:
+    """``{split}.npy`` for the ELA images, ``{split}_{array}.npy`` for any other array (``rgb``)."""
+    if array not in ARRAYS:
+        raise DatasetError(f"unknown array {array!r}: expected one of {', '.join(ARRAYS)}")
+    name = f"{split}.npy" if array == "ela" else f"{split}_{array}.npy"
+    return Path(folder) / name
+
+
+def load_split(folder: str | os.PathLike, split: str, array: str = "ela") -> Split:
+    """Memory-map one split's tensor and read its table, checking that they agree."""
+    path = tensor_path(folder, split, array)
+    table_path = Path(folder) / f"{split}.csv"
+    for needed in (path, table_path):
+        if not needed.is_file():
+            raise DatasetError(f"{needed} not found (run the ela stage first)")
+    try:
+        images = np.load(path, mmap_mode="r")
+    except ValueError as exc:
+        raise DatasetError(f"{path}: not a readable .npy file ({exc})") from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise DatasetError(f"{path}: expected N x H x W x 3 uint8, got {images.shape} {images.dtype}")
+    table = pd.read_csv(
+        table_path, dtype={"crop_id": str, "photo_id": str, "group": str}, keep_default_na=False
+    )
+    missing = set(COLUMNS) - set(table.columns)
+    if missing:
+        raise DatasetError(f"{table_path} lacks columns {sorted(missing)}")
+    if len(table) != len(images):
+        raise DatasetError(f"{table_path} has {len(table)} rows but {path} holds {len(images)} images")
+    if len(table) == 0:
+        raise DatasetError(f"{table_path} is empty")
+    if not table["label"].isin([0, 1]).all():
+        raise DatasetError(f"{table_path}: labels must be 0 (real) or 1 (fake)")
+    return Split(images, table)
+
+
+def validation_split(
+    groups: Sequence[str] | np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out ``fraction`` of the groups (at least one, never all), drawn by ``seeding.rng(seed, "val")``.
+
+    Returns the sorted row indices (train, validation); no group appears on both sides.
+    """
+    groups = np.asarray(groups, dtype=str)
+    unique = np.unique(groups)  # sorted, so the draw does not depend on row order
+    if len(unique) < 2:
+        raise DatasetError(f"need at least 2 groups to hold some out for validation, found {len(unique)}")
+    n_val = min(max(1, round(fraction * len(unique))), len(unique) - 1)
+    held = seeding.rng(seed, "val").permutation(unique)[:n_val]
+    is_val = np.isin(groups, held)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def one_hot(labels: np.ndarray, classes: int = 2) -> np.ndarray:
+    return np.eye(classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+
+
+class CropSequence(keras.utils.PyDataset):
+    """Batches of (images in [0, 1] float32, one-hot labels) gathered from a uint8 memory map.
+
+    ``indices`` selects the rows to serve (all by default). With ``shuffle`` the order is drawn anew
+    each epoch by ``seeding.rng(seed, "shuffle", epoch)``, so it depends only on the seed and the
+    epoch; each batch is then read with sorted indices (sequential reads through the map). Without
+    ``labels`` a batch is the images alone (for predict).
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        batch_size: int = 100,
+        shuffle: bool = False,
+        seed: int = 0,
+        workers: int = 1,
+        max_queue_size: int = 10,
+    ):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.images = images
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self.indices = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
+        if self.labels is not None and len(self.labels) != len(images):
+            raise ValueError(f"{len(self.labels)} labels for {len(images)} images")
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.epoch = 0
+        self.order = self._order(0)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return self.indices
+        return seeding.rng(self.seed, "shuffle", epoch).permutation(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Serve the order of ``epoch`` (0-based) from now on."""
+        self.epoch = int(epoch)
+        self.order = self._order(self.epoch)
+
+    def on_epoch_end(self) -> None:
+        self.set_epoch(self.epoch + 1)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def batch_indices(self, index: int) -> np.ndarray:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range (0..{len(self) - 1})")
+        return np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
+
+    def __getitem__(self, index: int):
+        rows = self.batch_indices(index)
+        x = np.divide(self.images[rows], 255, dtype=np.float32)
+        if self.labels is None:
+            return x
+        return x, one_hot(self.labels[rows])

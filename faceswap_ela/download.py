@@ -1,0 +1,552 @@
+"""The download stage: fetch the MUCT archives (or a mirror of them), or copy a local folder of
+photos, and list every photo in a manifest.
+
+Archives are streamed into ``<repo root>/.cache/downloads/<url key>/<name>.part`` and renamed only
+when complete, so an interrupted run resumes with an HTTP Range request. Archives are unpacked
+only after every member has been checked (no absolute paths, ``..``, links or special files), and
+every output appears together or not at all (faceswap_ela.outputs)."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tarfile
+import time
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import numpy as np
+import pandas as pd
+import requests
+import urllib3
+from tqdm import tqdm
+
+from faceswap_ela import muct
+from faceswap_ela.images import IMAGE_SUFFIXES, ImageError, probe
+from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
+from faceswap_ela.parallel import ordered_map
+from faceswap_ela.params import DataParams
+
+log = logging.getLogger(__name__)
+
+# The first retry waits this long, each later one twice as long as the one before.
+BACKOFF_S = 1.0
+CHUNK = 1 << 16
+# Answers worth another try; every other 4xx is final.
+RETRY_STATUS = frozenset({408, 425, 429})
+URL_SCHEMES = ("http", "https", "file")
+MANIFEST_COLUMNS = ["id", "group", "path", "sha256", "width", "height", "error", "gt_scheme", "gt"]
+
+
+class DownloadError(RuntimeError):
+    """An expected failure of the download stage, with a one-line message."""
+
+
+class UnsafeArchiveError(DownloadError):
+    """An archive member that would write outside the target folder or isn't a plain file/folder."""
+
+
+class CorruptArchiveError(DownloadError):
+    """A file that isn't a readable (gzipped) tar archive."""
+
+
+class _Retry(Exception):
+    """A transient failure: try again (resuming from what was written)."""
+
+
+class _Final(Exception):
+    """A failure that another try won't fix."""
+
+
+class _Restart(Exception):
+    """The partial file can't be resumed: it was deleted, start again from zero (once, free)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the photos come from: archives under ``base_url``, or a local ``folder``."""
+
+    kind: str  # "archives" | "folder"
+    base_url: str = ""
+    folder: Path | None = None
+
+
+def resolve_source(data: DataParams, root: Path) -> Source:
+    """Interpret ``data.source``: ``muct``, an http(s)/file URL, or a folder (relative to ``root``)."""
+    text = data.source.strip()
+    if text == "muct":
+        base = data.muct_url.strip()
+        if urlparse(base).scheme.lower() not in URL_SCHEMES:
+            raise DownloadError(f"data.muct_url: {base!r} is not an http(s):// or file:// URL")
+        return Source("archives", base_url=base)
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme not in URL_SCHEMES:
+            raise DownloadError(f"data.source: unsupported URL scheme {scheme}:// (use http, https or file)")
+        return Source("archives", base_url=text)
+    folder = Path(text).expanduser()
+    if not folder.is_absolute():
+        folder = root / folder
+    if not folder.is_dir():
+        raise DownloadError(
+            f"data.source: {text!r} is not 'muct', an http(s):// or file:// URL, or an existing folder "
+            f"(looked for {folder})"
+        )
+    return Source("folder", folder=folder.resolve())
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_path(cache_dir: Path, url: str) -> Path:
+    """Where the archive at ``url`` is cached: a folder per base URL, so two mirrors never mix."""
+    base, _, name = url.rpartition("/")
+    key = hashlib.sha256(base.encode()).hexdigest()[:12]
+    return cache_dir / key / name
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside ``path``, so parallel experiments don't write one .part file."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _bar(name: str, total: int | None, initial: int, progress: bool) -> tqdm:
+    return tqdm(
+        total=total, initial=initial, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
+        disable=not progress, mininterval=0.5, leave=False,
+    )  # fmt: skip
+
+
+def _content_range_start(value: str | None) -> int | None:
+    match = re.match(r"bytes\s+(\d+)-\d+/(\d+|\*)", value or "")
+    return int(match.group(1)) if match else None
+
+
+def _http_once(session: requests.Session, url: str, part: Path, timeout_s: float, progress: bool) -> None:
+    """One GET of ``url`` into ``part``, resuming from its size; raises _Retry or _Final."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"Accept-Encoding": "identity"}  # the archive's own bytes, never re-encoded
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    with session.get(url, headers=headers, stream=True, timeout=timeout_s) as response:
+        status = response.status_code
+        length = response.headers.get("Content-Length")
+        length = int(length) if length and length.isdigit() else None
+        if status == 206 and offset:
+            content_range = response.headers.get("Content-Range")
+            if _content_range_start(content_range) != offset:
+                part.unlink()
+                raise _Restart(f"server resumed at the wrong offset ({content_range})")
+            mode, total = "ab", (offset + length if length is not None else None)
+        elif status == 200:
+            if offset:
+                log.info("%s: server ignored the Range request; restarting from zero", url)
+            offset, mode, total = 0, "wb", length
+        elif status == 416 and offset:
+            part.unlink()
+            raise _Restart("server can't resume this file (HTTP 416)")
+        elif status >= 500 or status in RETRY_STATUS:
+            raise _Retry(f"HTTP {status} {response.reason}")
+        elif status == 404:
+            raise _Final(f"HTTP 404 {response.reason} for {url} (data.archives lists what to fetch)")
+        else:
+            raise _Final(f"HTTP {status} {response.reason} for {url}")
+        with _bar(part.name[: -len(".part")], total, offset, progress) as bar, open(part, mode) as handle:
+            # bytes as sent: a server that labels a .tar.gz "Content-Encoding: gzip" mustn't get it unzipped
+            for chunk in response.raw.stream(CHUNK, decode_content=False):
+                handle.write(chunk)
+                bar.update(len(chunk))
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise _Retry(f"connection ended after {size:,} of {total:,} bytes")
+
+
+def _copy_once(url: str, part: Path, progress: bool) -> None:
+    """Copy a file:// URL into ``part``, resuming from its size."""
+    parsed = urlparse(url)
+    if parsed.netloc not in ("", "localhost"):
+        raise _Final(f"file:// URLs must name a local path, not host {parsed.netloc!r}: {url}")
+    source = Path(url2pathname(parsed.path))
+    if not source.is_file():
+        raise _Final(f"not found: {url} ({source} is not a file)")
+    total = source.stat().st_size
+    offset = part.stat().st_size if part.exists() else 0
+    if offset > total:
+        offset = 0
+    with (
+        open(source, "rb") as src,
+        open(part, "ab" if offset else "wb") as dst,
+        _bar(source.name, total, offset, progress) as bar,
+    ):
+        src.seek(offset)
+        for block in iter(lambda: src.read(CHUNK), b""):
+            dst.write(block)
+            bar.update(len(block))
+    if part.stat().st_size != total:
+        raise _Retry(f"copied {part.stat().st_size:,} of {total:,} bytes")
+
+
+def fetch(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    retries: int = 5,
+    timeout_s: float = 60.0,
+    backoff_s: float | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download ``url`` (http, https or file) to ``dest`` unless it is already there.
+
+    Bytes go to ``dest.part``, renamed only when complete; a partial file is resumed with a Range
+    request (a server answering 200 instead restarts from zero). Connection errors, timeouts, short
+    bodies, 5xx, 408 and 429 are retried ``retries`` times, waiting ``backoff_s`` (default
+    BACKOFF_S) and doubling; any other 4xx fails at once. Raises DownloadError naming the URL."""
+    dest = Path(dest)
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    backoff = BACKOFF_S if backoff_s is None else backoff_s
+    scheme = urlparse(url).scheme.lower()
+    if scheme not in URL_SCHEMES:
+        raise DownloadError(f"unsupported URL scheme {scheme!r}: {url}")
+    with _locked(dest), requests.Session() as session:
+        if dest.exists():  # another process finished it while we waited for the lock
+            return dest
+        attempt, restarted = 0, False
+        while True:
+            try:
+                if scheme == "file":
+                    _copy_once(url, part, progress)
+                else:
+                    _http_once(session, url, part, timeout_s, progress)
+            except _Final as exc:
+                raise DownloadError(str(exc)) from None
+            except _Restart as exc:
+                problem = str(exc)
+                if not restarted:
+                    restarted = True
+                    log.info("%s: %s; restarting from zero", url, problem)
+                    continue
+            except (_Retry, requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                problem = str(exc) or type(exc).__name__
+            else:
+                os.replace(part, dest)
+                return dest
+            attempt += 1
+            if attempt > retries:
+                break
+            wait = backoff * 2 ** (attempt - 1)
+            log.warning("%s: %s; retry %d of %d in %.1f s", url, problem, attempt, retries, wait)
+            time.sleep(wait)
+    raise DownloadError(f"could not download {url} after {retries + 1} attempts: {problem}")
+
+
+def _member_problem(member: tarfile.TarInfo) -> str | None:
+    name = member.name
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "an absolute path"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "a path with a '..' component"
+    if member.issym():
+        return f"a symbolic link (to {member.linkname!r})"
+    if member.islnk():
+        return f"a hard link (to {member.linkname!r})"
+    if member.ischr() or member.isblk():
+        return "a device file"
+    if member.isfifo():
+        return "a FIFO"
+    if not (member.isfile() or member.isdir()):
+        return f"an unsupported member type ({member.type!r})"
+    return None
+
+
+def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
+    """Unpack a tar archive into ``dest`` after checking every member; return the member names.
+
+    Absolute paths, ``..`` components, links, devices and FIFOs raise UnsafeArchiveError naming
+    the member, before anything is written; tarfile's ``data`` filter is a second guard. A
+    corrupt archive raises DownloadError."""
+    archive, dest = Path(archive), Path(dest)
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            for member in members:
+                problem = _member_problem(member)
+                if problem:
+                    raise UnsafeArchiveError(
+                        f"refusing to unpack {archive.name}: member {member.name!r} is {problem}"
+                    )
+            dest.mkdir(parents=True, exist_ok=True)
+            tar.extractall(dest, members=members, filter="data")
+    except tarfile.FilterError as exc:
+        raise UnsafeArchiveError(f"refusing to unpack {archive.name}: {exc}") from None
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise CorruptArchiveError(f"{archive.name} is not a readable tar archive: {exc}") from None
+    return [member.name for member in members]
+
+
+@dataclass
+class Photo:
+    """One photo in data/raw: its id, path relative to data/raw, and ground truth if any."""
+
+    id: str
+    path: str
+    file: Path
+    gt_scheme: str = ""
+    gt: np.ndarray | None = None
+
+
+def photo_id(relative: PurePosixPath) -> str:
+    """A photo's id: its path relative to the photo root, without suffix, "/" replaced by "__"."""
+    return relative.with_suffix("").as_posix().replace("/", "__")
+
+
+def group_of(pattern: re.Pattern[str], file_name: str, fallback: str) -> str:
+    """The first non-empty capture group of ``pattern`` searched in ``file_name``, else ``fallback``."""
+    match = pattern.search(file_name)
+    if match:
+        for group in match.groups():
+            if group:
+                return group
+    return fallback
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Every photo under ``folder`` (hidden files and folders skipped), in a stable order."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def copy_folder(folder: Path, photos_dir: Path) -> list[Photo]:
+    """Copy a tree of photos (and the ``.pts`` files beside them) into ``photos_dir``."""
+    photos = []
+    for source in tqdm(_image_files(folder), desc="copy photos", unit="photo", mininterval=1.0):
+        relative = PurePosixPath(source.relative_to(folder).as_posix())
+        target = photos_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        photo = Photo(photo_id(relative), f"{photos_dir.name}/{relative}", target)
+        pts = source.with_suffix(".pts")
+        if pts.is_file():
+            shutil.copyfile(pts, target.with_suffix(".pts"))
+            try:
+                photo.gt, photo.gt_scheme = muct.read_pts(pts), "ibug68"
+            except (ValueError, OSError) as exc:
+                log.warning("ignoring unreadable ground truth: %s", exc)
+        photos.append(photo)
+    return photos
+
+
+def unpack_muct(archives: Sequence[Path], work_dir: Path, photos_dir: Path) -> list[Photo]:
+    """Unpack MUCT-layout archives: the photos under ``jpg/`` go to ``photos_dir/jpg/``, and the
+    landmarks of ``muct76-opencv.csv`` become their ground truth. A corrupt archive is deleted
+    (it is a cached download: the next run fetches it again) and raises CorruptArchiveError."""
+    shapes: dict[str, np.ndarray] = {}
+    photos = []
+    owner: dict[Path, str] = {}
+    for archive in archives:
+        unpacked = work_dir / archive.name
+        try:
+            safe_extract(archive, unpacked)
+        except CorruptArchiveError:
+            archive.unlink(missing_ok=True)
+            raise
+        for csv_path in sorted(unpacked.rglob(muct.LANDMARKS_CSV)):
+            try:
+                shapes.update(muct.read_landmarks_csv(csv_path))
+            except ValueError as exc:
+                raise DownloadError(f"{archive.name}: {exc}") from None
+        jpg_dir = unpacked / "jpg"
+        if not jpg_dir.is_dir():
+            continue
+        for source in _image_files(jpg_dir):
+            relative = PurePosixPath(source.relative_to(unpacked).as_posix())
+            target = photos_dir / relative
+            if target in owner:
+                raise DownloadError(f"{relative} is in both {owner[target]} and {archive.name}")
+            owner[target] = archive.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            photos.append(
+                Photo(photo_id(relative.relative_to("jpg")), f"{photos_dir.name}/{relative}", target)
+            )
+    if photos and not shapes:
+        log.warning("no %s among the archives: the photos have no ground-truth landmarks", muct.LANDMARKS_CSV)
+    for photo in photos:
+        shape = shapes.get(Path(photo.path).stem)
+        if shape is not None:
+            photo.gt, photo.gt_scheme = shape, "muct76"
+    return photos
+
+
+def describe(path: str) -> tuple[str, int | None, int | None, str]:
+    """(sha256, width, height, error) of one photo; width/height None and the reason in error
+    when it can't be decoded."""
+    digest = sha256_file(path)
+    try:
+        width, height = probe(path)
+    except ImageError as exc:
+        return digest, None, None, str(exc)
+    return digest, width, height, ""
+
+
+def gt_json(points: np.ndarray | None) -> str:
+    """Landmarks as compact JSON: [[x, y], ...] with null for a point that isn't visible."""
+    if points is None:
+        return ""
+    rows = [None if np.isnan(p).any() else [round(float(p[0]), 3), round(float(p[1]), 3)] for p in points]
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def build_manifest(photos: Sequence[Photo], group_pattern: str, workers: int = 0) -> pd.DataFrame:
+    """One row per photo, sorted by id, with checksum, size and decode errors (see MANIFEST_COLUMNS)."""
+    duplicates = sorted(i for i, n in Counter(photo.id for photo in photos).items() if n > 1)
+    if duplicates:
+        names = ", ".join(duplicates[:10])
+        raise DownloadError(f"photo ids must be unique; these name several files: {names}")
+    photos = sorted(photos, key=lambda photo: photo.id)
+    pattern = re.compile(group_pattern)
+    described = ordered_map(describe, [str(p.file) for p in photos], workers=workers, desc="probe photos")
+    rows = []
+    for photo, (digest, width, height, error) in zip(photos, described, strict=True):
+        rows.append(
+            {
+                "id": photo.id,
+                "group": group_of(pattern, Path(photo.path).name, photo.id),
+                "path": photo.path,
+                "sha256": digest,
+                "width": "" if width is None else str(width),
+                "height": "" if height is None else str(height),
+                "error": error,
+                "gt_scheme": photo.gt_scheme,
+                "gt": gt_json(photo.gt),
+            }
+        )
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS, dtype=object)
+
+
+def download_archives(
+    data: DataParams,
+    base_url: str,
+    cache_dir: Path,
+    *,
+    backoff_s: float | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], list[Path]]:
+    """Fetch every archive of ``data.archives`` from ``base_url`` into the cache and check its
+    SHA-256 against ``data.checksums``; a mismatch deletes the cached file and raises."""
+    names = list(data.archives)
+    if not names:
+        raise DownloadError("data.archives is empty: list the archives to fetch")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DownloadError(f"data.archives lists {', '.join(repeated)} more than once")
+    for name in sorted(set(data.checksums) - set(names)):
+        log.warning("data.checksums names %s, which data.archives doesn't list", name)
+    records, paths = [], []
+    for name in names:
+        url = muct.archive_url(base_url, name)
+        cached = cache_path(cache_dir, url)
+        log.info("%s %s", "using the cached copy of" if cached.exists() else "fetching", url)
+        path = fetch(
+            url, cached, retries=data.retries, timeout_s=data.timeout_s,
+            backoff_s=backoff_s, progress=progress,
+        )  # fmt: skip
+        actual, expected = sha256_file(path), data.checksums.get(name)
+        if expected and actual != expected:
+            path.unlink()
+            raise DownloadError(
+                f"checksum mismatch for {name}: expected sha256 {expected}, got {actual} "
+                f"(from {url}; the cached copy was deleted)"
+            )
+        records.append({"name": name, "url": url, "size": path.stat().st_size, "sha256": actual})
+        paths.append(path)
+    return records, paths
+
+
+def run(
+    data: DataParams,
+    out_dir: str | os.PathLike,
+    metrics_path: str | os.PathLike,
+    *,
+    root: Path,
+    cache_dir: Path | None = None,
+    workers: int = 0,
+    backoff_s: float | None = None,
+    progress: bool = True,
+) -> dict[str, int]:
+    """The whole stage: write ``out_dir`` (photos/, manifest.csv, archives.json) and the metrics
+    JSON together, or nothing at all. Returns the metrics."""
+    source = resolve_source(data, root)
+    out_dir = Path(out_dir)
+    if source.folder is not None and source.folder.is_relative_to(out_dir.resolve()):
+        raise DownloadError(f"data.source {source.folder} lies inside the output folder {out_dir}")
+    cache_dir = cache_dir if cache_dir is not None else root / ".cache" / "downloads"
+    with atomic_outputs(f"{out_dir}/", metrics_path) as (tmp_out, tmp_metrics):
+        photos_dir = tmp_out / "photos"
+        if source.folder is not None:
+            log.info("copying photos from %s", source.folder)
+            records: list[dict] = []
+            photos = copy_folder(source.folder, photos_dir)
+            where = str(source.folder)
+        else:
+            records, paths = download_archives(
+                data, source.base_url, cache_dir, backoff_s=backoff_s, progress=progress
+            )
+            work_dir = tmp_out / ".unpacked"
+            try:
+                photos = unpack_muct(paths, work_dir, photos_dir)
+            finally:
+                shutil.rmtree(work_dir, ignore_errors=True)
+            where = ", ".join(r["url"] for r in records)
+        if not photos:
+            raise DownloadError(f"no photos ({', '.join(IMAGE_SUFFIXES)}) found in {where}")
+        manifest = build_manifest(photos, data.group_pattern, workers=workers)
+        metrics = {
+            "photos": len(manifest),
+            "unreadable": int((manifest["error"] != "").sum()),
+            "with_ground_truth": int((manifest["gt_scheme"] != "").sum()),
+            "bytes": sum(photo.file.stat().st_size for photo in photos),
+            "archives": len(records),
+        }
+        write_csv(tmp_out / "manifest.csv", manifest)
+        write_json(tmp_out / "archives.json", records)
+        write_json(tmp_metrics, metrics)
+    log.info(
+        "%d photos (%d unreadable, %d with ground truth) in %s",
+        metrics["photos"], metrics["unreadable"], metrics["with_ground_truth"], out_dir,
+    )  # fmt: skip
+    return metrics

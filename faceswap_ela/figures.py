@@ -1,0 +1,78 @@
+"""The paper's figures as PNG files: accuracy/loss curves, ROC curve, confusion matrix.
+
+Drawn with matplotlib's Agg canvas directly (no pyplot, no global backend). ``path`` may have any
+name (the stages write to temporary siblings); the format is always PNG.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DPI = 120
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> None:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+
+
+def history_figure(history: pd.DataFrame, path: str | os.PathLike, best_epoch: int | None = None) -> None:
+    """Accuracy and loss per epoch, training and validation side by side."""
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    for ax, name in zip(fig.subplots(1, 2), ("accuracy", "loss"), strict=True):
+        ax.plot(history["epoch"], history[name], "o-", label=f"train {name}")
+        ax.plot(history["epoch"], history[f"val_{name}"], "s--", label=f"validation {name}")
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    _save(fig, path)
+
+
+def roc_figure(
+    fpr: Sequence[float], tpr: Sequence[float], auc: float | None, path: str | os.PathLike
+) -> None:
+    """The ROC curve with the chance diagonal; the AUC in the legend."""
+    fig = Figure(figsize=(4.8, 4.5), layout="constrained")
+    ax = fig.subplots()
+    label = "ELA-CNN" if auc is None else f"ELA-CNN (AUC = {auc:.3f})"
+    ax.plot(fpr, tpr, lw=2, label=label)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", lw=1, label="chance")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC, test split")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    _save(fig, path)
+
+
+def confusion_figure(
+    matrix: Sequence[Sequence[int]], path: str | os.PathLike, classes: Sequence[str] = ("real", "fake")
+) -> None:
+    """Counts (and row shares) with actual classes as rows and predictions as columns."""
+    counts = np.asarray(matrix, dtype=np.int64)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    fig = Figure(figsize=(4.6, 4.0), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of actual class")
+    for (row, col), count in np.ndenumerate(counts):
+        colour = "white" if shares[row, col] > 0.5 else "black"
+        ax.text(col, row, f"{count}\n{shares[row, col]:.1%}", ha="center", va="center", color=colour)
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title("Confusion matrix, test split")
+    _save(fig, path)

@@ -1,0 +1,85 @@
+"""A figure like the paper's Figure 8: original photos, their renderings (fakes, and a few
+reals), the ROI crops and the crops' ELA images, one column per sample.
+
+The materialize stage keeps the samples in ``data/crops/samples/``: ``index.csv`` (crop_id,
+photo_id, label, original, rendered, crop; file names relative to the folder) and the PNGs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from faceswap_ela import ela
+from faceswap_ela.images import load_rgb, save_png
+
+SAMPLE_COLUMNS = ["crop_id", "photo_id", "label", "original", "rendered", "crop"]
+
+
+def write_samples(folder: str | os.PathLike, samples: list[tuple[dict, dict[str, np.ndarray]]]) -> None:
+    """Save (row, images) pairs, images keyed original / rendered / crop, and their index."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for row, images in samples:
+        record = {"crop_id": row["crop_id"], "photo_id": row["photo_id"], "label": int(row["label"])}
+        for kind in ("original", "rendered", "crop"):
+            name = f"{row['crop_id']}__{kind}.png"
+            save_png(folder / name, images[kind])
+            record[kind] = name
+        records.append(record)
+    frame = pd.DataFrame(records, columns=SAMPLE_COLUMNS)
+    frame.to_csv(folder / "index.csv", index=False, lineterminator="\n")
+
+
+def make_gallery(
+    samples_dir: str | os.PathLike,
+    out_png: str | os.PathLike,
+    *,
+    quality: int,
+    subsampling: str = "4:2:0",
+    scale: str = "max",
+    gain: float = 20.0,
+) -> int:
+    """Draw the gallery from a samples folder into ``out_png``; returns the number of columns.
+    The ELA row goes through ``ela.ela_image`` with the stage's settings."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples_dir = Path(samples_dir)
+    index = samples_dir / "index.csv"
+    frame = pd.read_csv(index, dtype=str) if index.exists() else pd.DataFrame(columns=SAMPLE_COLUMNS)
+    rows = ["original photo", "rendering", "ROI crop", f"ELA (q={quality}, {subsampling}, {scale})"]
+    n = max(1, len(frame))
+    fig, axes = plt.subplots(len(rows), n, figsize=(2.0 * n, 2.1 * len(rows)), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if frame.empty:
+        axes[0, 0].text(0.5, 0.5, "no samples", ha="center", va="center")
+    for col, sample in enumerate(frame.itertuples(index=False)):
+        crop = load_rgb(samples_dir / sample.crop)
+        images = [
+            load_rgb(samples_dir / sample.original),
+            load_rgb(samples_dir / sample.rendered),
+            crop,
+            ela.ela_image(crop, quality, subsampling, scale, gain),
+        ]
+        kind = "fake" if int(sample.label) == 1 else "real"
+        for row, image in enumerate(images):
+            axes[row, col].imshow(image, interpolation="nearest")
+        axes[0, col].set_title(
+            f"{kind}\n{sample.crop_id}", fontsize=7, color="C3" if kind == "fake" else "C0"
+        )
+    for row, label in enumerate(rows):
+        axes[row, 0].set_ylabel(label, fontsize=8)
+    fig.suptitle("Renderings, ROI crops and their ELA images (cf. the paper's Figure 8)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_png, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return len(frame)

@@ -1,0 +1,259 @@
+"""params.yaml, read once and validated into typed objects.
+
+An unknown key or a bad value raises ParamsError naming the key, e.g. ``ela.quality``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ParamsError(ValueError):
+    pass
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Factor = tuple[float, float]
+
+
+class DataParams(_Section):
+    source: str = "muct"
+    muct_url: str = "https://github.com/StephenMilborrow/muct/raw/master/"
+    archives: tuple[str, ...] = (
+        "muct-a-jpg-v1.tar.gz",
+        "muct-b-jpg-v1.tar.gz",
+        "muct-c-jpg-v1.tar.gz",
+        "muct-d-jpg-v1.tar.gz",
+        "muct-e-jpg-v1.tar.gz",
+        "muct-landmarks-v1.tar.gz",
+    )
+    checksums: dict[str, str] = Field(default_factory=dict)
+    group_pattern: str = r"^i(\d{3})[a-z]|^([^_]+)_"
+    retries: int = Field(5, ge=0, le=100)
+    timeout_s: float = Field(60.0, gt=0)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name muct, a URL or a folder")
+        return v
+
+    @field_validator("checksums")
+    @classmethod
+    def _checksums(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, digest in v.items():
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
+                raise ValueError(f"{name}: not a SHA-256 hex digest")
+        return {k: d.lower() for k, d in v.items()}
+
+    @field_validator("group_pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        try:
+            compiled = re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        if compiled.groups < 1:
+            raise ValueError("needs at least one capture group")
+        return v
+
+
+class LandmarkParams(_Section):
+    upsample: int = Field(0, ge=0, le=4)
+    max_side: int = Field(640, ge=0)
+    multiple_faces: Literal["skip", "largest"] = "skip"
+    retry_full_size: bool = True
+    workers: int = Field(0, ge=0)
+
+
+class SplitParams(_Section):
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class MaterializeParams(_Section):
+    variants: int = Field(4, ge=1, le=100)
+    workers: int = Field(0, ge=0)
+
+
+class FakeParams(_Section):
+    fraction: float = Field(0.5, ge=0, le=1)
+    scales: tuple[int, int] = (64, 127)
+    blur_kernel: int = Field(5, ge=1)
+    mask: Literal["square", "hull", "random"] = "random"
+    feather: int = Field(0, ge=0)
+
+    @field_validator("scales")
+    @classmethod
+    def _scales(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 8 <= v[0] <= v[1]:
+            raise ValueError("must be [low, high] with 8 <= low <= high")
+        return v
+
+    @field_validator("blur_kernel")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("must be odd")
+        return v
+
+
+class RoiParams(_Section):
+    dx_max: float = Field(0.125, ge=0, le=1)
+    dy_max: float = Field(0.2, ge=0, le=1)
+    size: int = Field(128, ge=16)
+
+
+class AugmentParams(_Section):
+    rotation: float = Field(10.0, ge=0, le=180)
+    scaling: float = Field(0.1, ge=0, lt=1)
+    flip: bool = True
+    translation: float = Field(0.05, ge=0, lt=0.5)
+    brightness: Factor = (0.8, 1.2)
+    contrast: Factor = (0.8, 1.2)
+    color: Factor = (0.8, 1.2)
+    sharpness: Factor = (0.8, 1.2)
+
+    @field_validator("brightness", "contrast", "color", "sharpness")
+    @classmethod
+    def _factor(cls, v: Factor) -> Factor:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError("must be [low, high] with 0 < low <= high")
+        return v
+
+
+class ElaParams(_Section):
+    quality: int = Field(95, ge=1, le=100)
+    subsampling: Literal["4:4:4", "4:2:2", "4:2:0"] = "4:2:0"
+    scale: Literal["max", "fixed"] = "max"
+    gain: float = Field(20.0, gt=0)
+    workers: int = Field(0, ge=0)
+
+
+class TrainParams(_Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(100, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    rho: float = Field(0.9, gt=0, lt=1)
+    epsilon: float = Field(1e-8, gt=0)
+    patience: int = Field(4, ge=0)
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    mixed_precision: bool = False
+
+
+class EvalParams(_Section):
+    threshold: float = Field(0.5, gt=0, lt=1)
+
+
+class TrackingParams(_Section):
+    experiment: str = Field("faceswap-ela", min_length=1)
+    log_model: bool = True
+
+
+class Params(_Section):
+    seed: int = Field(42, ge=0)
+    data: DataParams = DataParams()
+    landmarks: LandmarkParams = LandmarkParams()
+    split: SplitParams = SplitParams()
+    materialize: MaterializeParams = MaterializeParams()
+    fakes: FakeParams = FakeParams()
+    roi: RoiParams = RoiParams()
+    augment: AugmentParams = AugmentParams()
+    ela: ElaParams = ElaParams()
+    train: TrainParams = TrainParams()
+    eval: EvalParams = EvalParams()
+    tracking: TrackingParams = TrackingParams()
+
+
+def repo_root() -> Path:
+    """The repository root: DVC_ROOT when DVC runs the stage, else the nearest folder with dvc.yaml."""
+    env = os.environ.get("DVC_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").exists():
+            return folder
+    return here
+
+
+def _format(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        lines.append(f"{key}: {err['msg']}")
+    return "bad params.yaml: " + "; ".join(lines)
+
+
+def parse(raw: dict | None) -> Params:
+    """Validate a params mapping; raise ParamsError naming every bad key."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        raise ParamsError(_format(exc)) from None
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 with the sexagesimal integers left out: DVC's `exp run -S` rewrites params.yaml
+    without quotes (YAML 1.2), and `4:2:0` must stay the string it is there."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+
+
+def load(path: str | os.PathLike | None = None) -> Params:
+    """Read and validate params.yaml (by default the one in the working directory)."""
+    path = Path(path) if path is not None else Path("params.yaml")
+    try:
+        raw = yaml.load(path.read_text(), Loader=_Loader)
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{path} must hold a mapping at the top level")
+    return parse(raw)
+
+
+def flatten(params: Params) -> dict[str, object]:
+    """Every parameter as ``section.key -> value`` (lists kept as JSON), for tracking."""
+    out: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            if not value and prefix:
+                out[prefix] = "{}"
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, (list, tuple)):
+            out[prefix] = json.dumps(list(value))
+        else:
+            out[prefix] = value
+
+    walk("", params.model_dump(mode="json"))
+    return out
+
+
+def digest(params: Params) -> str:
+    """A short, stable hash of every parameter."""
+    text = json.dumps(params.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,402 @@
+"""MLflow tracking: one run per pipeline run, started by `train` and resumed by `evaluate`.
+
+The store is ``sqlite:///<repo root>/mlflow.db`` with artifacts in ``<repo root>/mlartifacts``, both
+anchored at ``params.repo_root()`` (DVC_ROOT under DVC, so temporary and queued experiments land in
+the same store); ``MLFLOW_TRACKING_URI`` overrides the store. `train` writes the run's identity to
+``models/run.json`` and `evaluate` logs into that run.
+
+Tracking never fails a stage: every call goes through a ``Tracker`` whose first failure (a locked or
+unwritable store, an unreachable server) logs one warning line and turns tracking off, and the stage
+goes on writing its DVC outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from faceswap_ela import params as P
+
+log = logging.getLogger(__name__)
+
+STORE_NAME = "mlflow.db"
+ARTIFACTS_NAME = "mlartifacts"
+_BATCH = 100  # MLflow's limit on params / tags per log_batch call
+_BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def tracking_uri(root: str | os.PathLike | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the sqlite store at the repository root."""
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env:
+        return env
+    root = Path(root) if root is not None else P.repo_root()
+    return f"sqlite:///{(root / STORE_NAME).resolve()}"
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifacts of a new experiment go beside a sqlite store (``<store folder>/mlartifacts``);
+    other stores (servers) keep their own default (None)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(unquote(uri[len("sqlite:///") :]))
+    if not db.is_absolute() or str(db) in ("", ":memory:"):
+        return None
+    return (db.parent / ARTIFACTS_NAME).as_uri()
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
+    """``git rev-parse HEAD`` in ``cwd``, or None outside a repository or before the first commit."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
+
+
+def run_name(commit: str | None = None) -> str:
+    """DVC's experiment name when DVC sets one, else ``workspace-<short commit>`` or a timestamp."""
+    name = os.environ.get("DVC_EXP_NAME", "").strip()
+    if name:
+        return name
+    if commit:
+        return f"workspace-{commit[:7]}"
+    return "workspace-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def run_tags(p: P.Params, commit: str | None, extra: Mapping[str, object] | None = None) -> dict[str, str]:
+    """Tags of a run: git commit, DVC baseline and experiment name, params hash, plus ``extra``."""
+    tags: dict[str, object] = {"params_hash": P.digest(p)}
+    if commit:
+        tags["git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit
+    for env, tag in (("DVC_EXP_BASELINE_REV", "dvc_exp_baseline_rev"), ("DVC_EXP_NAME", "dvc_exp_name")):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    tags.update(extra or {})
+    return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+def numeric_leaves(data: object, prefix: str = "") -> dict[str, float]:
+    """Every finite number in nested dicts/lists as ``prefix.path.to.leaf`` (booleans left out),
+    with characters MLflow refuses in a metric name replaced by ``_``."""
+    out: dict[str, float] = {}
+
+    def walk(path: str, value: object) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(f"{path}.{key}" if path else str(key), item)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(f"{path}.{i}" if path else str(i), item)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[_BAD_KEY.sub("_", path)] = float(value)
+
+    walk(prefix, data)
+    return out
+
+
+def _brief(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = text if len(text) <= 240 else text[:237] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _warn(what: str, exc: BaseException) -> None:
+    log.warning("MLflow tracking disabled (%s failed: %s); the stage goes on without it", what, _brief(exc))
+
+
+def _probe_server(uri: str, timeout: float = 3.0) -> None:
+    """Fail fast on an http(s) store that does not answer, instead of MLflow's minutes of retries."""
+    import requests
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    parsed = urlparse(uri)
+    try:
+        requests.get(f"{parsed.scheme}://{parsed.netloc}/health", timeout=timeout)
+    except requests.RequestException as exc:
+        raise ConnectionError(f"no MLflow server answers at {parsed.netloc} ({type(exc).__name__})") from None
+
+
+def _quiet_store_logs() -> None:
+    # sqlite stores log their schema migrations at INFO on every fresh database
+    for name in ("alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Tracker:
+    """One MLflow run. Methods never raise: the first failure warns once and disables tracking.
+    A Tracker without a run (``Tracker.disabled``) accepts every call and does nothing."""
+
+    def __init__(self, client: Any = None, run_id: str | None = None, uri: str = "", experiment: str = ""):
+        self.client = client
+        self.run_id = run_id
+        self.uri = uri
+        self.experiment = experiment
+
+    @classmethod
+    def disabled(cls, uri: str = "", experiment: str = "") -> Tracker:
+        return cls(None, None, uri, experiment)
+
+    @property
+    def active(self) -> bool:
+        return self.client is not None and self.run_id is not None
+
+    def info(self) -> dict[str, object]:
+        """What models/run.json holds: run_id (None without tracking), tracking_uri, experiment."""
+        return {"run_id": self.run_id, "tracking_uri": self.uri, "experiment": self.experiment}
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        _warn(what, exc)
+        self.client = None
+
+    def _call(self, what: str, func: Callable[[], Any]) -> Any:
+        if not self.active:
+            return None
+        try:
+            return func()
+        except Exception as exc:
+            self._fail(what, exc)
+            return None
+
+    def log_params(self, values: Mapping[str, object]) -> None:
+        """Log parameters not yet on the run; a value that differs from the one logged is skipped
+        (MLflow forbids changing it) and named in one warning."""
+        if not self.active:
+            return
+        from mlflow.entities import Param
+
+        def run() -> None:
+            logged = self.client.get_run(self.run_id).data.params
+            new = [Param(k, str(v)) for k, v in values.items() if k not in logged]
+            changed = sorted(k for k, v in values.items() if k in logged and logged[k] != str(v))
+            for start in range(0, len(new), _BATCH):
+                self.client.log_batch(self.run_id, params=new[start : start + _BATCH])
+            if changed:
+                log.warning(
+                    "parameters changed since they were logged, the run keeps the old values: %s", changed
+                )
+
+        self._call("logging parameters", run)
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        if not self.active:
+            return
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+
+        def run() -> None:
+            for start in range(0, len(items), _BATCH):
+                self.client.log_batch(self.run_id, tags=items[start : start + _BATCH])
+
+        self._call("setting tags", run)
+
+    def log_metrics(self, values: Mapping[str, float], step: int = 0, prefix: str = "") -> None:
+        """Log numbers (None and non-finite values are left out) at ``step``, keys prefixed."""
+        if not self.active:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(_BAD_KEY.sub("_", prefix + k), float(v), now, int(step))
+            for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ]
+        if items:
+            self._call("logging metrics", lambda: self.client.log_batch(self.run_id, metrics=items))
+
+    def log_epoch(self, epoch: int, logs: Mapping[str, float]) -> None:
+        """A training hook: the epoch's loss/accuracy/val_* at step = epoch (from 1)."""
+        self.log_metrics(logs, step=epoch)
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Log a file if it exists (missing files are skipped quietly)."""
+        if Path(path).is_file():
+            self._call(
+                f"logging {path}", lambda: self.client.log_artifact(self.run_id, str(path), artifact_path)
+            )
+
+    def log_json(self, path: str | os.PathLike, prefix: str) -> None:
+        """A JSON metrics file, if it exists: as an artifact under metrics/, and its numeric leaves
+        as metrics named ``prefix.<path>``."""
+        path = Path(path)
+        if not path.is_file() or not self.active:
+            return
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("not logging %s to MLflow: %s", path, _brief(exc))
+            return
+        self.log_artifact(path, "metrics")
+        self.log_metrics(numeric_leaves(data, prefix))
+
+    def log_model(self, net: Any, saved: str | os.PathLike | None = None, name: str = "model") -> None:
+        """The model as an MLflow Keras model (``mlflow.keras.log_model``, with a signature and
+        explicit requirements so that nothing is inferred by reloading it). Should that fail, the
+        saved .keras file ``saved`` is logged as a plain artifact instead."""
+        if not self.active:
+            return
+        try:
+            self._log_keras_model(net, name)
+        except Exception as exc:
+            if saved is None:
+                self._fail("logging the model", exc)
+                return
+            log.warning(
+                "mlflow.keras.log_model failed (%s); logging %s as a file instead", _brief(exc), saved
+            )
+            self.log_artifact(saved, name)
+
+    def _log_keras_model(self, net: Any, name: str) -> None:
+        import importlib.metadata as md
+
+        import keras
+        import mlflow
+        import mlflow.keras
+        import numpy as np
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import Schema, TensorSpec
+
+        inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *net.input_shape[1:]))])
+        outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *net.output_shape[1:]))])
+        requirements = [f"keras=={keras.__version__}"]
+        backend = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}.get(keras.backend.backend())
+        with contextlib.suppress(md.PackageNotFoundError, ValueError, TypeError):
+            requirements.append(f"{backend}=={md.version(backend).split('+')[0]}")
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=self.run_id):
+            mlflow.keras.log_model(
+                net, name=name, signature=ModelSignature(inputs, outputs), pip_requirements=requirements
+            )
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """End the run (FINISHED, FAILED or KILLED); `evaluate` may resume it later."""
+        self._call("ending the run", lambda: self.client.set_terminated(self.run_id, status))
+
+
+def _client(uri: str):
+    import mlflow
+    from mlflow import MlflowClient
+
+    _quiet_store_logs()
+    if urlparse(uri).scheme in ("http", "https"):
+        _probe_server(uri)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client, name: str, uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location(uri))
+        except MlflowException:  # created meanwhile by a parallel (queued) experiment
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def _new_run(client, p: P.Params, uri: str, tags: Mapping[str, object] | None) -> Tracker:
+    commit = git_commit()
+    experiment_id = _experiment_id(client, p.tracking.experiment, uri)
+    run = client.create_run(experiment_id, run_name=run_name(commit), tags=run_tags(p, commit, tags))
+    tracker = Tracker(client, run.info.run_id, uri, p.tracking.experiment)
+    tracker.log_params(P.flatten(p))
+    return tracker
+
+
+def start_run(
+    p: P.Params, *, tags: Mapping[str, object] | None = None, root: str | os.PathLike | None = None
+) -> Tracker:
+    """Start this pipeline run's MLflow run (named after DVC's experiment), tagged, with every
+    parameter logged. Returns a disabled Tracker, after one warning, when MLflow is unavailable."""
+    uri = tracking_uri(root)
+    try:
+        tracker = _new_run(_client(uri), p, uri, tags)
+    except Exception as exc:
+        _warn(f"starting a run at {uri}", exc)
+        return Tracker.disabled(uri, p.tracking.experiment)
+    log.info("MLflow run %s in experiment %r at %s", tracker.run_id, p.tracking.experiment, uri)
+    return tracker
+
+
+def read_run_file(path: str | os.PathLike) -> dict[str, object]:
+    """models/run.json, or an empty mapping when it is missing or unreadable."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def resume_run(
+    info: Mapping[str, object],
+    p: P.Params,
+    *,
+    tags: Mapping[str, object] | None = None,
+    root: str | os.PathLike | None = None,
+) -> Tracker:
+    """Resume the run named in ``info`` (models/run.json) in the current store. A fresh run is
+    started instead (tagged ``train_run_id``) when the id is missing or unknown (with a warning),
+    or when the parameters changed since that run (its ``params_hash`` differs), so that a run's
+    parameters always match its metrics."""
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri(root)
+    run_id = info.get("run_id")
+    try:
+        client = _client(uri)
+        previous = None
+        if isinstance(run_id, str) and run_id:
+            try:
+                previous = client.get_run(run_id)
+            except MlflowException as exc:
+                if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+        if previous is None:
+            log.warning(
+                "MLflow run %r (from models/run.json) not found in %s: starting a new run", run_id, uri
+            )
+            return _new_run(client, p, uri, tags)
+        if previous.data.tags.get("params_hash") != P.digest(p):
+            log.info("parameters changed since training run %s: logging this evaluation in a new run", run_id)
+            return _new_run(client, p, uri, {"train_run_id": run_id, **(tags or {})})
+        client.update_run(run_id, status="RUNNING")
+        experiment = client.get_experiment(previous.info.experiment_id).name
+        tracker = Tracker(client, run_id, uri, experiment)
+        tracker.set_tags(tags or {})
+    except Exception as exc:
+        _warn(f"resuming run {run_id} at {uri}", exc)
+        return Tracker.disabled(uri, p.tracking.experiment)
+    log.info("resumed MLflow run %s at %s", run_id, uri)
+    return tracker
+
+
+def status_for(exc: BaseException | None) -> str:
+    """The MLflow run status for how a stage ended."""
+    if exc is None:
+        return "FINISHED"
+    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"

@@ -1,0 +1,41 @@
+"""Shared fixtures. The builders themselves live in tests/sample_data.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.sample_data import build_muct_archives, write_muct_landmarks_csv, write_muct_photos
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+@dataclass(frozen=True)
+class MuctMirror:
+    """A small MUCT-layout dataset: photos/jpg/*.jpg, its landmark CSV and a folder of archives."""
+
+    photos: list[Path]
+    csv: Path
+    mirror: Path
+    archives: dict[str, Path]
+
+
+@pytest.fixture(scope="session")
+def muct_mirror(tmp_path_factory) -> MuctMirror:
+    """4 subjects x 3 photos, built once per session (read-only: copy before changing)."""
+    base = tmp_path_factory.mktemp("muct")
+    photos = write_muct_photos(base / "photos", subjects=4, per_subject=3)
+    csv = write_muct_landmarks_csv(base / "photos" / "muct76-opencv.csv", photos)
+    archives = build_muct_archives(base / "photos", base / "mirror")
+    return MuctMirror(photos, csv, base / "mirror", archives)
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    """../shared/datasets beside the repo, or skip."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"{SHARED_DATASETS} is missing (the shared development datasets)")
+    return SHARED_DATASETS

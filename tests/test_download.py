@@ -1,0 +1,518 @@
+"""The download stage against a real loopback HTTP server (tests/sample_data.serve), file:// mirrors
+and local folders: outputs, resume, retries, errors, checksums and hostile archives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from faceswap_ela import download, muct
+from faceswap_ela import params as P
+from faceswap_ela.download import DownloadError, UnsafeArchiveError
+from tests.sample_data import (
+    HOSTILE_KINDS,
+    build_hostile_archive,
+    build_muct_archives,
+    render_face,
+    serve,
+    write_bad_images,
+    write_muct_photos,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+A, L = muct.camera_archive("a"), muct.LANDMARKS_ARCHIVE
+COLUMNS = ["id", "group", "path", "sha256", "width", "height", "error", "gt_scheme", "gt"]
+
+
+def _data(source: str, **overrides) -> P.DataParams:
+    raw = {"source": source, "archives": [A, L], "retries": 1, "timeout_s": 10, **overrides}
+    return P.parse({"data": raw}).data
+
+
+def _run(repo: Path, data: P.DataParams, **kwargs) -> dict:
+    repo.mkdir(parents=True, exist_ok=True)
+    kwargs = {"workers": 1, "backoff_s": 0.0, "progress": False, **kwargs}
+    return download.run(data, repo / "data" / "raw", repo / "metrics" / "download.json", root=repo, **kwargs)
+
+
+def _manifest(repo: Path) -> pd.DataFrame:
+    return pd.read_csv(repo / "data/raw/manifest.csv", dtype=str, keep_default_na=False)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _assert_no_outputs(repo: Path) -> None:
+    assert not (repo / "data" / "raw").exists()
+    assert not (repo / "metrics" / "download.json").exists()
+    for folder in (repo / "data", repo / "metrics"):  # no temporary leftovers either
+        assert not folder.exists() or not any(folder.iterdir()), list(folder.iterdir())
+
+
+def _requests(log: list, name: str) -> list[tuple[str | None, int]]:
+    return [(rng, status) for path, rng, status in log if path == "/" + name]
+
+
+def _cached(repo: Path, url: str) -> Path:
+    return download.cache_path(repo / ".cache" / "downloads", url)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---------------------------------------------------------------- a full download
+
+
+def test_download_from_loopback_mirror(muct_mirror, tmp_path):
+    repo = tmp_path / "repo"
+    with serve(muct_mirror.mirror) as (url, log):
+        metrics = _run(repo, _data(url))
+    assert [(p, r, s) for p, r, s in log] == [("/" + A, None, 200), ("/" + L, None, 200)]
+
+    manifest = _manifest(repo)
+    assert list(manifest.columns) == COLUMNS
+    names = sorted(p.stem for p in muct_mirror.photos)
+    assert list(manifest.id) == names
+    assert list(manifest.group) == [name[1:4] for name in names]
+    assert sorted(set(manifest.group)) == ["000", "001", "002", "003"]
+    assert list(manifest.path) == [f"photos/jpg/{name}.jpg" for name in names]
+    originals = {p.stem: p for p in muct_mirror.photos}
+    for row in manifest.itertuples():
+        out = repo / "data/raw" / row.path
+        assert out.read_bytes() == originals[row.id].read_bytes()
+        assert row.sha256 == _sha(out)
+    assert set(manifest.width) == {"480"} and set(manifest.height) == {"640"}
+    assert set(manifest.error) == {""}
+
+    shapes = muct.read_landmarks_csv(muct_mirror.csv)
+    assert set(manifest.gt_scheme) == {"muct76"}
+    for row in manifest.itertuples():
+        gt = json.loads(row.gt)
+        assert len(gt) == muct.N_POINTS
+        expected = shapes[row.id]
+        for point, want in zip(gt, expected, strict=True):
+            if np.isnan(want).any():
+                assert point is None
+            else:
+                np.testing.assert_allclose(point, want, atol=1e-3)
+
+    records = json.loads((repo / "data/raw/archives.json").read_text())
+    assert records == [
+        {"name": name, "url": url + name, "size": (muct_mirror.mirror / name).stat().st_size,
+         "sha256": _sha(muct_mirror.mirror / name)}
+        for name in (A, L)
+    ]  # fmt: skip
+    on_disk = json.loads((repo / "metrics/download.json").read_text())
+    assert on_disk == metrics == {
+        "photos": 12,
+        "unreadable": 0,
+        "with_ground_truth": 12,
+        "bytes": sum(p.stat().st_size for p in muct_mirror.photos),
+        "archives": 2,
+    }
+    # nothing else: no unpacked leftovers, no temporary files
+    raw = repo / "data/raw"
+    files = sorted(str(p.relative_to(raw)) for p in raw.rglob("*") if p.is_file())
+    assert files == sorted(["manifest.csv", "archives.json", *(f"photos/jpg/{n}.jpg" for n in names)])
+    assert sorted(os.listdir(repo / "data")) == ["raw"]
+
+
+def test_rerun_uses_the_cache_and_writes_the_same_bytes(muct_mirror, tmp_path):
+    repo = tmp_path / "repo"
+    with serve(muct_mirror.mirror) as (url, log):
+        _run(repo, _data(url))
+        first = (repo / "data/raw/manifest.csv").read_bytes()
+        count = len(log)
+        _run(repo, _data(url), workers=2)  # a pool of workers gives the same table
+        assert len(log) == count  # served from .cache/downloads, no request
+    assert (repo / "data/raw/manifest.csv").read_bytes() == first
+    assert _cached(repo, url + A).read_bytes() == (muct_mirror.mirror / A).read_bytes()
+
+
+def test_each_mirror_has_its_own_cache(muct_mirror, tmp_path):
+    other = tmp_path / "other"
+    photos = write_muct_photos(tmp_path / "few", subjects=2, per_subject=1)
+    build_muct_archives(tmp_path / "few", other)
+    repo = tmp_path / "repo"
+    with serve(muct_mirror.mirror) as (url, _):
+        assert _run(repo, _data(url, archives=[A]))["photos"] == 12
+    with serve(other) as (url, log):
+        metrics = _run(repo, _data(url, archives=[A]))
+    assert _requests(log, A) == [(None, 200)]
+    assert metrics["photos"] == len(photos) == 2
+    assert metrics["with_ground_truth"] == 0  # no landmark archive listed
+
+
+def test_file_mirror(muct_mirror, tmp_path):
+    repo = tmp_path / "repo"
+    base = muct_mirror.mirror.as_uri() + "/"
+    # a partial copy left by an interrupted run is resumed
+    part = _cached(repo, base + A).with_name(A + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes((muct_mirror.mirror / A).read_bytes()[:1000])
+    metrics = _run(repo, _data(base))
+    assert metrics["photos"] == 12 and metrics["with_ground_truth"] == 12
+    assert not part.exists()
+    assert _cached(repo, base + A).read_bytes() == (muct_mirror.mirror / A).read_bytes()
+    records = json.loads((repo / "data/raw/archives.json").read_text())
+    assert [r["url"] for r in records] == [base + A, base + L]
+    assert records[0]["sha256"] == _sha(muct_mirror.mirror / A)
+
+
+def test_missing_file_in_file_mirror_is_a_clear_error(muct_mirror, tmp_path):
+    repo = tmp_path / "repo"
+    base = muct_mirror.mirror.as_uri()
+    with pytest.raises(DownloadError, match=r"not found: file://.*muct-b-jpg-v1\.tar\.gz"):
+        _run(repo, _data(base, archives=[muct.camera_archive("b")]))
+    _assert_no_outputs(repo)
+
+
+# ---------------------------------------------------------------- resume and retries
+
+
+def test_resume_after_the_server_cut_the_connection(muct_mirror, tmp_path):
+    repo = tmp_path / "repo"
+    size = (muct_mirror.mirror / A).stat().st_size
+    cut = size // 2
+    with serve(muct_mirror.mirror, cut_after=cut) as (url, log):
+        metrics = _run(repo, _data(url, retries=1))
+    assert _requests(log, A) == [(None, 200), (f"bytes={cut}-", 206)]
+    assert _cached(repo, url + A).read_bytes() == (muct_mirror.mirror / A).read_bytes()
+    assert not _cached(repo, url + A).with_name(A + ".part").exists()
+    assert metrics["photos"] == 12
+
+
+def test_resume_a_partial_file_left_in_the_cache(muct_mirror, tmp_path):
+    repo = tmp_path / "repo"
+    original = (muct_mirror.mirror / A).read_bytes()
+    with serve(muct_mirror.mirror) as (url, log):
+        part = _cached(repo, url + A).with_name(A + ".part")
+        part.parent.mkdir(parents=True)
+        part.write_bytes(original[:1000])
+        _run(repo, _data(url, retries=0))
+    assert _requests(log, A) == [("bytes=1000-", 206)]
+    assert _cached(repo, url + A).read_bytes() == original
+
+
+def test_server_ignoring_range_restarts_from_zero(muct_mirror, tmp_path):
+    repo = tmp_path / "repo"
+    original = (muct_mirror.mirror / A).read_bytes()
+    with serve(muct_mirror.mirror, ignore_range=True) as (url, log):
+        part = _cached(repo, url + A).with_name(A + ".part")
+        part.parent.mkdir(parents=True)
+        part.write_bytes(b"x" * 1000)  # wrong bytes: only a restart from zero gives the right file
+        _run(repo, _data(url, retries=0))
+    assert _requests(log, A) == [("bytes=1000-", 200)]
+    assert _cached(repo, url + A).read_bytes() == original
+
+
+def test_a_part_longer_than_the_file_restarts(muct_mirror, tmp_path):
+    repo = tmp_path / "repo"
+    original = (muct_mirror.mirror / L).read_bytes()
+    with serve(muct_mirror.mirror) as (url, log):
+        part = _cached(repo, url + L).with_name(L + ".part")
+        part.parent.mkdir(parents=True)
+        part.write_bytes(b"x" * (len(original) + 10))
+        _run(repo, _data(url, retries=0))  # the restart from zero is not a retry
+    assert _requests(log, L) == [(f"bytes={len(original) + 10}-", 416), (None, 200)]
+    assert _cached(repo, url + L).read_bytes() == original
+
+
+def test_server_errors_are_retried_with_exponential_backoff(muct_mirror, tmp_path, monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr(download.time, "sleep", waits.append)
+    repo = tmp_path / "repo"
+    with serve(muct_mirror.mirror, fail_first=2) as (url, log):
+        _run(repo, _data(url, archives=[A], retries=3), backoff_s=0.25)
+    assert _requests(log, A) == [(None, 503), (None, 503), (None, 200)]
+    assert waits == [0.25, 0.5]
+
+
+def test_server_errors_beyond_the_retries_fail(muct_mirror, tmp_path):
+    repo = tmp_path / "repo"
+    with serve(muct_mirror.mirror, fail_first=5) as (url, log), pytest.raises(DownloadError) as err:
+        _run(repo, _data(url, archives=[A], retries=2))
+    assert f"could not download {url}{A} after 3 attempts" in str(err.value)
+    assert "503" in str(err.value)
+    assert len(_requests(log, A)) == 3
+    _assert_no_outputs(repo)
+
+
+def test_missing_archive_is_a_clear_error_without_retries(muct_mirror, tmp_path):
+    repo = tmp_path / "repo"
+    missing = muct.camera_archive("b")
+    with serve(muct_mirror.mirror) as (url, log), pytest.raises(DownloadError) as err:
+        _run(repo, _data(url, archives=[A, missing, L], retries=3))
+    assert str(err.value).startswith(f"HTTP 404 Not Found for {url}{missing} ")
+    assert _requests(log, missing) == [(None, 404)]
+    _assert_no_outputs(repo)
+
+
+def test_unreachable_server_fails_after_the_retries(tmp_path):
+    repo = tmp_path / "repo"
+    url = f"http://127.0.0.1:{_closed_port()}/"
+    with pytest.raises(DownloadError, match=rf"could not download {url}{A} after 3 attempts: .*refused"):
+        _run(repo, _data(url, retries=2, timeout_s=5))
+    _assert_no_outputs(repo)
+
+
+# ---------------------------------------------------------------- checksums
+
+
+def test_matching_checksums_pass(muct_mirror, tmp_path):
+    repo = tmp_path / "repo"
+    sums = {name: _sha(muct_mirror.mirror / name) for name in (A, L)}
+    with serve(muct_mirror.mirror) as (url, _):
+        assert _run(repo, _data(url, checksums=sums))["photos"] == 12
+
+
+def test_checksum_mismatch_leaves_nothing(muct_mirror, tmp_path):
+    repo = tmp_path / "repo"
+    wrong = "0" * 64
+    with serve(muct_mirror.mirror) as (url, _), pytest.raises(DownloadError) as err:
+        _run(repo, _data(url, checksums={A: wrong}))
+    message = str(err.value)
+    assert A in message and wrong in message and _sha(muct_mirror.mirror / A) in message
+    assert not _cached(repo, url + A).exists()
+    _assert_no_outputs(repo)
+
+
+# ---------------------------------------------------------------- hostile and broken archives
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
+def test_hostile_archive_is_refused(kind, tmp_path):
+    mirror = tmp_path / "mirror"
+    member = build_hostile_archive(mirror / A, kind)
+    repo = tmp_path / "repo"
+    with serve(mirror) as (url, _), pytest.raises(UnsafeArchiveError) as err:
+        _run(repo, _data(url, archives=[A]))
+    assert repr(member) in str(err.value) and A in str(err.value)
+    _assert_no_outputs(repo)
+    hostile_names = ("evil", "x", "ok.jpg", "link.jpg", "null", "pipe")
+    written = [p for p in tmp_path.rglob("*") if p.name in hostile_names]
+    assert written == []
+    if kind == "absolute":
+        assert not Path(member).exists()
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
+def test_safe_extract_checks_every_member_before_writing(kind, tmp_path):
+    archive = tmp_path / "hostile.tar.gz"
+    member = build_hostile_archive(archive, kind)
+    with tarfile.open(archive) as tar:  # the harmless member comes first
+        assert [m.name for m in tar.getmembers()] == ["jpg/ok.jpg", member]
+    target = tmp_path / "out" / "inner"
+    with pytest.raises(UnsafeArchiveError, match=f"member {member!r} is "):
+        download.safe_extract(archive, target)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+
+
+def test_safe_extract_unpacks_a_plain_archive(muct_mirror, tmp_path):
+    names = download.safe_extract(muct_mirror.mirror / A, tmp_path / "out")
+    assert sorted(names) == sorted(f"jpg/{p.name}" for p in muct_mirror.photos)
+    first = muct_mirror.photos[0]
+    assert (tmp_path / "out/jpg" / first.name).read_bytes() == first.read_bytes()
+
+
+def test_corrupt_archive_is_a_clear_error_and_leaves_the_cache(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / A).write_bytes(b"<html>this is not an archive</html>")
+    repo = tmp_path / "repo"
+    with serve(mirror) as (url, _), pytest.raises(DownloadError, match=f"{A} is not a readable tar archive"):
+        _run(repo, _data(url, archives=[A]))
+    assert not _cached(repo, url + A).exists()  # the next run fetches it again
+    _assert_no_outputs(repo)
+
+
+# ---------------------------------------------------------------- local folders
+
+
+def _face_jpeg(path: Path, name: str = "grace_hopper") -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(render_face(name)).save(path, format="JPEG", quality=90)
+    return path
+
+
+def test_local_folder_source(tmp_path):
+    repo = tmp_path / "repo"
+    src = repo / "faces"
+    helen = _face_jpeg(src / "a" / "100032540_1.jpg")
+    points = np.random.default_rng(1).uniform(0, 400, (68, 2)).round(3)
+    muct.write_pts(helen.with_suffix(".pts"), points)
+    _face_jpeg(src / "b" / "c" / "200_1.png", "astronaut")
+    _face_jpeg(src / "b" / "i005qa-fn.jpg")
+    bad = write_bad_images(src / "bad")
+    (src / "notes.txt").write_text("not a photo")
+    _face_jpeg(src / ".hidden" / "skip_me.jpg")
+    images = [p for p in src.rglob("*") if p.suffix in (".jpg", ".png") and ".hidden" not in p.parts]
+
+    metrics = _run(repo, _data("faces"))  # relative: resolved against the repo root
+    manifest = _manifest(repo).set_index("id")
+    assert len(manifest) == len(images) == 12  # nothing lost
+    assert manifest.index.is_monotonic_increasing
+    row = manifest.loc["a__100032540_1"]
+    assert (row.group, row.path, row.gt_scheme) == ("100032540", "photos/a/100032540_1.jpg", "ibug68")
+    np.testing.assert_allclose(json.loads(row["gt"]), points)
+    assert (repo / "data/raw/photos/a/100032540_1.pts").read_bytes() == helen.with_suffix(".pts").read_bytes()
+    assert manifest.loc["b__c__200_1", "group"] == "200"
+    assert manifest.loc["b__i005qa-fn", "group"] == "005"
+    assert manifest.loc["bad__huge", "group"] == "bad__huge"  # no match: the id
+    unusable = {"zero_byte", "truncated", "random_bytes", "huge"}
+    for kind, path in bad.items():
+        entry = manifest.loc[f"bad__{path.stem}"]
+        if kind in unusable:
+            assert entry.error and entry.width == "" and entry.height == "", kind
+        else:
+            assert entry.error == "" and int(entry.width) > 0 and int(entry.height) > 0, kind
+    assert "empty" in manifest.loc["bad__zero_byte", "error"]
+    assert "too large" in manifest.loc["bad__huge", "error"]
+    for entry in manifest.itertuples():
+        copied = repo / "data/raw" / entry.path
+        assert copied.read_bytes() == (src / entry.path.removeprefix("photos/")).read_bytes()
+        assert entry.sha256 == _sha(copied)
+    assert json.loads((repo / "data/raw/archives.json").read_text()) == []
+    assert metrics == {
+        "photos": 12,
+        "unreadable": 4,
+        "with_ground_truth": 1,
+        "bytes": sum(p.stat().st_size for p in images),
+        "archives": 0,
+    }
+
+
+def test_duplicate_ids_are_refused(tmp_path):
+    repo = tmp_path / "repo"
+    _face_jpeg(repo / "faces" / "x" / "a.jpg")
+    _face_jpeg(repo / "faces" / "x" / "a.png")
+    with pytest.raises(DownloadError, match="unique.*x__a"):
+        _run(repo, _data("faces"))
+    _assert_no_outputs(repo)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "faces").mkdir(parents=True)
+    with pytest.raises(DownloadError, match="no photos"):
+        _run(repo, _data("faces"))
+    _assert_no_outputs(repo)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("no/such/folder", "data.source: 'no/such/folder' is not"),
+        ("ftp://host/x/", "unsupported URL scheme ftp"),
+    ],
+)
+def test_bad_source_is_a_clear_error(source, message, tmp_path):
+    with pytest.raises(DownloadError, match=message):
+        _run(tmp_path / "repo", _data(source))
+    _assert_no_outputs(tmp_path / "repo")
+
+
+# ---------------------------------------------------------------- the real MUCT sample
+
+
+def test_muct_sample_over_loopback(shared_datasets, tmp_path):
+    sample = shared_datasets / "muct-sample"
+    if not (sample / A).is_file() or not (sample / L).is_file():
+        pytest.skip(f"{sample} lacks {A} or {L}")
+    repo = tmp_path / "repo"
+    with serve(sample) as (url, _):
+        metrics = _run(repo, _data(url), workers=2)
+    manifest = _manifest(repo)
+    assert metrics["photos"] == len(manifest) == 21
+    assert sorted(set(manifest.group)) == [f"{i:03d}" for i in range(7)]
+    assert set(manifest.gt_scheme) == {"muct76"} and metrics["with_ground_truth"] == 21
+    assert {len(json.loads(gt)) for gt in manifest["gt"]} == {68}  # this copy keeps 68 of the 76 points
+    assert set(manifest.width) == {"480"} and set(manifest.height) == {"640"}
+    assert (manifest.error == "").all()
+
+
+# ---------------------------------------------------------------- the stage script
+
+
+def _stage_repo(tmp_path: Path, **data) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy2(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(data)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return repo
+
+
+def _stage(cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "download.py")],
+        cwd=cwd, env={**clean, **env}, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_stage_script_downloads_from_a_mirror(muct_mirror, tmp_path):
+    with serve(muct_mirror.mirror) as (url, _):
+        repo = _stage_repo(tmp_path, source=url, archives=[A, L], retries=1)
+        proc = _stage(repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(_manifest(repo)) == 12
+    assert json.loads((repo / "metrics/download.json").read_text())["photos"] == 12
+    assert _cached(repo, url + A).is_file()
+
+
+def test_stage_resolves_a_relative_folder_against_dvc_root(tmp_path):
+    parent = tmp_path / "parent"
+    _face_jpeg(parent / "faces" / "100_1.jpg")
+    run_dir = _stage_repo(tmp_path, source="faces")  # like `dvc exp run --temp`: a copy elsewhere
+    proc = _stage(run_dir, DVC_ROOT=str(parent))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(_manifest(run_dir).id) == ["100_1"]
+
+
+def test_stage_checksum_mismatch_exits_nonzero(muct_mirror, tmp_path):
+    wrong = "f" * 64
+    with serve(muct_mirror.mirror) as (url, _):
+        repo = _stage_repo(tmp_path, source=url, archives=[A], retries=0, checksums={A: wrong})
+        proc = _stage(repo)
+    assert proc.returncode == 1
+    actual = _sha(muct_mirror.mirror / A)
+    assert f"checksum mismatch for {A}: expected sha256 {wrong}, got {actual}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    _assert_no_outputs(repo)
+    assert not _cached(repo, url + A).exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("retries", -1, "data.retries"),
+        ("retrys", 3, "data.retrys"),
+        ("checksums", {A: "abc"}, "data.checksums"),
+    ],
+)
+def test_stage_rejects_bad_params(key, value, named, tmp_path):
+    repo = _stage_repo(tmp_path, **{key: value})
+    proc = _stage(repo)
+    assert proc.returncode == 2
+    assert named in proc.stderr and "Traceback" not in proc.stderr
+    _assert_no_outputs(repo)

@@ -1,0 +1,105 @@
+import cv2
+import numpy as np
+import pytest
+
+from faceswap_ela import alignment, forgery
+from tests.sample_data import dlib_shapes, portrait
+
+
+def dlib_portraits() -> list[tuple[np.ndarray, np.ndarray]]:
+    """The two public-domain portraits with their dlib 68-point landmarks (HOG detector)."""
+    out = []
+    for name in ("astronaut", "grace_hopper"):
+        rgb = portrait(name)
+        shapes = dlib_shapes(rgb)
+        assert len(shapes) == 1
+        out.append((rgb, np.asarray(shapes[0], dtype=np.float64)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def portraits():
+    return dlib_portraits()
+
+
+@pytest.fixture(scope="module")
+def template(portraits):
+    return alignment.procrustes_template([points for _, points in portraits])
+
+
+def laplacian_variance(rgb: np.ndarray, where: np.ndarray) -> float:
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    return float(cv2.Laplacian(grey, cv2.CV_64F)[where].var())
+
+
+def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
+    if pixels == 0:
+        return mask
+    kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
+    return cv2.dilate(mask.astype(np.uint8), kernel) > 0
+
+
+def shrink(mask: np.ndarray, pixels: int) -> np.ndarray:
+    kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
+    return cv2.erode(mask.astype(np.uint8), kernel) > 0
+
+
+@pytest.mark.parametrize("mask_mode", ["square", "hull"])
+@pytest.mark.parametrize("feather", [0, 6])
+@pytest.mark.parametrize("size", [64, 127])
+def test_fake_changes_only_the_masked_face_and_blurs_it(portraits, template, mask_mode, feather, size):
+    for rgb, points in portraits:
+        fake, mask = forgery.make_fake(rgb, points, template, size=size, mask=mask_mode, feather=feather)
+        assert fake.shape == rgb.shape and fake.dtype == np.uint8
+        assert mask.dtype == bool and 0.01 < mask.mean() < 0.5
+        outside = ~grow(mask, feather)
+        np.testing.assert_array_equal(fake[outside], rgb[outside])
+        inside = shrink(mask, max(feather, 3))
+        assert laplacian_variance(fake, inside) < 0.6 * laplacian_variance(rgb, inside)
+        # the mask covers the face: the inner landmarks' centre, and for a square all of 17-67 but a few
+        centre = np.round(points[17:].mean(0)).astype(int)
+        assert mask[centre[1], centre[0]]
+        if mask_mode == "square":
+            inner = np.round(points[17:]).astype(int)
+            assert mask[inner[:, 1], inner[:, 0]].mean() > 0.8
+
+
+def test_hull_mask_lies_inside_the_square(portraits, template):
+    rgb, points = portraits[0]
+    _, square = forgery.make_fake(rgb, points, template, size=100, mask="square")
+    _, hull = forgery.make_fake(rgb, points, template, size=100, mask="hull")
+    assert hull.sum() < square.sum() and not (hull & ~square).any()
+
+
+def test_larger_aligned_size_blurs_less(portraits, template):
+    rgb, points = portraits[1]
+    energies = []
+    for size in (64, 127, 400):
+        fake, mask = forgery.make_fake(rgb, points, template, size=size, mask="square")
+        energies.append(laplacian_variance(fake, shrink(mask, 3)))
+    assert energies[0] < energies[1] < energies[2]
+
+
+def test_make_fake_is_deterministic_and_checks_the_mask(portraits, template):
+    rgb, points = portraits[0]
+    first, _ = forgery.make_fake(rgb, points, template, size=90, mask="hull", feather=3)
+    second, _ = forgery.make_fake(rgb, points, template, size=90, mask="hull", feather=3)
+    np.testing.assert_array_equal(first, second)
+    with pytest.raises(ValueError, match="mask"):
+        forgery.make_fake(rgb, points, template, size=90, mask="random")
+
+
+def test_labels_per_photo():
+    for variants in (2, 4, 6):
+        for photo in ("a", "b", "c"):
+            labels = forgery.assign_labels(42, photo, variants, 0.5)
+            assert sorted(labels) == [0] * (variants // 2) + [1] * (variants // 2)
+    assert forgery.assign_labels(42, "a", 4, 0.0) == [0, 0, 0, 0]
+    assert forgery.assign_labels(42, "a", 4, 1.0) == [1, 1, 1, 1]
+    assert forgery.assign_labels(42, "a", 4, 0.5) == forgery.assign_labels(42, "a", 4, 0.5)
+    positions = {tuple(forgery.assign_labels(42, f"p{i}", 4, 0.5)) for i in range(50)}
+    assert len(positions) > 3  # which variants are fakes varies from photo to photo
+    single = [forgery.assign_labels(42, f"p{i}", 1, 0.5)[0] for i in range(400)]
+    assert 0.4 < np.mean(single) < 0.6
+    odd = [sum(forgery.assign_labels(7, f"p{i}", 3, 0.5)) for i in range(400)]
+    assert set(odd) == {1, 2} and 1.35 < np.mean(odd) < 1.65

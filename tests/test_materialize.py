@@ -1,0 +1,300 @@
+"""The materialize and ela stages: renderings of each photo, bad inputs, determinism, and the
+stage scripts run as subprocesses in a folder built from the two sample portraits."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from faceswap_ela import alignment, ela, forgery
+from faceswap_ela.images import load_rgb
+from faceswap_ela.params import Params
+from tests.sample_data import dlib_shapes, portrait
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = 4
+# photo id -> (split, expected skip reason prefix or None)
+BAD = {
+    "bad_nan": ("train", "landmarks not finite"),
+    "bad_outside": ("test", "landmarks outside the image"),
+    "bad_line": ("test", "degenerate landmarks"),
+    "bad_tiny": ("test", "empty crop"),
+    "bad_corrupt": ("train", "unreadable image"),
+    "bad_missing": ("test", "no landmarks"),
+}
+
+
+def similarity(scale: float, degrees: float, shift: tuple[float, float]) -> np.ndarray:
+    a = np.deg2rad(degrees)
+    return np.array(
+        [[scale * np.cos(a), -scale * np.sin(a), shift[0]], [scale * np.sin(a), scale * np.cos(a), shift[1]]]
+    )
+
+
+def build_photos() -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """Four renderings of each portrait (moved, scaled, turned; landmarks moved with them) and
+    the bad cases, as id -> (rgb, landmarks)."""
+    photos = {}
+    for name in ("astronaut", "grace_hopper"):
+        rgb = portrait(name)
+        shapes = dlib_shapes(rgb)
+        assert len(shapes) == 1
+        points = shapes[0]
+        moves = [(1.0, 0.0, (0, 0)), (0.8, 6.0, (40, 10)), (1.1, -5.0, (-30, -20)), (0.9, 2.0, (15, -5))]
+        for i, (scale, degrees, shift) in enumerate(moves):
+            matrix = similarity(scale, degrees, shift)
+            moved = cv2.warpAffine(
+                rgb, matrix, (rgb.shape[1], rgb.shape[0]), borderMode=cv2.BORDER_REFLECT_101
+            )
+            photos[f"{name[:5]}_{i}"] = (moved, alignment.transform(points, matrix))
+    rgb, points = photos["astro_0"]
+    nan = points.copy()
+    nan[40] = np.nan
+    line = points.copy()
+    line[:, 1] = 0.5 * line[:, 0] + 10
+    tiny = (points - points[17:].min(0)) * (3.0 / np.ptp(points[17:], axis=0).max()) + 100
+    photos.update(
+        bad_nan=(rgb, nan), bad_outside=(rgb, points + 5000), bad_line=(rgb, line), bad_tiny=(rgb, tiny),
+        bad_corrupt=(rgb, points), bad_missing=(rgb, None),
+    )  # fmt: skip
+    return photos
+
+
+def write_workspace(folder: Path, photos: dict, **changes: dict) -> None:
+    """params.yaml, data/raw/, data/landmarks.csv and data/split.csv for the stages."""
+    raw = folder / "data" / "raw"
+    raw.mkdir(parents=True)
+    landmark_rows, split_rows = [], []
+    for photo_id, (rgb, points) in photos.items():
+        path = raw / f"{photo_id}.jpg"
+        ok, data = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+        path.write_bytes(data.tobytes()[: 600 if photo_id == "bad_corrupt" else None])
+        group = photo_id.rsplit("_", 1)[0] if not photo_id.startswith("bad") else photo_id
+        split = BAD[photo_id][0] if photo_id in BAD else ("test" if photo_id.endswith("_3") else "train")
+        split_rows.append({"id": photo_id, "group": group, "split": split})
+        if points is None:
+            continue
+        row = {"id": photo_id, "group": group, "path": path.name, "n_faces": 1}
+        row.update(box_left=0, box_top=0, box_right=1, box_bottom=1)
+        row.update(dict(zip(alignment.landmark_columns(), points.ravel(), strict=True)))
+        landmark_rows.append(row)
+    pd.DataFrame(landmark_rows).to_csv(folder / "data" / "landmarks.csv", index=False)
+    pd.DataFrame(split_rows).to_csv(folder / "data" / "split.csv", index=False)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["materialize"].update(variants=VARIANTS, workers=2)
+    params["ela"]["workers"] = 2
+    for section, values in changes.items():
+        params[section].update(values)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_stage(name: str, folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "stages" / f"{name}.py")],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def tree_bytes(folder: Path, parts: list[str]) -> dict[str, bytes]:
+    out = {}
+    for part in parts:
+        path = folder / part
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        out.update({str(p.relative_to(folder)): p.read_bytes() for p in files})
+    return out
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return build_photos()
+
+
+@pytest.fixture(scope="module")
+def pipeline(photos, tmp_path_factory):
+    """The folder after materialize and ela ran with 2 workers."""
+    folder = tmp_path_factory.mktemp("stages") / "run"
+    write_workspace(folder, photos)
+    for stage in ("materialize", "ela"):
+        result = run_stage(stage, folder)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return folder
+
+
+OUTPUTS = ["data/template.json", "data/crops", "data/ela", "metrics/materialize.json", "plots/gallery.png"]
+
+
+def test_materialize_outputs(pipeline, photos):
+    index = pd.read_csv(pipeline / "data/crops/index.csv", dtype={"reason": str, "path": str, "mask": str})
+    assert list(index.columns) == [
+        "crop_id", "photo_id", "group", "split", "label", "variant", "status", "reason", "path",
+        "scale", "mask", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "augment",
+    ]  # fmt: skip
+    assert list(index["crop_id"]) == sorted(index["crop_id"])
+    assert len(index) == len(photos) * VARIANTS
+    for photo_id, rows in index.groupby("photo_id"):
+        assert sorted(rows["variant"]) == list(range(VARIANTS))
+        assert sorted(rows["label"]) == [0, 0, 1, 1]  # each photo gives both classes
+        if photo_id in BAD:
+            assert (rows["status"] == "skipped").all()
+            assert rows["reason"].str.startswith(BAD[photo_id][1]).all(), rows["reason"].iloc[0]
+            assert rows["path"].isna().all()
+            continue
+        assert (rows["status"] == "ok").all() and rows["reason"].isna().all()
+        rgb = photos[photo_id][0]
+        for row in rows.itertuples():
+            crop = load_rgb(pipeline / "data/crops" / row.path)
+            assert row.path == f"{row.split}/{row.crop_id}.png" and crop.shape == (128, 128, 3)
+            assert 0 <= row.roi_x1 < row.roi_x2 < rgb.shape[1] and 0 <= row.roi_y1 < row.roi_y2 < rgb.shape[0]
+            values = json.loads(row.augment)
+            if row.split == "train":
+                assert set(values) == {
+                    "rotation",
+                    "scale",
+                    "flip",
+                    "tx",
+                    "ty",
+                    "brightness",
+                    "contrast",
+                    "color",
+                    "sharpness",
+                }
+            else:
+                assert values == {}
+            if row.label == 1:
+                assert 64 <= row.scale <= 127 and row.mask in ("square", "hull")
+            else:
+                assert pd.isna(row.scale) and pd.isna(row.mask)
+    metrics = json.loads((pipeline / "metrics/materialize.json").read_text())
+    ok = index[index["status"] == "ok"]
+    assert metrics["crops"] == len(ok) == 8 * VARIANTS
+    assert metrics["counts"] == {"train": {"real": 12, "fake": 12}, "test": {"real": 4, "fake": 4}}
+    assert (
+        metrics["skipped"] == len(BAD) * VARIANTS
+        and sum(metrics["skipped_by_reason"].values()) == metrics["skipped"]
+    )
+    assert metrics["photos"] == len(photos) and metrics["photos_per_s"] > 0
+    template = json.loads((pipeline / "data/template.json").read_text())
+    points = np.array(template["points"])
+    assert points.shape == (51, 2) and points.min() == 0 and points.max() == 1
+    assert not list((pipeline / "data").glob(".*tmp")) and not list((pipeline / "metrics").glob(".*tmp"))
+
+
+def test_fakes_differ_from_the_reals_inside_the_face(pipeline):
+    index = pd.read_csv(pipeline / "data/crops/index.csv")
+    test = index[(index["split"] == "test") & (index["status"] == "ok")]
+    sharpness = {0: [], 1: []}
+    for row in test.itertuples():
+        grey = cv2.cvtColor(load_rgb(pipeline / "data/crops" / row.path), cv2.COLOR_RGB2GRAY)
+        sharpness[row.label].append(cv2.Laplacian(grey[40:88, 40:88].astype(float), cv2.CV_64F).var())
+    assert np.mean(sharpness[1]) < 0.8 * np.mean(sharpness[0])
+
+
+def test_gallery_samples(pipeline):
+    samples = pd.read_csv(pipeline / "data/crops/samples/index.csv")
+    assert list(samples["label"]) == [1, 1, 0, 0]  # the first fake and real of each test photo
+    assert set(samples["photo_id"]) == {"astro_3", "grace_3"}
+    for row in samples.itertuples():
+        original = load_rgb(pipeline / "data/crops/samples" / row.original)
+        rendered = load_rgb(pipeline / "data/crops/samples" / row.rendered)
+        assert max(original.shape) <= 320 and original.shape == rendered.shape
+        assert (original != rendered).any() == (row.label == 1)
+        crop = load_rgb(pipeline / "data/crops/samples" / row.crop)
+        np.testing.assert_array_equal(crop, load_rgb(pipeline / "data/crops/test" / f"{row.crop_id}.png"))
+    gallery = load_rgb(pipeline / "plots/gallery.png")
+    assert gallery.shape[0] > 300 and gallery.shape[1] > 300
+
+
+def test_ela_outputs(pipeline):
+    p = Params.model_validate(yaml.safe_load((pipeline / "params.yaml").read_text()))
+    index = pd.read_csv(pipeline / "data/crops/index.csv", dtype={"photo_id": str, "group": str})
+    for split in ("train", "test"):
+        rows = index[(index["split"] == split) & (index["status"] == "ok")].reset_index(drop=True)
+        table = pd.read_csv(pipeline / f"data/ela/{split}.csv", dtype={"photo_id": str, "group": str})
+        pd.testing.assert_frame_equal(table, rows[["crop_id", "photo_id", "group", "label"]])
+        tensor = np.load(pipeline / f"data/ela/{split}.npy")
+        rgb = np.load(pipeline / f"data/ela/{split}_rgb.npy")
+        assert tensor.shape == rgb.shape == (len(rows), 128, 128, 3) and tensor.dtype == np.uint8
+        for i, path in enumerate(rows["path"]):
+            crop = load_rgb(pipeline / "data/crops" / path)
+            np.testing.assert_array_equal(rgb[i], crop)
+            expected = ela.ela_image(crop, p.ela.quality, p.ela.subsampling, p.ela.scale, p.ela.gain)
+            np.testing.assert_array_equal(tensor[i], expected)
+            assert tensor[i].max() == 255
+
+
+def test_same_bytes_with_one_worker_and_across_runs(pipeline, photos, tmp_path):
+    reference = tree_bytes(
+        pipeline, [o for o in OUTPUTS if o not in ("metrics/materialize.json", "plots/gallery.png")]
+    )
+    for workers in (1, 2):
+        folder = tmp_path / f"w{workers}"
+        write_workspace(folder, photos, materialize={"workers": workers}, ela={"workers": workers})
+        for stage in ("materialize", "ela"):
+            result = run_stage(stage, folder)
+            assert result.returncode == 0, result.stderr[-3000:]
+        again = tree_bytes(
+            folder, [o for o in OUTPUTS if o not in ("metrics/materialize.json", "plots/gallery.png")]
+        )
+        assert again.keys() == reference.keys()
+        assert [k for k in reference if again[k] != reference[k]] == []
+
+
+def test_bad_params_or_inputs_leave_no_outputs(photos, tmp_path):
+    folder = tmp_path / "bad"
+    write_workspace(
+        folder, {k: photos[k] for k in ("astro_0", "grace_1", "grace_3")}, fakes={"blur_kernel": 4}
+    )
+    result = run_stage("materialize", folder)
+    assert result.returncode == 2 and "fakes.blur_kernel" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not any((folder / o).exists() for o in OUTPUTS)
+    # a good run, then a missing input: the stage fails and its old outputs are gone too
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["fakes"]["blur_kernel"] = 5
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run_stage("materialize", folder).returncode == 0
+    assert run_stage("ela", folder).returncode == 0
+    crop = next((folder / "data/crops/train").glob("*.png"))
+    crop.unlink()
+    result = run_stage("ela", folder)
+    assert result.returncode == 1 and "missing" in result.stderr and "Traceback" not in result.stderr
+    assert not (folder / "data/ela").exists() and not (folder / "plots/gallery.png").exists()
+    (folder / "data/split.csv").unlink()
+    result = run_stage("materialize", folder)
+    assert result.returncode == 1 and "split.csv" in result.stderr
+    assert not any((folder / o).exists() for o in OUTPUTS[:2] + ["metrics/materialize.json"])
+    assert not [p.name for p in folder.rglob(".*.tmp")]
+
+
+def test_render_photo_skips_bad_input_with_reasons(photos, tmp_path):
+    raw = tmp_path / "raw"
+    write_workspace(tmp_path, photos)
+    template = alignment.procrustes_template([photos[f"astro_{i}"][1] for i in range(3)])
+    out = tmp_path / "crops"
+    (out / "train").mkdir(parents=True)
+    (out / "test").mkdir()
+    p = Params()
+    config = forgery.RenderConfig(
+        p.seed, p.fakes, p.roi, p.augment, template, str(tmp_path / "data/raw"), str(out)
+    )
+    forgery.init_render(config)
+    for photo_id, (split, reason) in BAD.items():
+        task = forgery.PhotoTask(photo_id, photo_id, split, f"{photo_id}.jpg", photos[photo_id][1], (0, 1))
+        rows, samples = forgery.render_photo(task)
+        assert [r["status"] for r in rows] == ["skipped", "skipped"] and samples == {}
+        assert all(r["reason"].startswith(reason) for r in rows), rows[0]["reason"]
+    assert not list(out.rglob("*.png")) and not raw.exists()
+    task = forgery.PhotoTask("astro_1", "astro", "train", "astro_1.jpg", photos["astro_1"][1], (0, 1, 1))
+    rows, _ = forgery.render_photo(task)
+    assert [r["status"] for r in rows] == ["ok"] * 3 and len(list(out.rglob("*.png"))) == 3
+    again, _ = forgery.render_photo(task)
+    assert again == rows

@@ -1,0 +1,225 @@
+"""MLflow tracking: store location, run naming and tags, resuming a run, and failures that must not
+fail a stage (unwritable store, unreachable server, errors mid-run)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+from mlflow import MlflowClient
+
+from faceswap_ela import params as P
+from faceswap_ela import tracking
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> str:
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    return uri
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def warnings_in(caplog) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "MLflow" in r.getMessage()
+    ]
+
+
+def test_default_store_is_anchored_at_the_repo_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert (
+        tracking.artifact_location(tracking.tracking_uri()) == (tmp_path.resolve() / "mlartifacts").as_uri()
+    )
+    assert (
+        tracking.tracking_uri(tmp_path / "elsewhere") == f"sqlite:///{tmp_path.resolve()}/elsewhere/mlflow.db"
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5000"
+    assert tracking.artifact_location("http://127.0.0.1:5000") is None
+
+
+def test_run_name(monkeypatch):
+    assert tracking.run_name("0123456789abcdef0123456789abcdef01234567") == "workspace-0123456"
+    assert tracking.run_name(None).startswith("workspace-20")
+    monkeypatch.setenv("DVC_EXP_NAME", "brave-owls")
+    assert tracking.run_name("0123456789abcdef0123456789abcdef01234567") == "brave-owls"
+
+
+def test_git_commit_outside_a_repository(tmp_path):
+    assert tracking.git_commit(tmp_path) is None
+
+
+def test_numeric_leaves():
+    data = {
+        "a": 1,
+        "b": {"c": 2.5, "d": [3, {"e": 4}], "f": True, "g": "text", "h": None},
+        "i (x)": float("nan"),
+    }
+    assert tracking.numeric_leaves(data, "up") == {
+        "up.a": 1.0,
+        "up.b.c": 2.5,
+        "up.b.d.0": 3.0,
+        "up.b.d.1.e": 4.0,
+    }
+    assert tracking.numeric_leaves({"k:v": 1}) == {"k_v": 1.0}
+
+
+def test_start_log_and_resume(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-one")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "f" * 40)
+    p = P.parse({"seed": 7, "tracking": {"experiment": "unit"}})
+    tracker = tracking.start_run(p, tags={"backend": "tensorflow", "device": "CPU: test"})
+    assert tracker.active
+    assert tracker.info() == {"run_id": tracker.run_id, "tracking_uri": store, "experiment": "unit"}
+    tracker.log_epoch(1, {"loss": 0.7, "val_loss": 0.8})
+    tracker.log_epoch(2, {"loss": 0.5, "val_loss": 0.6})
+    tracker.log_metrics({"best_epoch": 2, "device": "not a number", "flag": True}, prefix="train.")
+    (tmp_path / "note.txt").write_text("hello")
+    tracker.log_artifact(tmp_path / "note.txt", "notes")
+    tracker.log_artifact(tmp_path / "missing.png")  # skipped quietly
+    tracker.finish()
+
+    client = MlflowClient(store)
+    run = client.get_run(tracker.run_id)
+    assert run.info.run_name == "exp-one"
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {k: str(v) for k, v in P.flatten(p).items()}
+    tags = run.data.tags
+    assert tags["params_hash"] == P.digest(p)
+    assert tags["dvc_exp_baseline_rev"] == "f" * 40
+    assert tags["dvc_exp_name"] == "exp-one"
+    assert (tags["backend"], tags["device"]) == ("tensorflow", "CPU: test")
+    assert "git_commit" not in tags  # tmp_path is no git repository
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == [
+        (1, 0.7),
+        (2, 0.5),
+    ]
+    assert run.data.metrics["train.best_epoch"] == 2
+    assert "train.device" not in run.data.metrics and "train.flag" not in run.data.metrics
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "notes")] == ["notes/note.txt"]
+    experiment = client.get_experiment_by_name("unit")
+    assert experiment.artifact_location == (tmp_path / "store" / "mlartifacts").as_uri()
+
+    resumed = tracking.resume_run(tracker.info(), p, tags={"eval_backend": "tensorflow"})
+    assert resumed.run_id == tracker.run_id
+    assert client.get_run(tracker.run_id).info.status == "RUNNING"
+    resumed.log_metrics({"accuracy": 0.9}, prefix="test.")
+    resumed.finish()
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test.accuracy"] == 0.9
+    assert run.data.tags["eval_backend"] == "tensorflow"
+
+
+def test_resume_starts_a_new_run_when_the_id_is_unknown(store, caplog):
+    p = P.parse({"tracking": {"experiment": "unit"}})
+    info = {"run_id": "0" * 32, "tracking_uri": store, "experiment": "unit"}
+    with caplog.at_level(logging.WARNING):
+        tracker = tracking.resume_run(info, p)
+    assert tracker.active and tracker.run_id != "0" * 32
+    assert any("not found" in m for m in warnings_in(caplog))
+    fresh = tracking.resume_run({}, p)  # models/run.json missing or run_id null
+    assert fresh.active and fresh.run_id not in (None, tracker.run_id)
+    assert MlflowClient(store).get_run(fresh.run_id).data.params["tracking.experiment"] == "unit"
+
+
+def test_resume_after_a_parameter_change_starts_a_linked_run(store):
+    before = P.parse({"tracking": {"experiment": "unit"}})
+    trained = tracking.start_run(before)
+    trained.finish()
+    after = P.parse({"tracking": {"experiment": "unit"}, "eval": {"threshold": 0.7}})
+    evaluated = tracking.resume_run(trained.info(), after)
+    assert evaluated.run_id != trained.run_id
+    run = MlflowClient(store).get_run(evaluated.run_id)
+    assert run.data.tags["train_run_id"] == trained.run_id
+    assert run.data.params["eval.threshold"] == "0.7"
+    assert MlflowClient(store).get_run(trained.run_id).data.params["eval.threshold"] == "0.5"
+
+
+def test_changed_param_values_are_kept_and_named(store, caplog):
+    tracker = tracking.start_run(P.parse({}))
+    with caplog.at_level(logging.WARNING):
+        tracker.log_params({"seed": 1, "extra.key": "new"})
+    assert tracker.active  # not a tracking failure
+    params = MlflowClient(store).get_run(tracker.run_id).data.params
+    assert params["seed"] == "42" and params["extra.key"] == "new"
+    assert any("changed" in r.getMessage() and "seed" in r.getMessage() for r in caplog.records)
+
+
+def test_unwritable_store_disables_tracking_with_one_warning(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker}/mlflow.db")  # cannot be created
+    p = P.parse({})
+    with caplog.at_level(logging.WARNING):
+        tracker = tracking.start_run(p)
+        tracker.log_params({"a": 1})
+        tracker.log_epoch(1, {"loss": 1.0})
+        tracker.log_model(object())
+        tracker.finish()
+        resumed = tracking.resume_run({"run_id": "abc"}, p)
+    assert not tracker.active and not resumed.active
+    assert tracker.info()["run_id"] is None
+    assert tracker.info()["tracking_uri"] == f"sqlite:///{blocker}/mlflow.db"
+    messages = warnings_in(caplog)
+    assert len(messages) == 2  # one for start, one for resume
+    assert all("MLflow tracking disabled" in m and "\n" not in m for m in messages)
+
+
+def test_unreachable_server_fails_fast(monkeypatch, caplog):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
+    p = P.parse({})
+    with caplog.at_level(logging.WARNING):
+        tracker = tracking.start_run(p)
+        resumed = tracking.resume_run({"run_id": "abc"}, p)
+    assert not tracker.active and not resumed.active
+    messages = warnings_in(caplog)
+    assert len(messages) == 2 and all("no MLflow server answers" in m for m in messages)
+
+
+class _BrokenClient:
+    calls = 0
+
+    def __getattr__(self, name):
+        def fail(*args, **kwargs):
+            _BrokenClient.calls += 1
+            raise RuntimeError("database is locked\n(details)")
+
+        return fail
+
+
+def test_a_failure_mid_run_warns_once_and_stops_tracking(caplog):
+    tracker = tracking.Tracker(_BrokenClient(), "run", "sqlite:///x.db", "unit")
+    with caplog.at_level(logging.WARNING):
+        tracker.log_epoch(1, {"loss": 1.0})
+        tracker.log_epoch(2, {"loss": 0.5})
+        tracker.set_tags({"a": "b"})
+        tracker.finish("FAILED")
+    assert _BrokenClient.calls == 1
+    assert not tracker.active
+    assert tracker.info()["run_id"] == "run"
+    messages = warnings_in(caplog)
+    expected = "MLflow tracking disabled (logging metrics failed: RuntimeError: database is locked)"
+    assert messages == [f"{expected}; the stage goes on without it"]
+
+
+def test_status_for():
+    assert tracking.status_for(None) == "FINISHED"
+    assert tracking.status_for(KeyboardInterrupt()) == "KILLED"
+    assert tracking.status_for(RuntimeError()) == "FAILED"

@@ -88,6 +88,9 @@ def pipeline_repo(tmp_path_factory):
         _run(["git", "add", "-A"], repo)
         _run(["git", "commit", "-q", "-m", "first run"], repo)
         exp = _run(["dvc", "exp", "run", "-n", "q70", "-S", "ela.quality=70"], repo)
+        # a queued sweep runs in temporary copies under .dvc/tmp/exps: MLflow must still land here
+        _run(["dvc", "exp", "run", "--queue", "-S", "ela.quality=60,80"], repo)
+        _run(["dvc", "exp", "run", "--run-all"], repo)
     return repo, first, exp
 
 
@@ -126,7 +129,8 @@ def test_mlflow_holds_one_run_per_pipeline_run(pipeline_repo):
     assert db.exists()
     with sqlite3.connect(db) as con:
         runs = con.execute("select run_uuid, name, status from runs order by start_time").fetchall()
-        assert len(runs) == 2, runs
+        assert len(runs) == 4, runs
+        assert {status for _, _, status in runs} == {"FINISHED"}
         first_id, _, _ = runs[0]
         params = dict(con.execute("select key, value from params where run_uuid=?", (first_id,)).fetchall())
         metrics = {k for (k,) in con.execute("select key from metrics where run_uuid=?", (first_id,))}
@@ -139,8 +143,29 @@ def test_mlflow_holds_one_run_per_pipeline_run(pipeline_repo):
     # the experiment's run is named after DVC's experiment and logged the new parameter
     assert exp_run[1] == "q70"
     assert exp_params["ela.quality"] == "70"
+    with sqlite3.connect(db) as con:
+        sweep = con.execute(
+            "select r.name, p.value from runs r join params p on p.run_uuid = r.run_uuid"
+            " where p.key = 'ela.quality' order by r.start_time"
+        ).fetchall()[2:]
+    assert sorted(q for _, q in sweep) == ["60", "80"]
     artifacts = list((repo / "mlartifacts").rglob("*"))
     assert any(p.name == "roc.png" for p in artifacts)
+
+
+def test_queued_sweep_is_listed_with_auc_per_quality(pipeline_repo):
+    repo, _, _ = pipeline_repo
+    shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo))
+    aucs = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs", []):
+                data = rev.get("data") or {}
+                quality = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("ela", {})
+                auc = data.get("metrics", {}).get("metrics/eval.json", {}).get("data", {}).get("roc_auc")
+                if quality and auc is not None:
+                    aucs[quality["quality"]] = auc
+    assert {60, 70, 80} <= set(aucs), shown
 
 
 def test_exp_run_reruns_only_ela_and_later(pipeline_repo):

@@ -24,3 +24,10 @@ def test_ordered_map_is_the_same_with_any_worker_count():
     assert one == two
     assert [r[0] for r in one] == [i * i for i in items]
     assert parallel.n_workers(0) >= 1 and parallel.n_workers(3) == 3
+
+
+def test_ordered_thread_map_keeps_order():
+    items = list(range(50))
+    assert list(parallel.ordered_thread_map(_square_and_draw, items, workers=3)) == [
+        _square_and_draw(i) for i in items
+    ]

@@ -1,0 +1,118 @@
+"""The ``faceswap-ela`` command line. One subcommand so far:
+
+    faceswap-ela predict PATH... [--model M] [--format table|json|csv] [--heatmap DIR]
+                                 [--threshold T] [--rois K] [--params params.yaml]
+
+prints, for every face found in the photos (folders are walked recursively for .jpg/.jpeg/.png),
+the face box, p(fake) and the label at the threshold. Results go to stdout; one line per input that
+failed, and a summary, go to stderr.
+
+Exit status: 0 when every input was processed (a photo without a face is processed: it gets a row
+with status "no face"), 1 when any input failed (missing, unreadable, truncated, oversized), 2 for
+usage errors (bad arguments, missing or unloadable model, bad params.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+PROG = "faceswap-ela"
+
+
+def _rois(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Face-swap detection with Error Level Analysis and a CNN (Zhang & Zhao)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    predict = commands.add_parser(
+        "predict",
+        help="score the faces of photos",
+        description="Find every face in the photos and print the probability that it was swapped. "
+        "Exit status: 0 all inputs processed (a photo with no face counts as processed), "
+        "1 some input failed (unreadable, truncated, too large, missing), 2 usage error.",
+    )
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="photos, or folders to walk recursively")
+    predict.add_argument(
+        "--model", type=Path, metavar="M",
+        help="Keras model (default: <repo root>/models/model.keras, from dvc repro)",
+    )  # fmt: skip
+    predict.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    predict.add_argument("--heatmap", type=Path, metavar="DIR", help="write crop + ELA PNGs per face here")
+    predict.add_argument(
+        "--threshold", type=_threshold, metavar="T",
+        help="p(fake) at or above which a face is fake (default: params.yaml eval.threshold)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--rois", type=_rois, default=1, metavar="K",
+        help="score the mean over K seeded random ROIs instead of the centred one (default: 1)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--params", type=Path, metavar="FILE",
+        help="params.yaml the model was trained with (default: <repo root>/params.yaml)",
+    )  # fmt: skip
+    predict.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    return parser
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from faceswap_ela import params as P
+    from faceswap_ela import predict
+
+    params_path = args.params if args.params is not None else P.repo_root() / "params.yaml"
+    try:
+        params = P.load(params_path)
+        predictor = predict.Predictor(params, args.model, threshold=args.threshold, rois=args.rois)
+        rows = predictor.predict(args.paths, heatmap_dir=args.heatmap, progress=args.progress)
+    except (P.ParamsError, predict.PredictError) as exc:
+        _error(str(exc))
+        return 2
+    sys.stdout.write(predict.render(rows, args.format))
+    sys.stdout.flush()
+    failed = [row for row in rows if row.failed]
+    for row in failed:
+        _error(f"{row.photo}: {row.error}")
+    faces = [row for row in rows if row.status == predict.OK]
+    n_fake = sum(row.label == "fake" for row in faces)
+    photos = len({row.photo for row in rows})
+    no_face = sum(row.status == predict.NO_FACE for row in rows)
+    print(
+        f"{photos} photo(s): {len(faces)} face(s) scored ({n_fake} fake, {len(faces) - n_fake} real "
+        f"at threshold {predictor.threshold:g}), {no_face} without a face, {len(failed)} failed",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``faceswap-ela`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "predict":
+        return run_predict(args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

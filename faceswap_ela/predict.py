@@ -1,0 +1,384 @@
+"""Classify the faces of ordinary photos with a trained model: photo -> faces -> ROI crops -> ELA
+-> p(fake), through the same code as the pipeline (landmarks.detect_faces, roi.roi_box / crop /
+resize, ela.ela_image, evaluation.predict_fake) with the settings of params.yaml.
+
+Every face dlib finds is scored. The ROI is the deterministic centred box (``roi_box`` with
+rng=None), or with ``rois`` > 1 the mean p(fake) over that many random ROIs drawn like the training
+crops, each from ``seeding.rng(seed, "predict", photo file name, face index, k)``. All faces of all
+photos go through the model in one ``predict`` call; Keras is imported only when there is a face to
+score, and the model is loaded once.
+
+Each input gives one or more Predictions: one per face (status ``ok``), or one row with status
+``no face``, ``face too small`` (the ROI lies outside the photo) or ``error`` (missing, unreadable,
+truncated or oversized file; the reason is in ``error``). Usage problems (no model file, a model
+that can't be loaded or doesn't fit ``roi.size``) raise PredictError.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceswap_ela import ela, landmarks, roi, seeding
+from faceswap_ela.images import IMAGE_SUFFIXES, ImageError, load_rgb
+from faceswap_ela.params import Params
+
+OK = "ok"
+NO_FACE = "no face"
+TOO_SMALL = "face too small"
+ERROR = "error"
+COLUMNS = ("photo", "face", "box", "p_fake", "label", "status", "error")
+FORMATS = ("table", "json", "csv")
+MODEL = Path("models") / "model.keras"  # relative to the repository root: what `dvc repro` trains
+PREDICT_BATCH = 100  # memory only: the scores do not depend on it
+
+
+class PredictError(ValueError):
+    """A usage problem (no model, a model that does not fit the params): nothing can be scored."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One output row: a face and its score, or an input that gave none (see the module doc).
+    ``box`` is dlib's face box (left, top, right, bottom) in the photo's pixels."""
+
+    photo: str
+    face: int | None = None
+    box: tuple[int, int, int, int] | None = None
+    p_fake: float | None = None
+    label: str | None = None
+    status: str = OK
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == ERROR
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as plain JSON types, keys in COLUMNS order."""
+        return {
+            "photo": self.photo,
+            "face": self.face,
+            "box": None if self.box is None else list(self.box),
+            "p_fake": None if self.p_fake is None else round(float(self.p_fake), 6),
+            "label": self.label,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass
+class FaceCrops:
+    """One detected face: its box and, per ROI, the resized RGB crop and its ELA image."""
+
+    index: int
+    box: tuple[int, int, int, int]
+    crops: list[np.ndarray] = field(default_factory=list)
+    elas: list[np.ndarray] = field(default_factory=list)
+
+
+def default_model(root: str | os.PathLike | None = None) -> Path:
+    """The model of the last ``dvc repro``: ``<repo root>/models/model.keras``."""
+    from faceswap_ela.params import repo_root
+
+    return Path(root if root is not None else repo_root()) / MODEL
+
+
+def find_photos(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str | None]]:
+    """The photos named by ``paths`` as (path, error): a file is taken as it is (its content decides
+    whether it is an image), a folder is walked recursively for .jpg/.jpeg/.png files (any case,
+    sorted). A missing path or a folder without photos comes back with an error."""
+    found: list[tuple[Path, str | None]] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            photos = sorted(
+                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+            if not photos:
+                found.append((path, f"no {'/'.join(IMAGE_SUFFIXES)} files in this folder"))
+            found.extend((p, None) for p in photos)
+        elif path.exists():
+            found.append((path, None))
+        else:
+            found.append((path, "file not found"))
+    return found
+
+
+def roi_boxes(
+    points: np.ndarray, shape: tuple[int, ...], params: Params, rois: int, name: str, index: int
+) -> list[tuple[int, int, int, int]]:
+    """The ROI of a face: the centred box when ``rois`` is 1, else ``rois`` random boxes drawn as in
+    training, from ``seeding.rng(seed, "predict", name, index, k)``."""
+    settings = {"dx_max": params.roi.dx_max, "dy_max": params.roi.dy_max}
+    if rois <= 1:
+        return [roi.roi_box(points, shape, None, **settings)]
+    return [
+        roi.roi_box(points, shape, seeding.rng(params.seed, "predict", name, index, k), **settings)
+        for k in range(rois)
+    ]
+
+
+def ela_input(crop: np.ndarray, params: Params) -> np.ndarray:
+    """The network's input for a resized crop: its ELA image with params.ela's settings."""
+    e = params.ela
+    return ela.ela_image(crop, e.quality, e.subsampling, e.scale, e.gain)
+
+
+def face_crops(
+    rgb: np.ndarray, face: landmarks.Face, index: int, params: Params, rois: int, name: str
+) -> FaceCrops:
+    """A FaceCrops for one detected face (crops resized to roi.size, ELA of each); crops that are
+    empty or too small are left out."""
+    left, top, right, bottom = (int(round(v)) for v in face.box)
+    out = FaceCrops(index=index, box=(left, top, right, bottom))
+    for roi_box in roi_boxes(face.points, rgb.shape, params, rois, name, index):
+        piece = roi.crop(rgb, roi_box)
+        if piece is None:
+            continue
+        piece = roi.resize(piece, params.roi.size)
+        out.crops.append(piece)
+        out.elas.append(ela_input(piece, params))
+    return out
+
+
+def load_model(path: str | os.PathLike, size: int) -> Any:
+    """The Keras model at ``path`` (imports Keras), checked to take ``size`` x ``size`` x 3 input."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    import keras
+
+    try:
+        net = keras.saving.load_model(path, compile=False)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PredictError(f"can't load model {path}: {reason}") from None
+    shape = tuple(net.input_shape[1:])
+    if shape != (size, size, 3):
+        raise PredictError(
+            f"model {path} takes {shape} input but params roi.size is {size}: "
+            "pass the params.yaml it was trained with (--params)"
+        )
+    return net
+
+
+class Predictor:
+    """Scores the faces of photos with one model and one params.yaml.
+
+    ``model`` defaults to default_model(); ``threshold`` to params.eval.threshold. The dlib models
+    and the Keras model are loaded on first use and kept. PredictError when the model file is
+    missing or ``rois`` < 1.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        model: str | os.PathLike | None = None,
+        *,
+        threshold: float | None = None,
+        rois: int = 1,
+    ):
+        self.params = params
+        self.model_path = Path(model) if model is not None else default_model()
+        if not self.model_path.is_file():
+            raise PredictError(f"model {self.model_path} not found: run dvc repro first or pass --model")
+        self.threshold = float(params.eval.threshold if threshold is None else threshold)
+        if not 0.0 <= self.threshold <= 1.0:
+            raise PredictError(f"threshold must be in [0, 1], not {self.threshold}")
+        if rois < 1:
+            raise PredictError(f"rois must be at least 1, not {rois}")
+        self.rois = int(rois)
+        self._dlib: tuple[Any, Any] | None = None
+        self._net: Any = None
+
+    @property
+    def net(self) -> Any:
+        """The Keras model (loaded on first use)."""
+        if self._net is None:
+            self._net = load_model(self.model_path, self.params.roi.size)
+        return self._net
+
+    def faces(self, rgb: np.ndarray, name: str) -> list[FaceCrops]:
+        """Every face of an RGB photo, with its crops and ELA images; ``name`` (the photo's file
+        name) seeds the random ROIs."""
+        if self._dlib is None:
+            try:
+                self._dlib = landmarks.load_models()
+            except landmarks.LandmarkError as exc:
+                raise PredictError(str(exc)) from None
+        lm = self.params.landmarks
+        found = landmarks.detect_faces(
+            rgb, *self._dlib, upsample=lm.upsample, max_side=lm.max_side, retry_full_size=lm.retry_full_size
+        )
+        return [face_crops(rgb, face, i, self.params, self.rois, name) for i, face in enumerate(found)]
+
+    def score(self, elas: np.ndarray) -> np.ndarray:
+        """p(fake) of each ELA image (N x S x S x 3 uint8), in one batched predict."""
+        if not len(elas):
+            return np.zeros(0, dtype=np.float64)
+        net = self.net  # first: it quietens TensorFlow before Keras is imported
+        from faceswap_ela.evaluation import predict_fake
+
+        return predict_fake(net, np.ascontiguousarray(elas), batch_size=PREDICT_BATCH)
+
+    def label(self, p_fake: float) -> str:
+        return "fake" if p_fake >= self.threshold else "real"
+
+    def predict(
+        self,
+        paths: Iterable[str | os.PathLike],
+        *,
+        heatmap_dir: str | os.PathLike | None = None,
+        progress: bool = False,
+    ) -> list[Prediction]:
+        """Predictions for every photo named by ``paths`` (files, or folders walked recursively),
+        in input order, one row per face. With ``heatmap_dir``, a PNG per face (see heatmap)."""
+        from tqdm import tqdm
+
+        rows: list[Prediction | None] = []
+        pending: list[tuple[int, Path, FaceCrops]] = []  # row slot, photo, face
+        for path, error in tqdm(find_photos(paths), desc="photos", unit="photo", disable=not progress):
+            if error is None:
+                try:
+                    rgb = load_rgb(path)
+                except ImageError as exc:
+                    error = str(exc)
+            if error is not None:
+                rows.append(Prediction(str(path), status=ERROR, error=error))
+                continue
+            found = self.faces(rgb, path.name)
+            if not found:
+                rows.append(Prediction(str(path), status=NO_FACE))
+            for face in found:
+                if not face.elas:
+                    rows.append(
+                        Prediction(str(path), face.index, face.box, status=TOO_SMALL, error="empty ROI")
+                    )
+                    continue
+                if heatmap_dir is None:
+                    face.crops = face.crops[:0]  # only the heatmaps need the crops
+                pending.append((len(rows), path, face))
+                rows.append(None)
+
+        if pending:
+            scores = self.score(np.stack([e for _, _, face in pending for e in face.elas]))
+            start, names = 0, set()
+            for slot, path, face in pending:
+                p_fake = float(scores[start : start + len(face.elas)].mean())
+                start += len(face.elas)
+                rows[slot] = Prediction(str(path), face.index, face.box, p_fake, self.label(p_fake))
+                if heatmap_dir is not None:
+                    target = Path(heatmap_dir) / heatmap_name(path, face.index, names)
+                    heatmap(target, face.crops[0], face.elas[0], p_fake, self.label(p_fake), path.name,
+                            face.index, len(face.elas))  # fmt: skip
+        return [row for row in rows if row is not None]
+
+
+def heatmap_name(photo: Path, index: int, taken: set[str]) -> str:
+    """``{stem}_face{index}.png``, with ``-2``, ``-3``... after the stem when photos share a name."""
+    stem, n = photo.stem, 1
+    name = f"{stem}_face{index}.png"
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}_face{index}.png"
+    taken.add(name)
+    return name
+
+
+def heatmap(
+    path: str | os.PathLike,
+    crop: np.ndarray,
+    ela_rgb: np.ndarray,
+    p_fake: float,
+    label: str,
+    photo: str,
+    index: int,
+    rois: int = 1,
+) -> None:
+    """A PNG of the crop and its ELA image (what the network sees) side by side, the score in the
+    title; with several ROIs the first is shown and the score is their mean. Written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from faceswap_ela.outputs import atomic_path
+
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    mean = f", mean of {rois} ROIs" if rois > 1 else ""
+    fig.suptitle(f"{photo} face {index}: p(fake) = {p_fake:.3f} ({label}{mean})")
+    for ax, image, title in zip(fig.subplots(1, 2), (crop, ela_rgb), ("crop", "ELA"), strict=True):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(title)
+        ax.set_axis_off()
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+
+
+# ---------------------------------------------------------------- output formats
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return json.dumps(value)
+    return str(value)
+
+
+def to_json(rows: Sequence[Prediction]) -> str:
+    """A JSON list of {photo, face, box, p_fake, label, status, error}, one object a line."""
+    if not rows:
+        return "[]\n"
+    return "[\n" + ",\n".join("  " + json.dumps(r.as_dict()) for r in rows) + "\n]\n"
+
+
+def to_csv(rows: Sequence[Prediction]) -> str:
+    """CSV with the COLUMNS (box as a JSON list, empty cells for missing values)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        values = row.as_dict()
+        writer.writerow([_cell(values[c]) for c in COLUMNS])
+    return buffer.getvalue()
+
+
+def to_table(rows: Sequence[Prediction]) -> str:
+    """Aligned, human-readable columns: photo, face, box, p_fake, label, status (with the error)."""
+    header = ("photo", "face", "box", "p_fake", "label", "status")
+    lines = [header]
+    for row in rows:
+        status = f"{row.status}: {row.error}" if row.status == ERROR and row.error else row.status
+        lines.append(
+            (
+                row.photo,
+                "-" if row.face is None else str(row.face),
+                "-" if row.box is None else " ".join(str(v) for v in row.box),
+                "-" if row.p_fake is None else f"{row.p_fake:.4f}",
+                row.label or "-",
+                status,
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    return "".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1] + "\n"
+        for line in lines
+    )
+
+
+def render(rows: Sequence[Prediction], fmt: str) -> str:
+    """The rows in ``fmt``: table, json or csv."""
+    if fmt == "json":
+        return to_json(rows)
+    if fmt == "csv":
+        return to_csv(rows)
+    if fmt == "table":
+        return to_table(rows)
+    raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")

@@ -1,0 +1,286 @@
+"""`faceswap-ela predict`: a model trained here (the paper's CNN on ELA crops of the two public-domain
+portraits and of fakes made by the pipeline's materializer) must score a fake above the real
+photo; bad inputs give one-line errors while the other photos are still scored."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from faceswap_ela import alignment, cli, forgery, landmarks, predict, roi, seeding
+from faceswap_ela import params as P
+from faceswap_ela.images import save_png
+from tests.sample_data import portrait, write_bad_images
+
+ROOT = Path(__file__).resolve().parents[1]
+PORTRAITS = ("astronaut", "grace_hopper")
+SIZE = 64  # roi.size of the test model: a quarter of the paper's pixels keeps CPU training short
+VARIANTS = 8  # real + fake crops per portrait and class
+EPOCHS = 18
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A model trained in this session, the params.yaml it was trained with, and test photos."""
+
+    model: Path
+    params: Path
+    real: dict[str, Path]
+    fake: dict[str, Path]
+
+
+def _test_params(folder: Path) -> Path:
+    """The repo's params.yaml with roi.size = SIZE."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["roi"]["size"] = SIZE
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Trained:
+    """Train the paper's CNN (at SIZE x SIZE) on ELA crops made by the pipeline's own code: random
+    ROIs (eq. 6) of each portrait and of fakes with hull or square masks at several scales, then
+    write the model, its params and held-out photos (a fake at a scale not drawn for training)."""
+    pytest.importorskip("dlib")
+    keras = pytest.importorskip("keras")
+    from faceswap_ela import dataset, training
+    from faceswap_ela import model as cnn
+
+    base = tmp_path_factory.mktemp("predict")
+    params_path = _test_params(base)
+    p = P.load(params_path)
+    detector, predictor = landmarks.load_models()
+    photos = {name: portrait(name) for name in PORTRAITS}
+    points = {name: landmarks.detect_faces(photos[name], detector, predictor)[0].points for name in PORTRAITS}
+    template = alignment.procrustes_template(points.values())
+
+    def crop_ela(rgb: np.ndarray, shape: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        box = roi.roi_box(shape, rgb.shape, rng, dx_max=p.roi.dx_max, dy_max=p.roi.dy_max)
+        return predict.ela_input(roi.resize(roi.crop(rgb, box), p.roi.size), p)
+
+    images, labels, real, fake = [], [], {}, {}
+    for name, rgb in photos.items():
+        for variant in range(VARIANTS):
+            rng = seeding.rng(SEED, "test-predict", name, variant)
+            scale = int(rng.integers(64, 128))
+            mask = forgery.MASKS[variant % 2]
+            forged, _ = forgery.make_fake(rgb, points[name], template, size=scale, mask=mask)
+            images += [crop_ela(rgb, points[name], rng), crop_ela(forged, points[name], rng)]
+            labels += [0, 1]
+        forged, _ = forgery.make_fake(rgb, points[name], template, size=90, mask="hull")
+        real[name], fake[name] = base / f"{name}.png", base / f"{name}_fake.png"
+        save_png(real[name], rgb)
+        save_png(fake[name], forged)
+
+    keras.utils.set_random_seed(SEED)
+    net = cnn.build_model((SIZE, SIZE, 3))
+    cnn.compile_model(net, p.train.lr, p.train.rho, p.train.epsilon)
+    batches = dataset.CropSequence(np.stack(images), np.array(labels), batch_size=16, shuffle=True, seed=SEED)
+    net.fit(batches, epochs=EPOCHS, verbose=0)
+    model_path = base / "model.keras"
+    training.save_model(training.inference_copy(net), model_path)
+    return Trained(model_path, params_path, real, fake)
+
+
+def run(capsys, *args: str | Path) -> tuple[int, str, str]:
+    """cli.main(["predict", ...]) in this process: (exit status, stdout, stderr)."""
+    code = cli.main(["predict", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def using(trained: Trained) -> list[str]:
+    return ["--model", str(trained.model), "--params", str(trained.params)]
+
+
+def by_photo(rows: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(Path(row["photo"]).name, []).append(row)
+    return grouped
+
+
+def test_fake_scores_above_its_real_photo(trained, capsys):
+    photos = [path for name in PORTRAITS for path in (trained.real[name], trained.fake[name])]
+    code, out, err = run(capsys, *photos, *using(trained), "--format", "json")
+    assert code == 0, err
+    rows = by_photo(json.loads(out))
+    threshold = P.load(trained.params).eval.threshold
+    for name in PORTRAITS:
+        real, fake = rows[f"{name}.png"], rows[f"{name}_fake.png"]
+        assert len(real) == len(fake) == 1  # one face each
+        for row in (*real, *fake):
+            assert row["status"] == "ok" and row["error"] is None and row["face"] == 0
+            assert len(row["box"]) == 4 and all(isinstance(v, int) for v in row["box"])
+            assert row["label"] == ("fake" if row["p_fake"] >= threshold else "real")
+        assert fake[0]["p_fake"] > real[0]["p_fake"], (name, real, fake)
+    assert "4 face(s) scored" in err
+
+
+def test_rois_and_heatmaps(trained, capsys, tmp_path):
+    name = PORTRAITS[0]
+    photos = (trained.real[name], trained.fake[name])
+    heatmaps = tmp_path / "heatmaps"
+    code, out, err = run(capsys, *photos, *using(trained), "--format", "json", "--rois", "3",
+                         "--heatmap", heatmaps)  # fmt: skip
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [row["status"] for row in rows] == ["ok", "ok"]
+    assert all(0.0 <= row["p_fake"] <= 1.0 for row in rows)
+    assert rows[1]["p_fake"] > rows[0]["p_fake"]
+    written = sorted(p.name for p in heatmaps.iterdir())
+    assert written == [f"{name}_face0.png", f"{name}_fake_face0.png"]
+    for file in written:
+        with Image.open(heatmaps / file) as image:
+            assert image.format == "PNG" and image.width > 2 * SIZE
+    # the random ROIs are seeded: the same scores again, and the threshold moves only the labels
+    code, again, _ = run(capsys, *photos, *using(trained), "--format", "json", "--rois", "3",
+                         "--threshold", "0.0")  # fmt: skip
+    assert code == 0
+    repeat = json.loads(again)
+    assert [r["p_fake"] for r in repeat] == [r["p_fake"] for r in rows]
+    assert [r["label"] for r in repeat] == ["fake", "fake"]
+
+
+def test_bad_inputs_are_reported_and_the_rest_scored(trained, capsys, tmp_path):
+    bad = write_bad_images(tmp_path / "bad")
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("not a photo\n")
+    real = trained.real[PORTRAITS[1]]
+    code, out, err = run(capsys, bad["zero_byte"], bad["truncated"], bad["random_bytes"], bad["huge"],
+                         not_image, tmp_path / "missing.jpg", bad["no_face"], bad["two_faces"], real,
+                         *using(trained), "--format", "json")  # fmt: skip
+    assert code == 1
+    rows = by_photo(json.loads(out))
+    failed = ("zero_byte.jpg", "truncated.jpg", "random_bytes.jpg", "huge.png", "notes.txt", "missing.jpg")
+    for name in failed:
+        (row,) = rows[name]
+        assert row["status"] == "error" and row["p_fake"] is None and row["face"] is None
+        assert row["error"] and "\n" not in row["error"]
+    assert "too large" in rows["huge.png"][0]["error"]
+    assert rows["missing.jpg"][0]["error"] == "file not found"
+    assert [(r["status"], r["face"], r["error"]) for r in rows["no_face.jpg"]] == [("no face", None, None)]
+    assert [r["face"] for r in rows["two_faces.jpg"]] == [0, 1]
+    assert all(r["status"] == "ok" for r in rows["two_faces.jpg"] + rows[real.name])
+    # one line per failed input on stderr, each naming the file
+    errors = [line for line in err.splitlines() if line.startswith("faceswap-ela: error:")]
+    assert len(errors) == 6
+    assert any("truncated.jpg" in line for line in errors)
+
+    # csv and table: the same rows
+    subset = (bad["truncated"], bad["no_face"], real)
+    code, out, _ = run(capsys, *subset, *using(trained), "--format", "csv")
+    assert code == 1
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert list(table[0]) == list(predict.COLUMNS)
+    assert [r["status"] for r in table] == ["error", "no face", "ok"]
+    assert json.loads(table[2]["box"]) == rows[real.name][0]["box"]
+    assert 0.0 <= float(table[2]["p_fake"]) <= 1.0 and table[1]["p_fake"] == ""
+    code, out, _ = run(capsys, *subset, *using(trained))
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].split() == ["photo", "face", "box", "p_fake", "label", "status"]
+    assert len(lines) == 4 and "no face" in lines[2] and lines[3].rstrip().endswith("ok")
+    face_column = lines[0].index("face")  # aligned columns
+    assert lines[2][face_column] == "-" and lines[3][face_column] == "0"
+
+
+def test_folder_walk_and_default_model(trained, capsys, tmp_path, monkeypatch):
+    # a repository-like folder: the default model and params come from <root>/models, <root>/params.yaml
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    shutil.copy(trained.params, repo / "params.yaml")
+    shutil.copy(trained.model, repo / "models" / "model.keras")
+    photos = repo / "photos"
+    (photos / "a" / "b").mkdir(parents=True)
+    shutil.copy(trained.real[PORTRAITS[0]], photos / "a" / "b" / "real.png")
+    Image.open(trained.fake[PORTRAITS[0]]).save(photos / "a" / "fake.JPG", quality=95)
+    (photos / "a" / "readme.txt").write_text("skipped: not a photo suffix\n")
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(repo / "photos")
+    code, out, err = run(capsys, ".", "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    # in walk order (a JPEG fake may show dlib a second, false face: every face gets a row)
+    assert list(dict.fromkeys(Path(r["photo"]).as_posix() for r in rows)) == ["a/b/real.png", "a/fake.JPG"]
+    assert all(r["status"] == "ok" for r in rows)
+
+
+def test_usage_errors_exit_2(trained, capsys, tmp_path):
+    photo = trained.real[PORTRAITS[0]]
+    code, _, err = run(capsys, photo, "--model", tmp_path / "none.keras", "--params", trained.params)
+    assert code == 2 and "run dvc repro first or pass --model" in err
+    bad_params = tmp_path / "params.yaml"
+    bad_params.write_text("ela:\n  quality: 500\n")
+    code, _, err = run(capsys, photo, "--model", trained.model, "--params", bad_params)
+    assert code == 2 and "ela.quality" in err
+    # the repo's params (roi.size 128) don't fit the 64-pixel test model
+    code, _, err = run(capsys, photo, "--model", trained.model, "--params", ROOT / "params.yaml")
+    assert code == 2 and "roi.size" in err
+    not_model = tmp_path / "model.keras"
+    not_model.write_bytes(b"not a keras archive")
+    code, _, err = run(capsys, photo, "--model", not_model, "--params", trained.params)
+    assert code == 2 and "can't load model" in err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["predict", str(photo), "--rois", "0"])
+    assert exit_info.value.code == 2
+
+
+def test_module_entry_point_and_lazy_keras(trained, tmp_path):
+    """Run as `python -m faceswap_ela.cli`: a missing model is a one-line usage error, and photos
+    without a face are reported without Keras ever being imported."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    photo = trained.real[PORTRAITS[0]]
+    done = subprocess.run(
+        [sys.executable, "-m", "faceswap_ela.cli", "predict", str(photo),
+         "--model", str(tmp_path / "x.keras"), "--params", str(trained.params)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"faceswap-ela: error: model {tmp_path / 'x.keras'} not found: run dvc repro first or pass --model"
+    ]
+    no_face = write_bad_images(tmp_path / "bad")["no_face"]
+    script = (
+        "import sys; from faceswap_ela import cli; "
+        f"code = cli.main(['predict', {str(no_face)!r}, '--model', {str(trained.model)!r}, "
+        f"'--params', {str(trained.params)!r}, '--format', 'csv']); "
+        "print('keras imported:', 'keras' in sys.modules); sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no face" in done.stdout and "keras imported: False" in done.stdout
+
+
+def test_find_photos_and_heatmap_names(tmp_path):
+    (tmp_path / "x" / "y").mkdir(parents=True)
+    for name in ("x/b.PNG", "x/y/a.jpeg", "x/c.gif", "x/a.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    found = predict.find_photos([tmp_path / "x", tmp_path / "empty", tmp_path / "nope.png"])
+    names = [(p.relative_to(tmp_path).as_posix(), e) for p, e in found]
+    assert names[:3] == [("x/a.jpg", None), ("x/b.PNG", None), ("x/y/a.jpeg", None)]
+    assert names[3][0] == "empty" and "no .jpg/.jpeg/.png files" in names[3][1]
+    assert names[4] == ("nope.png", "file not found")
+    taken: set[str] = set()
+    assert [predict.heatmap_name(Path(p), 0, taken) for p in ("a/x.jpg", "b/x.png", "c/x.jpg")] == [
+        "x_face0.png", "x-2_face0.png", "x-3_face0.png"
+    ]

@@ -13,6 +13,7 @@ import pandas as pd
 
 from faceswap_ela import alignment, forgery, gallery
 from faceswap_ela import params as P
+from faceswap_ela.stage import StageError
 
 SPLITS = ("train", "test")
 N_FAKE_SAMPLES, N_REAL_SAMPLES = 6, 2
@@ -20,10 +21,6 @@ INDEX_COLUMNS = [
     "crop_id", "photo_id", "group", "split", "label", "variant", "status", "reason", "path",
     "scale", "mask", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "augment",
 ]  # fmt: skip
-
-
-class StageError(Exception):
-    """A bad or missing input table, with a one-line reason."""
 
 
 def read_table(path: Path, columns: list[str]) -> pd.DataFrame:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from faceswap_ela import ela, gallery, outputs
+from faceswap_ela import ela, gallery, outputs, stage
 from faceswap_ela import params as P
+from faceswap_ela.stage import StageError
 
 CROPS = Path("data/crops")
 ELA_DIR = Path("data/ela")
@@ -24,10 +25,6 @@ GALLERY = Path("plots/gallery.png")
 SPLITS = ("train", "test")
 
 log = logging.getLogger("ela")
-
-
-class StageError(Exception):
-    pass
 
 
 def read_index() -> pd.DataFrame:
@@ -79,20 +76,5 @@ def run(p: P.Params) -> dict[str, int]:
     return counts
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        p = P.load("params.yaml")
-    except P.ParamsError as exc:
-        log.error("%s", exc)
-        return 2
-    try:
-        run(p)
-    except StageError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stage.main(run))

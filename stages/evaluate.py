@@ -15,7 +15,7 @@ from pathlib import Path
 
 import keras
 
-from faceswap_ela import dataset, evaluation, figures, tracking
+from faceswap_ela import dataset, evaluation, figures, stage, tracking
 from faceswap_ela import params as P
 from faceswap_ela.outputs import atomic_outputs
 
@@ -38,26 +38,14 @@ PREDICT_BATCH = 100  # memory only: the predictions do not depend on it
 log = logging.getLogger("evaluate")
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        p = P.load("params.yaml")
-    except P.ParamsError as exc:
-        log.error("%s", exc)
-        return 2
+def run(p: P.Params) -> None:
     if not MODEL.is_file():
-        log.error("%s not found: run the train stage first", MODEL)
-        return 1
-    try:
-        split = dataset.load_split(DATA, "test", ARRAY)
-    except dataset.DatasetError as exc:
-        log.error("%s", exc)
-        return 1
+        raise stage.StageError(f"{MODEL} not found: run the train stage first")
+    split = dataset.load_split(DATA, "test", ARRAY)
     try:
         net = keras.saving.load_model(MODEL, compile=False)
     except Exception as exc:
-        log.error("cannot load %s: %s", MODEL, exc)
-        return 1
+        raise stage.StageError(f"cannot load {MODEL}: {exc}") from None
 
     tracker = tracking.resume_run(
         tracking.read_run_file(RUN), p, tags={"eval_backend": keras.backend.backend()}
@@ -91,8 +79,7 @@ def main() -> int:
         tracker.finish(tracking.status_for(exc))
         raise
     tracker.finish()
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stage.main(run, expected=(dataset.DatasetError,)))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from faceswap_ela import landmarks as L
 from faceswap_ela import params as P
+from faceswap_ela import stage
 from faceswap_ela.outputs import atomic_outputs
 
 RAW = Path("data/raw")
@@ -17,29 +18,19 @@ REJECTS = Path("data/landmark_rejects.csv")
 METRICS = Path("metrics/landmarks.json")
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        p = P.load("params.yaml")
-    except P.ParamsError as exc:
-        logging.error("%s", exc)
-        return 2
+def run(p: P.Params) -> None:
     lp = p.landmarks
-    try:
-        L.predictor_path()
-        manifest = L.read_manifest(RAW / "manifest.csv")
-        located = L.locate(
-            manifest,
-            RAW,
-            upsample=lp.upsample,
-            max_side=lp.max_side,
-            multiple_faces=lp.multiple_faces,
-            retry_full_size=lp.retry_full_size,
-            workers=lp.workers,
-        )
-    except L.LandmarkError as exc:
-        logging.error("landmarks failed: %s", exc)
-        return 1
+    L.predictor_path()
+    manifest = L.read_manifest(RAW / "manifest.csv")
+    located = L.locate(
+        manifest,
+        RAW,
+        upsample=lp.upsample,
+        max_side=lp.max_side,
+        multiple_faces=lp.multiple_faces,
+        retry_full_size=lp.retry_full_size,
+        workers=lp.workers,
+    )
     with atomic_outputs(LANDMARKS, REJECTS, METRICS) as (landmarks_tmp, rejects_tmp, metrics_tmp):
         located.landmarks.to_csv(landmarks_tmp, index=False, lineterminator="\n")
         located.rejects.to_csv(rejects_tmp, index=False, lineterminator="\n")
@@ -58,8 +49,7 @@ def main() -> int:
         if key in m and m[key]["n"]:
             s = m[key]
             logging.info("%s: median %.4f, p90 %.4f over %d photos", key, s["median"], s["p90"], s["n"])
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stage.main(run, expected=(L.LandmarkError,)))

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from faceswap_ela import alignment, forgery, outputs, parallel
+from faceswap_ela import alignment, forgery, outputs, parallel, stage
 from faceswap_ela import params as P
 from faceswap_ela.materialize import SPLITS, StageError, build_tasks, index_frame, render_samples, summarise
 
@@ -66,27 +66,12 @@ def run(p: P.Params) -> dict:
         template_tmp.write_text(json.dumps(template_doc, indent=2) + "\n")
         metrics = summarise(frame, len(tasks), time.perf_counter() - start, workers)
         metrics_tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return metrics
-
-
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        p = P.load("params.yaml")
-    except P.ParamsError as exc:
-        log.error("%s", exc)
-        return 2
-    try:
-        metrics = run(p)
-    except StageError as exc:
-        log.error("%s", exc)
-        return 1
     log.info(
         "%d crops from %d photos (%d skipped) in %.1f s: %s",
         metrics["crops"], metrics["photos"], metrics["skipped"], metrics["seconds"], metrics["counts"],
     )  # fmt: skip
-    return 0
+    return metrics
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stage.main(run))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from faceswap_ela import params as P
-from faceswap_ela import split
+from faceswap_ela import split, stage
 from faceswap_ela.outputs import atomic_outputs
 
 LANDMARKS = Path("data/landmarks.csv")
@@ -17,22 +17,11 @@ SPLIT = Path("data/split.csv")
 METRICS = Path("metrics/split.json")
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        p = P.load("params.yaml")
-    except P.ParamsError as exc:
-        logging.error("%s", exc)
-        return 2
+def run(p: P.Params) -> None:
     if not LANDMARKS.is_file():
-        logging.error("%s not found: run the landmarks stage first", LANDMARKS)
-        return 1
+        raise stage.StageError(f"{LANDMARKS} not found: run the landmarks stage first")
     photos = pd.read_csv(LANDMARKS, dtype=str, keep_default_na=False, usecols=lambda c: c in ("id", "group"))
-    try:
-        table, metrics = split.split(photos, p.split.test_fraction, p.seed)
-    except split.SplitError as exc:
-        logging.error("split failed: %s", exc)
-        return 1
+    table, metrics = split.split(photos, p.split.test_fraction, p.seed)
     with atomic_outputs(SPLIT, METRICS) as (split_tmp, metrics_tmp):
         table.to_csv(split_tmp, index=False, lineterminator="\n")
         metrics_tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -44,8 +33,7 @@ def main() -> int:
         metrics["groups"]["test"],
         metrics["test_fraction"],
     )
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stage.main(run, expected=(split.SplitError,)))

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from faceswap_ela import dataset, figures, tracking, training
+from faceswap_ela import dataset, figures, stage, tracking, training
 from faceswap_ela import params as P
 from faceswap_ela.outputs import atomic_outputs
 
@@ -28,19 +28,9 @@ HISTORY = Path("plots/history.csv")
 log = logging.getLogger("train")
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        p = P.load("params.yaml")
-    except P.ParamsError as exc:
-        log.error("%s", exc)
-        return 2
-    try:
-        split = dataset.load_split(DATA, "train", ARRAY)
-        dataset.validation_split(split.groups, p.train.val_fraction, p.seed)
-    except dataset.DatasetError as exc:
-        log.error("%s", exc)
-        return 1
+def run(p: P.Params) -> None:
+    split = dataset.load_split(DATA, "train", ARRAY)
+    dataset.validation_split(split.groups, p.train.val_fraction, p.seed)
 
     device = training.describe_device()
     tracker = tracking.start_run(
@@ -70,8 +60,7 @@ def main() -> int:
         tracker.finish(tracking.status_for(exc))
         raise
     tracker.finish()
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stage.main(run, expected=(dataset.DatasetError,)))

@@ -48,10 +48,15 @@ def _as_image(rgb: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def _to_bgr(rgb: np.ndarray) -> np.ndarray:
+    # cvtColor, not a [..., ::-1] copy: numpy's reversed-stride copy costs more than the JPEG codec
+    return cv2.cvtColor(_as_image(rgb), cv2.COLOR_RGB2BGR)
+
+
 def jpeg_bytes(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> bytes:
     """An RGB uint8 image encoded as baseline JPEG at ``quality`` with explicit subsampling."""
     params = _check(quality, subsampling)
-    ok, buffer = cv2.imencode(".jpg", np.ascontiguousarray(_as_image(rgb)[:, :, ::-1]), params)
+    ok, buffer = cv2.imencode(".jpg", _to_bgr(rgb), params)
     if not ok:
         raise ValueError("JPEG encoding failed")
     return buffer.tobytes()
@@ -68,14 +73,13 @@ def _bgr_error_levels(bgr: np.ndarray, params: list[int]) -> np.ndarray:
 def jpeg_roundtrip(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
     """The image after one in-memory JPEG save and load."""
     data = np.frombuffer(jpeg_bytes(rgb, quality, subsampling), np.uint8)
-    return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1])
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def error_levels(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
     """The raw ELA difference |X - decode(encode_jpeg(X))| of an RGB image, uint8, unscaled."""
     params = _check(quality, subsampling)
-    bgr = np.ascontiguousarray(_as_image(rgb)[:, :, ::-1])
-    return np.ascontiguousarray(_bgr_error_levels(bgr, params)[:, :, ::-1])
+    return cv2.cvtColor(_bgr_error_levels(_to_bgr(rgb), params), cv2.COLOR_BGR2RGB)
 
 
 def _table(diff: np.ndarray, scale: str, gain: float) -> np.ndarray:
@@ -120,7 +124,7 @@ def read_crop_bgr(path: str | os.PathLike) -> np.ndarray:
 
 def read_crop(path: str | os.PathLike) -> np.ndarray:
     """A lossless crop (PNG) as RGB uint8; ValueError when it can't be read."""
-    return np.ascontiguousarray(read_crop_bgr(path)[:, :, ::-1])
+    return cv2.cvtColor(read_crop_bgr(path), cv2.COLOR_BGR2RGB)
 
 
 def ela_arrays(

@@ -5,9 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.sample_data import build_muct_archives, write_muct_landmarks_csv, write_muct_photos
+from tests.sample_data import (
+    build_muct_archives,
+    dlib_shapes,
+    portrait,
+    write_muct_landmarks_csv,
+    write_muct_photos,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
@@ -39,3 +46,15 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"{SHARED_DATASETS} is missing (the shared development datasets)")
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def portraits() -> list[tuple[np.ndarray, np.ndarray]]:
+    """The two public-domain portraits with their dlib 68-point landmarks (HOG detector)."""
+    out = []
+    for name in ("astronaut", "grace_hopper"):
+        rgb = portrait(name)
+        shapes = dlib_shapes(rgb)
+        assert len(shapes) == 1
+        out.append((rgb, np.asarray(shapes[0], dtype=np.float64)))
+    return out

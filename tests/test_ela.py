@@ -8,23 +8,6 @@ from PIL import Image
 
 from faceswap_ela import alignment, ela, forgery
 from faceswap_ela.images import save_png
-from tests.sample_data import dlib_shapes, portrait
-
-
-def dlib_portraits() -> list[tuple[np.ndarray, np.ndarray]]:
-    """The two public-domain portraits with their dlib 68-point landmarks (HOG detector)."""
-    out = []
-    for name in ("astronaut", "grace_hopper"):
-        rgb = portrait(name)
-        shapes = dlib_shapes(rgb)
-        assert len(shapes) == 1
-        out.append((rgb, np.asarray(shapes[0], dtype=np.float64)))
-    return out
-
-
-@pytest.fixture(scope="module")
-def portraits():
-    return dlib_portraits()
 
 
 def colourful() -> np.ndarray:

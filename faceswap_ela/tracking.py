@@ -291,6 +291,13 @@ class Tracker:
         """End the run (FINISHED, FAILED or KILLED); `evaluate` may resume it later."""
         self._call("ending the run", lambda: self.client.set_terminated(self.run_id, status))
 
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Ends the run with the status of how the block ended; exceptions propagate."""
+        self.finish(status_for(exc))
+
 
 def _client(uri: str):
     import mlflow

@@ -47,10 +47,9 @@ def run(p: P.Params) -> None:
     except Exception as exc:
         raise stage.StageError(f"cannot load {MODEL}: {exc}") from None
 
-    tracker = tracking.resume_run(
+    with tracking.resume_run(
         tracking.read_run_file(RUN), p, tags={"eval_backend": keras.backend.backend()}
-    )
-    try:
+    ) as tracker:
         p_fake = evaluation.predict_fake(net, split.images, batch_size=PREDICT_BATCH)
         labels = split.labels
         metrics = evaluation.evaluate(labels, p_fake, p.eval.threshold)
@@ -75,10 +74,6 @@ def run(p: P.Params) -> None:
             tracker.log_artifact(path, path.parent.name)
         for prefix, path in UPSTREAM_METRICS.items():
             tracker.log_json(path, prefix)
-    except BaseException as exc:
-        tracker.finish(tracking.status_for(exc))
-        raise
-    tracker.finish()
 
 
 if __name__ == "__main__":

@@ -33,10 +33,9 @@ def run(p: P.Params) -> None:
     dataset.validation_split(split.groups, p.train.val_fraction, p.seed)
 
     device = training.describe_device()
-    tracker = tracking.start_run(
+    with tracking.start_run(
         p, tags={"backend": device["backend"], "device": device["device"], "input": ARRAY}
-    )
-    try:
+    ) as tracker:
         result = training.train(split.images, split.table, p.train, p.seed, on_epoch=tracker.log_epoch)
         metrics = {**result.metrics, "input": ARRAY}
         export = training.inference_copy(result.model, mixed_precision=p.train.mixed_precision)
@@ -56,10 +55,6 @@ def run(p: P.Params) -> None:
         tracker.log_artifact(METRICS, "metrics")
         if p.tracking.log_model:
             tracker.log_model(export, saved=MODEL)
-    except BaseException as exc:
-        tracker.finish(tracking.status_for(exc))
-        raise
-    tracker.finish()
 
 
 if __name__ == "__main__":

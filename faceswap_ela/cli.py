@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("paths", nargs="+", metavar="PATH", help="photos, or folders to walk recursively")
     predict.add_argument(
         "--model", type=Path, metavar="M",
-        help="Keras model (default: <repo root>/models/model.keras, from dvc repro)",
+        help="Keras ELA model (default: <repo root>/models/ela-s<first of train.seeds>/model.keras)",
     )  # fmt: skip
     predict.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     predict.add_argument("--heatmap", type=Path, metavar="DIR", help="write crop + ELA PNGs per face here")

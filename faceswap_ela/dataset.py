@@ -83,6 +83,29 @@ def load_split(folder: str | os.PathLike, split: str, array: str = "ela") -> Spl
     return Split(images, table)
 
 
+def set_order(names: Sequence[str]) -> list[str]:
+    """test first, then test_matched, then the JPEG sets from the highest quality down."""
+
+    def key(name: str) -> tuple[int, int]:
+        if name == "test":
+            return (0, 0)
+        if name.startswith("test_jpeg"):
+            return (2, -int(name.removeprefix("test_jpeg")))
+        return (1, 0)
+
+    return sorted(dict.fromkeys(names), key=key)
+
+
+def test_sets(folder: str | os.PathLike) -> list[str]:
+    """Every test set the ela stage wrote to ``folder`` (a {name}.csv beside a {name}.npy), in
+    ``set_order``; DatasetError when the standard test set is missing."""
+    folder = Path(folder)
+    names = [path.stem for path in folder.glob("test*.csv") if (folder / f"{path.stem}.npy").is_file()]
+    if "test" not in names:
+        raise DatasetError(f"{folder / 'test.npy'} not found (run the ela stage first)")
+    return set_order(names)
+
+
 def validation_split(
     groups: Sequence[str] | np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from faceswap_ela import dataset
+from faceswap_ela import dataset, seeding
 from faceswap_ela.model import CLASSES
 
 log = logging.getLogger(__name__)
@@ -80,3 +80,55 @@ def confusion_table(labels: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
     """One row per sample, ``actual`` and ``predicted`` as class names, for DVC's confusion template."""
     names = np.asarray(CLASSES)
     return pd.DataFrame({"actual": names[np.asarray(labels, dtype=np.int64)], "predicted": names[predicted]})
+
+
+def photo_weights(photo_ids: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """Bootstrap weights that resample test photos, not crops: ``resamples`` x N, each row how many
+    times each crop's photo was drawn (photos drawn with replacement, as many as there are),
+    from ``seeding.rng(seed, "bootstrap")``."""
+    photos, inverse = np.unique(np.asarray(photo_ids, dtype=str), return_inverse=True)
+    draws = seeding.rng(seed, "bootstrap").integers(0, len(photos), size=(resamples, len(photos)))
+    counts = np.zeros((resamples, len(photos)))
+    np.add.at(counts, (np.arange(resamples)[:, None], draws), 1.0)
+    return counts[:, inverse]
+
+
+def weighted_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of ``scores`` (fake = 1 positive) under each row of ``weights`` (B x N), ties
+    counted half, as scikit-learn's ``roc_auc_score(..., sample_weight=row)``; NaN for a row that
+    leaves one class without weight. All rows at once, in O(B N)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    order = np.argsort(scores, kind="stable")
+    sorted_scores, positive = scores[order], labels[order] == 1
+    w = weights[:, order]
+    neg, pos = np.where(positive, 0.0, w), np.where(positive, w, 0.0)
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])  # tie groups
+    neg_groups = np.add.reduceat(neg, starts, axis=1)
+    pos_groups = np.add.reduceat(pos, starts, axis=1)
+    neg_below = np.cumsum(neg_groups, axis=1) - neg_groups
+    pairs = (pos_groups * (neg_below + 0.5 * neg_groups)).sum(axis=1)
+    total = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, pairs / np.where(total > 0, total, 1.0), np.nan)
+
+
+def interval(values: np.ndarray, level: float = 0.95) -> list[float] | None:
+    """The central ``level`` percentile interval of bootstrap values (NaNs left out)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return None
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return [round(float(low), 4), round(float(high), 4)]
+
+
+def epochs_to_fraction(val_accuracy: np.ndarray, fraction: float = 0.95) -> int | None:
+    """The first epoch (from 1) whose validation accuracy reaches ``fraction`` of the best."""
+    values = np.asarray(val_accuracy, dtype=np.float64)
+    if len(values) == 0 or not np.isfinite(values).any():
+        return None
+    reached = np.flatnonzero(values >= fraction * np.nanmax(values))
+    return int(reached[0]) + 1

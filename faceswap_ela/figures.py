@@ -7,7 +7,7 @@ name (the stages write to temporary siblings); the format is always PNG.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,21 +38,44 @@ def history_figure(history: pd.DataFrame, path: str | os.PathLike, best_epoch: i
 
 
 def roc_figure(
-    fpr: Sequence[float], tpr: Sequence[float], auc: float | None, path: str | os.PathLike
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | os.PathLike,
+    title: str = "ROC, test split",
 ) -> None:
-    """The ROC curve with the chance diagonal; the AUC in the legend."""
+    """ROC curves (label -> (fpr, tpr)) with the chance diagonal."""
     fig = Figure(figsize=(4.8, 4.5), layout="constrained")
     ax = fig.subplots()
-    label = "ELA-CNN" if auc is None else f"ELA-CNN (AUC = {auc:.3f})"
-    ax.plot(fpr, tpr, lw=2, label=label)
+    for label, (fpr, tpr) in curves.items():
+        ax.plot(fpr, tpr, lw=2, label=label)
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", lw=1, label="chance")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title("ROC, test split")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize="small")
+    _save(fig, path)
+
+
+def lines_figure(
+    frame: pd.DataFrame,
+    x: str,
+    panels: Mapping[str, Sequence[str]],
+    path: str | os.PathLike,
+    xlabel: str | None = None,
+) -> None:
+    """One panel per title, each plotting the named columns of ``frame`` against ``x``."""
+    fig = Figure(figsize=(4.6 * len(panels), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (title, columns) in zip(axes, panels.items(), strict=True):
+        for column in columns:
+            if column in frame and frame[column].notna().any():
+                ax.plot(frame[x], frame[column], "o-", label=column)
+        ax.set_xlabel(xlabel or x)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     _save(fig, path)
 
 

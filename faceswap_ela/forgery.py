@@ -24,18 +24,60 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from faceswap_ela import augment, roi, seeding
+from faceswap_ela import augment, ela, roi, seeding
 from faceswap_ela.alignment import BROWS_AND_LOWER_LIP, INNER, check_landmarks, umeyama
 from faceswap_ela.images import ImageError, load_rgb, save_png
-from faceswap_ela.params import AugmentParams, FakeParams, RoiParams
+from faceswap_ela.params import AugmentParams, ExtraSetsParams, FakeParams, RoiParams
 
 MASKS = ("square", "hull")
 SAMPLE_SIDE = 320  # long side of the preview photos kept for the gallery
+RESAMPLE_SIGMA = 0.5  # about the blur of one bilinear resampling, in pixels of the finer grid
+MATCHED = "test_matched"
+
+
+def jpeg_set(quality: int) -> str:
+    return f"test_jpeg{quality}"
+
+
+def derived_sets(sets: ExtraSetsParams) -> list[str]:
+    """The extra renderings of the test split, in output order."""
+    return ([MATCHED] if sets.matched_blur else []) + [jpeg_set(q) for q in sets.jpeg_qualities]
 
 
 def aligned_matrix(landmarks: np.ndarray, template: np.ndarray, size: int) -> np.ndarray:
     """2x3 similarity from image pixels to a size x size aligned face (template scaled by size)."""
     return umeyama(np.asarray(landmarks, dtype=np.float64)[INNER], template) * float(size)
+
+
+def gaussian_sigma(ksize: int) -> float:
+    """The sigma OpenCV's GaussianBlur uses for a ksize x ksize kernel given sigma 0."""
+    return 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
+
+
+def matched_sigma(
+    landmarks: np.ndarray,
+    template: np.ndarray,
+    size: int,
+    box: tuple[int, int, int, int],
+    crop_size: int,
+    blur_kernel: int,
+) -> float:
+    """The softness a fake of this rendering carries, as a Gaussian sigma in crop pixels: the fake's
+    blur (OpenCV's sigma for ``blur_kernel``) and one bilinear resampling, both in the aligned face of
+    ``size`` pixels, carried into the photo by the alignment's scale and into the crop by the ROI's
+    resize to ``crop_size``. Blurring a real crop by it leaves blur alone no signal (issue 6)."""
+    matrix = aligned_matrix(landmarks, template, size)
+    photo_per_aligned = 1.0 / math.hypot(matrix[0, 0], matrix[0, 1])
+    width, height = box[2] - box[0] + 1, box[3] - box[1] + 1
+    crop_per_photo = crop_size / math.sqrt(width * height)
+    return math.hypot(gaussian_sigma(blur_kernel), RESAMPLE_SIGMA) * photo_per_aligned * crop_per_photo
+
+
+def blur(rgb: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian blur of ``sigma`` pixels (a copy; sigma <= 0 leaves the pixels as they are)."""
+    if sigma <= 0:
+        return rgb.copy()
+    return cv2.GaussianBlur(rgb, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
 
 
 def _feathered(mask: np.ndarray, feather: int) -> np.ndarray:
@@ -121,6 +163,7 @@ class RenderConfig:
     raw_dir: str
     out_dir: str
     samples: frozenset[str] = field(default_factory=frozenset)
+    sets: ExtraSetsParams = field(default_factory=ExtraSetsParams)
 
 
 @dataclass(frozen=True)
@@ -159,12 +202,18 @@ def draw_rendering(
 def render_photo(task: PhotoTask) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
     """Render, crop, augment (train only), resize and save every variant of one photo.
 
+    A test crop also gets its extra renderings (``derived_sets``): the sharpness-matched one (a real
+    crop blurred by ``matched_sigma``, a fake one unchanged) and one per JPEG quality (the rendered
+    photo re-saved as JPEG, then cut by the same ROI). With ``augment.real_blur`` that share of the
+    real train crops, drawn per crop, gets the matched blur too.
+
     Returns the index rows (one per variant, 'skipped' with a reason when something about the
-    photo or crop is unusable) and the preview images of the variants named in config.samples."""
+    photo or crop is unusable, then one per extra rendering of an ok test crop) and the preview
+    images of the variants named in config.samples."""
     config = _CONFIG
     if config is None:
         raise RuntimeError("init_render was not called")
-    rows = []
+    rows, extra_rows = [], []
     samples: dict[str, dict[str, np.ndarray]] = {}
     rgb, reason = None, check_landmarks(task.landmarks)  # before reading: no landmarks, NaN, ...
     if reason is None:
@@ -180,7 +229,7 @@ def render_photo(task: PhotoTask) -> tuple[list[dict], dict[str, dict[str, np.nd
             "crop_id": name, "photo_id": task.photo_id, "group": task.group, "split": task.split,
             "label": label, "variant": variant, "status": "skipped", "reason": reason or "", "path": "",
             "scale": None, "mask": "", "roi_x1": None, "roi_y1": None, "roi_x2": None, "roi_y2": None,
-            "augment": "",
+            "augment": "", "blur_sigma": None,
         }  # fmt: skip
         rows.append(row)
         if reason is not None:
@@ -200,25 +249,59 @@ def render_photo(task: PhotoTask) -> tuple[list[dict], dict[str, dict[str, np.nd
             if piece is None:
                 row["reason"] = f"empty crop: ROI {box[2] - box[0] + 1}x{box[3] - box[1] + 1} px"
                 continue
+            sigma = matched_sigma(
+                task.landmarks, config.template, size, box, config.roi.size, config.fakes.blur_kernel
+            )
+            extras: dict[str, np.ndarray] = {}
             if task.split == "train":
                 piece = augment.apply(piece, values)
                 row["augment"] = augment_json(values)
+                piece = roi.resize(piece, config.roi.size)
+                chance = seeding.rng(config.seed, "materialize", task.photo_id, variant, "real_blur")
+                if label == 0 and chance.random() < config.augment.real_blur:
+                    piece = blur(piece, sigma)
+                    row["blur_sigma"] = round(sigma, 4)
             else:
                 row["augment"] = "{}"
-            piece = roi.resize(piece, config.roi.size)
+                piece = roi.resize(piece, config.roi.size)
+                extras = _extra_renderings(rendered, piece, box, label, sigma, config)
         except (cv2.error, ValueError, np.linalg.LinAlgError) as exc:
             row["reason"] = f"render failed: {exc}".replace("\n", " ")[:200]
             continue
         relative = f"{task.split}/{name}.png"
         save_png(os.path.join(config.out_dir, relative), piece)
         row.update(status="ok", reason="", path=relative)
+        for set_name, image in extras.items():
+            extra_path = f"{set_name}/{name}.png"
+            save_png(os.path.join(config.out_dir, extra_path), image)
+            extra = {**row, "split": set_name, "path": extra_path}
+            extra["blur_sigma"] = round(sigma, 4) if set_name == MATCHED and label == 0 else None
+            extra_rows.append(extra)
         if name in config.samples:
             samples[name] = {
                 "original": roi.shrink(rgb, SAMPLE_SIDE),
                 "rendered": roi.shrink(rendered, SAMPLE_SIDE),
                 "crop": piece,
             }
-    return rows, samples
+    return rows + extra_rows, samples
+
+
+def _extra_renderings(
+    rendered: np.ndarray,
+    piece: np.ndarray,
+    box: tuple[int, int, int, int],
+    label: int,
+    sigma: float,
+    config: RenderConfig,
+) -> dict[str, np.ndarray]:
+    """The extra renderings of one test crop, by set name (see ``derived_sets``)."""
+    extras = {}
+    if config.sets.matched_blur:
+        extras[MATCHED] = blur(piece, sigma) if label == 0 else piece
+    for quality in config.sets.jpeg_qualities:
+        resaved = ela.jpeg_roundtrip(rendered, quality)
+        extras[jpeg_set(quality)] = roi.resize(roi.crop(resaved, box), config.roi.size)
+    return extras
 
 
 def augment_json(values: dict) -> str:

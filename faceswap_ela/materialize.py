@@ -19,7 +19,7 @@ SPLITS = ("train", "test")
 N_FAKE_SAMPLES, N_REAL_SAMPLES = 6, 2
 INDEX_COLUMNS = [
     "crop_id", "photo_id", "group", "split", "label", "variant", "status", "reason", "path",
-    "scale", "mask", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "augment",
+    "scale", "mask", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "augment", "blur_sigma",
 ]  # fmt: skip
 
 
@@ -84,30 +84,50 @@ def render_samples(
     with tempfile.TemporaryDirectory(prefix="materialize-samples-") as scratch:
         for split in SPLITS:
             (Path(scratch) / split).mkdir()
-        forgery.init_render(dataclasses.replace(config, out_dir=scratch, samples=frozenset(chosen)))
+        no_extras = P.ExtraSetsParams(matched_blur=False, jpeg_qualities=())
+        forgery.init_render(
+            dataclasses.replace(config, out_dir=scratch, samples=frozenset(chosen), sets=no_extras)
+        )
         for task in tasks:
             if task.photo_id in photos:
                 previews.update(forgery.render_photo(task)[1])
-    rows = frame.set_index("crop_id", drop=False)
+    rows = frame[frame["split"].isin(SPLITS)].set_index("crop_id", drop=False)
     gallery.write_samples(folder, [(rows.loc[name].to_dict(), previews[name]) for name in chosen])
 
 
+def set_names(frame: pd.DataFrame) -> list[str]:
+    """The splits, then the extra test renderings, in the order they appear in the index."""
+    extra = [name for name in dict.fromkeys(frame["split"]) if name not in SPLITS]
+    return [*SPLITS, *extra]
+
+
 def index_frame(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=INDEX_COLUMNS).sort_values("crop_id", kind="stable")
+    """One row per crop file: the train and test crops in crop_id order, then each extra test
+    rendering's rows (same crop ids) in the order the sets were made."""
+    frame = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    rank = {name: i for i, name in enumerate(set_names(frame))}
+    is_extra = ~frame["split"].isin(SPLITS)
+    frame["_rank"] = np.where(is_extra, frame["split"].map(rank), 0)
+    frame = frame.sort_values(["_rank", "crop_id"], kind="stable").drop(columns="_rank")
     for column in ("scale", "roi_x1", "roi_y1", "roi_x2", "roi_y2"):
         frame[column] = frame[column].astype("Int64")
+    frame["blur_sigma"] = frame["blur_sigma"].astype("Float64")
     return frame.reset_index(drop=True)
 
 
-def summarise(frame: pd.DataFrame, n_photos: int, seconds: float, workers: int) -> dict:
-    ok = frame[frame["status"] == "ok"]
-    counts = {
-        split: {
-            "real": int(((ok["split"] == split) & (ok["label"] == 0)).sum()),
-            "fake": int(((ok["split"] == split) & (ok["label"] == 1)).sum()),
-        }
-        for split in SPLITS
+def _counts(ok: pd.DataFrame, split: str) -> dict[str, int]:
+    return {
+        "real": int(((ok["split"] == split) & (ok["label"] == 0)).sum()),
+        "fake": int(((ok["split"] == split) & (ok["label"] == 1)).sum()),
     }
+
+
+def summarise(frame: pd.DataFrame, n_photos: int, seconds: float, workers: int) -> dict:
+    extra = ~frame["split"].isin(SPLITS)
+    extra_ok = frame[extra & (frame["status"] == "ok")]
+    frame = frame[~extra]
+    ok = frame[frame["status"] == "ok"]
+    counts = {split: _counts(ok, split) for split in SPLITS}
     skipped = frame[frame["status"] != "ok"]
     reasons = Counter(reason.split(":")[0] for reason in skipped["reason"])
     return {
@@ -118,6 +138,8 @@ def summarise(frame: pd.DataFrame, n_photos: int, seconds: float, workers: int) 
         "fake_fraction": round(float(ok["label"].mean()), 4) if len(ok) else None,
         "skipped": int(len(skipped)),
         "skipped_by_reason": dict(sorted(reasons.items())),
+        "extra_test_sets": {name: _counts(extra_ok, name) for name in dict.fromkeys(extra_ok["split"])},
+        "train_reals_blurred": int(((ok["split"] == "train") & ok["blur_sigma"].notna()).sum()),
         "seconds": round(seconds, 2),
         "photos_per_s": round(n_photos / seconds, 2) if seconds > 0 else None,
         "workers": workers,

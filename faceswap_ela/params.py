@@ -124,6 +124,7 @@ class AugmentParams(_Section):
     contrast: Factor = (0.8, 1.2)
     color: Factor = (0.8, 1.2)
     sharpness: Factor = (0.8, 1.2)
+    real_blur: float = Field(0.0, ge=0, le=1)
 
     @field_validator("brightness", "contrast", "color", "sharpness")
     @classmethod
@@ -141,7 +142,21 @@ class ElaParams(_Section):
     workers: int = Field(0, ge=0)
 
 
+INPUTS = ("ela", "rgb")
+Input = Literal["ela", "rgb"]
+
+
+def _unique(v: tuple) -> tuple:
+    if not v:
+        raise ValueError("must list at least one value")
+    if len(set(v)) != len(v):
+        raise ValueError("values must not repeat")
+    return v
+
+
 class TrainParams(_Section):
+    inputs: tuple[Input, ...] = INPUTS
+    seeds: tuple[int, ...] = (42,)
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(100, ge=1)
     lr: float = Field(5e-4, gt=0)
@@ -151,9 +166,34 @@ class TrainParams(_Section):
     val_fraction: float = Field(0.15, gt=0, lt=1)
     mixed_precision: bool = False
 
+    @field_validator("inputs", "seeds")
+    @classmethod
+    def _listed(cls, v: tuple) -> tuple:
+        return _unique(v)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(s < 0 for s in v):
+            raise ValueError("seeds must be >= 0")
+        return v
+
+
+class ExtraSetsParams(_Section):
+    matched_blur: bool = True
+    jpeg_qualities: tuple[int, ...] = (100, 95, 90, 80, 70)
+
+    @field_validator("jpeg_qualities")
+    @classmethod
+    def _qualities(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(v)) != len(v) or any(not 1 <= q <= 100 for q in v):
+            raise ValueError("must be distinct JPEG qualities in 1..100")
+        return v
+
 
 class EvalParams(_Section):
     threshold: float = Field(0.5, gt=0, lt=1)
+    bootstrap: int = Field(1000, ge=0, le=100_000)
 
 
 class TrackingParams(_Section):
@@ -170,6 +210,7 @@ class Params(_Section):
     fakes: FakeParams = FakeParams()
     roi: RoiParams = RoiParams()
     augment: AugmentParams = AugmentParams()
+    testsets: ExtraSetsParams = ExtraSetsParams()
     ela: ElaParams = ElaParams()
     train: TrainParams = TrainParams()
     eval: EvalParams = EvalParams()

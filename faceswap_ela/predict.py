@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from faceswap_ela import ela, landmarks, roi, seeding
+from faceswap_ela import ela, landmarks, layout, roi, seeding
 from faceswap_ela.images import IMAGE_SUFFIXES, ImageError, load_rgb
 from faceswap_ela.params import Params
 
@@ -37,7 +37,6 @@ TOO_SMALL = "face too small"
 ERROR = "error"
 COLUMNS = ("photo", "face", "box", "p_fake", "label", "status", "error")
 FORMATS = ("table", "json", "csv")
-MODEL = Path("models") / "model.keras"  # relative to the repository root: what `dvc repro` trains
 PREDICT_BATCH = 100  # memory only: the scores do not depend on it
 
 
@@ -85,11 +84,13 @@ class FaceCrops:
     elas: list[np.ndarray] = field(default_factory=list)
 
 
-def default_model(root: str | os.PathLike | None = None) -> Path:
-    """The model of the last ``dvc repro``: ``<repo root>/models/model.keras``."""
+def default_model(params: Params, root: str | os.PathLike | None = None) -> Path:
+    """The ELA model of the last ``dvc repro``: ``<repo root>/models/ela-s<first seed>/model.keras``."""
     from faceswap_ela.params import repo_root
 
-    return Path(root if root is not None else repo_root()) / MODEL
+    if "ela" not in params.train.inputs:
+        raise PredictError("params.yaml train.inputs trains no ELA model: pass --model")
+    return Path(root if root is not None else repo_root()) / layout.model_file(layout.primary(params))
 
 
 def find_photos(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str | None]]:
@@ -100,9 +101,7 @@ def find_photos(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str | No
     for item in paths:
         path = Path(item)
         if path.is_dir():
-            photos = sorted(
-                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-            )
+            photos = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not photos:
                 found.append((path, f"no {'/'.join(IMAGE_SUFFIXES)} files in this folder"))
             found.extend((p, None) for p in photos)
@@ -186,7 +185,7 @@ class Predictor:
         rois: int = 1,
     ):
         self.params = params
-        self.model_path = Path(model) if model is not None else default_model()
+        self.model_path = Path(model) if model is not None else default_model(params)
         if not self.model_path.is_file():
             raise PredictError(f"model {self.model_path} not found: run dvc repro first or pass --model")
         self.threshold = float(params.eval.threshold if threshold is None else threshold)

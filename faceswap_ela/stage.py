@@ -4,6 +4,7 @@ traceback."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Callable
 
@@ -28,3 +29,11 @@ def main(run: Callable[[P.Params], object], *, expected: tuple[type[Exception], 
         logging.error("%s", exc)
         return 1
     return 0
+
+
+def model_arguments(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """``--input {ela,rgb} --seed N``: which model a train@ / evaluate@ matrix stage works on."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--input", choices=P.INPUTS, required=True, help="the input kind")
+    parser.add_argument("--seed", type=int, required=True, help="the training seed (train.seeds)")
+    return parser.parse_args(argv)

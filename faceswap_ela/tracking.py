@@ -1,9 +1,11 @@
-"""MLflow tracking: one run per pipeline run, started by `train` and resumed by `evaluate`.
+"""MLflow tracking: per pipeline run, one run per trained model (started by `train@<model>`,
+resumed by `evaluate@<model>`) and one comparison run (`compare`) that the model runs are nested
+under, so the UI lists one top-level run per pipeline run.
 
 The store is ``sqlite:///<repo root>/mlflow.db`` with artifacts in ``<repo root>/mlartifacts``, both
 anchored at ``params.repo_root()`` (DVC_ROOT under DVC, so temporary and queued experiments land in
-the same store); ``MLFLOW_TRACKING_URI`` overrides the store. `train` writes the run's identity to
-``models/run.json`` and `evaluate` logs into that run.
+the same store); ``MLFLOW_TRACKING_URI`` overrides the store. `train@<model>` writes its run's identity to
+``models/<model>/run.json``; `evaluate@<model>` logs into that run and `compare` nests it.
 
 Tracking never fails a stage: every call goes through a ``Tracker`` whose first failure (a locked or
 unwritable store, an unreachable server) logs one warning line and turns tracking off, and the stage
@@ -287,6 +289,25 @@ class Tracker:
                 net, name=name, signature=ModelSignature(inputs, outputs), pip_requirements=requirements
             )
 
+    def adopt(self, run_ids: list[str]) -> None:
+        """Nest these runs under this one (MLflow's ``mlflow.parentRunId`` tag), leaving alone a
+        run that already has a parent (a model reused from the cache by a later experiment) or
+        that lives in another store or experiment."""
+        if not self.active:
+            return
+
+        def run() -> None:
+            own = self.client.get_run(self.run_id).info.experiment_id
+            for run_id in run_ids:
+                try:
+                    child = self.client.get_run(run_id)
+                except Exception:
+                    continue
+                if child.info.experiment_id == own and "mlflow.parentRunId" not in child.data.tags:
+                    self.client.set_tag(run_id, "mlflow.parentRunId", self.run_id)
+
+        self._call("nesting the model runs", run)
+
     def finish(self, status: str = "FINISHED") -> None:
         """End the run (FINISHED, FAILED or KILLED); `evaluate` may resume it later."""
         self._call("ending the run", lambda: self.client.set_terminated(self.run_id, status))
@@ -326,23 +347,31 @@ def _experiment_id(client, name: str, uri: str) -> str:
     return experiment.experiment_id
 
 
-def _new_run(client, p: P.Params, uri: str, tags: Mapping[str, object] | None) -> Tracker:
+def _new_run(
+    client, p: P.Params, uri: str, tags: Mapping[str, object] | None, model: str | None = None
+) -> Tracker:
     commit = git_commit()
     experiment_id = _experiment_id(client, p.tracking.experiment, uri)
-    run = client.create_run(experiment_id, run_name=run_name(commit), tags=run_tags(p, commit, tags))
+    name = run_name(commit) if model is None else f"{run_name(commit)} {model}"
+    run = client.create_run(experiment_id, run_name=name, tags=run_tags(p, commit, tags))
     tracker = Tracker(client, run.info.run_id, uri, p.tracking.experiment)
     tracker.log_params(P.flatten(p))
     return tracker
 
 
 def start_run(
-    p: P.Params, *, tags: Mapping[str, object] | None = None, root: str | os.PathLike | None = None
+    p: P.Params,
+    *,
+    tags: Mapping[str, object] | None = None,
+    model: str | None = None,
+    root: str | os.PathLike | None = None,
 ) -> Tracker:
-    """Start this pipeline run's MLflow run (named after DVC's experiment), tagged, with every
-    parameter logged. Returns a disabled Tracker, after one warning, when MLflow is unavailable."""
+    """Start an MLflow run named after DVC's experiment (followed by ``model``, for a model's run),
+    tagged, with every parameter logged. Returns a disabled Tracker, after one warning, when MLflow
+    is unavailable."""
     uri = tracking_uri(root)
     try:
-        tracker = _new_run(_client(uri), p, uri, tags)
+        tracker = _new_run(_client(uri), p, uri, tags, model)
     except Exception as exc:
         _warn(f"starting a run at {uri}", exc)
         return Tracker.disabled(uri, p.tracking.experiment)
@@ -364,6 +393,7 @@ def resume_run(
     p: P.Params,
     *,
     tags: Mapping[str, object] | None = None,
+    model: str | None = None,
     root: str | os.PathLike | None = None,
 ) -> Tracker:
     """Resume the run named in ``info`` (models/run.json) in the current store. A fresh run is
@@ -385,12 +415,12 @@ def resume_run(
                     raise
         if previous is None:
             log.warning(
-                "MLflow run %r (from models/run.json) not found in %s: starting a new run", run_id, uri
+                "MLflow run %r (from the model's run.json) not found in %s: starting a new run", run_id, uri
             )
-            return _new_run(client, p, uri, tags)
+            return _new_run(client, p, uri, tags, model)
         if previous.data.tags.get("params_hash") != P.digest(p):
             log.info("parameters changed since training run %s: logging this evaluation in a new run", run_id)
-            return _new_run(client, p, uri, {"train_run_id": run_id, **(tags or {})})
+            return _new_run(client, p, uri, {"train_run_id": run_id, **(tags or {})}, model)
         client.update_run(run_id, status="RUNNING")
         experiment = client.get_experiment(previous.info.experiment_id).name
         tracker = Tracker(client, run_id, uri, experiment)

@@ -108,18 +108,20 @@ def train(
     settings: TrainParams,
     seed: int,
     *,
+    val_seed: int | None = None,
     on_epoch: EpochHook | None = None,
     workers: int = 1,
     verbose: int | str = "auto",
 ) -> TrainResult:
     """Train the CNN on ``images`` (N x H x W x 3 uint8, a memory map) labelled by ``table``
-    (columns group, label). A ``settings.val_fraction`` share of the groups is held out for
-    validation and early stopping (patience ``settings.patience``, best weights restored).
+    (columns group, label). A ``settings.val_fraction`` share of the groups, drawn by ``val_seed``
+    (``seed`` when None), is held out for validation and early stopping (patience
+    ``settings.patience``, best weights restored); ``seed`` drives the weights, dropout and shuffle.
     ``on_epoch(epoch, logs)`` is called after each epoch (epoch from 1).
     """
     labels = table["label"].to_numpy(dtype=np.int64)
     train_idx, val_idx = dataset.validation_split(
-        table["group"].to_numpy(dtype=str), settings.val_fraction, seed
+        table["group"].to_numpy(dtype=str), settings.val_fraction, seed if val_seed is None else val_seed
     )
     train_data = dataset.CropSequence(
         images,

@@ -1,6 +1,7 @@
 """Stage ela: the ELA image of every crop (§3.2), as uint8 tensors per split.
 
-Reads data/crops/ (index.csv and the PNG crops); writes data/ela/{split}.npy (N x S x S x 3 ELA),
+Reads data/crops/ (index.csv and the PNG crops); for every split and extra test rendering
+(test_matched, test_jpeg<q>) writes data/ela/{split}.npy (N x S x S x 3 ELA),
 data/ela/{split}_rgb.npy (the crops themselves, same order) and data/ela/{split}.csv (crop_id,
 photo_id, group, label in index order, ok rows only), plus plots/gallery.png, all or none.
 The tensors are streamed to disk, so memory does not grow with the number of crops.
@@ -17,12 +18,12 @@ import pandas as pd
 
 from faceswap_ela import ela, gallery, outputs, stage
 from faceswap_ela import params as P
+from faceswap_ela.materialize import set_names
 from faceswap_ela.stage import StageError
 
 CROPS = Path("data/crops")
 ELA_DIR = Path("data/ela")
 GALLERY = Path("plots/gallery.png")
-SPLITS = ("train", "test")
 
 log = logging.getLogger("ela")
 
@@ -59,7 +60,7 @@ def run(p: P.Params) -> dict[str, int]:
             size = ela.read_crop(CROPS / index["path"].iloc[0]).shape[0] if len(index) else p.roi.size
         except ValueError as exc:
             raise StageError(str(exc)) from None
-        for split in SPLITS:
+        for split in set_names(index):
             rows = index[index["split"] == split]
             paths = [CROPS / path for path in rows["path"]]
             try:

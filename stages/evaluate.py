@@ -1,80 +1,80 @@
-"""Stage `evaluate`: models/model.keras on the test split (data/ela/test.npy, streamed).
+"""Stage `evaluate@<input>-<seed>`: models/<name>/model.keras on every test set in data/ela (the
+standard test split, test_matched and test_jpeg<q>), streamed.
 
-Writes metrics/eval.json (accuracy, ROC AUC, precision, recall, F1 with fake as the positive class
-at eval.threshold, the confusion matrix), plots/roc.csv, plots/confusion.csv, plots/roc.png and
-plots/confusion.png, all or none. Logs them into the MLflow run that `train` started (from
-models/run.json), with the upstream stages' metrics and the gallery figure.
+Writes data/predictions/<name>.csv (set, crop_id, photo_id, label, p_fake: every test crop of
+every set) and metrics/eval/<name>.json (accuracy, ROC AUC, precision, recall, F1 with fake as the
+positive class at eval.threshold, and the confusion matrix, per set), all or none. Logs them, with
+the ROC figure of the standard test set, into the model's MLflow run (from models/<name>/run.json).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 import keras
+import pandas as pd
 
-from faceswap_ela import dataset, evaluation, figures, stage, tracking
+from faceswap_ela import dataset, evaluation, figures, layout, stage, tracking
 from faceswap_ela import params as P
+from faceswap_ela.comparison import PREDICTION_COLUMNS
 from faceswap_ela.outputs import atomic_outputs
 
 DATA = Path("data/ela")
-ARRAY = "ela"
-MODEL = Path("models/model.keras")
-RUN = Path("models/run.json")
-METRICS = Path("metrics/eval.json")
-ROC_CSV = Path("plots/roc.csv")
-CONFUSION_CSV = Path("plots/confusion.csv")
-ROC_PNG = Path("plots/roc.png")
-CONFUSION_PNG = Path("plots/confusion.png")
-UPSTREAM_METRICS = {
-    "landmarks": Path("metrics/landmarks.json"),
-    "materialize": Path("metrics/materialize.json"),
-}
-GALLERY = Path("plots/gallery.png")
 PREDICT_BATCH = 100  # memory only: the predictions do not depend on it
 
 log = logging.getLogger("evaluate")
 
 
-def run(p: P.Params) -> None:
-    if not MODEL.is_file():
-        raise stage.StageError(f"{MODEL} not found: run the train stage first")
-    split = dataset.load_split(DATA, "test", ARRAY)
+def run(p: P.Params, input_kind: str, seed: int) -> None:
+    name = layout.model_name(input_kind, seed)
+    model = layout.model_file(name)
+    if not model.is_file():
+        raise stage.StageError(f"{model} not found: run the train@{input_kind}-{seed} stage first")
     try:
-        net = keras.saving.load_model(MODEL, compile=False)
+        net = keras.saving.load_model(model, compile=False)
     except Exception as exc:
-        raise stage.StageError(f"cannot load {MODEL}: {exc}") from None
+        raise stage.StageError(f"cannot load {model}: {exc}") from None
 
-    with tracking.resume_run(
-        tracking.read_run_file(RUN), p, tags={"eval_backend": keras.backend.backend()}
-    ) as tracker:
-        p_fake = evaluation.predict_fake(net, split.images, batch_size=PREDICT_BATCH)
-        labels = split.labels
-        metrics = evaluation.evaluate(labels, p_fake, p.eval.threshold)
-        roc = evaluation.roc_table(labels, p_fake)
-        confusion = evaluation.confusion_table(labels, evaluation.predict_labels(p_fake, p.eval.threshold))
-        outs = (METRICS, ROC_CSV, CONFUSION_CSV, ROC_PNG, CONFUSION_PNG)
-        with atomic_outputs(*outs) as (metrics_tmp, roc_tmp, confusion_tmp, roc_png, confusion_png):
+    info = tracking.read_run_file(layout.run_file(name))
+    tags = {"eval_backend": keras.backend.backend(), "input": input_kind, "seed": seed}
+    with tracking.resume_run(info, p, tags=tags, model=name) as tracker:
+        frames, metrics = [], {"model": name, "input": input_kind, "seed": seed, "sets": {}}
+        for set_name in dataset.test_sets(DATA):
+            split = dataset.load_split(DATA, set_name, input_kind)
+            p_fake = evaluation.predict_fake(net, split.images, batch_size=PREDICT_BATCH)
+            metrics["sets"][set_name] = evaluation.evaluate(split.labels, p_fake, p.eval.threshold)
+            frame = split.table[["crop_id", "photo_id", "label"]].assign(set=set_name, p_fake=p_fake)
+            frames.append(frame[list(PREDICTION_COLUMNS)])
+            auc = metrics["sets"][set_name]["roc_auc"]
+            log.info("%s on %s: AUC %s", name, set_name, "n/a" if auc is None else f"{auc:.4f}")
+        predictions = pd.concat(frames, ignore_index=True)
+        outs = (layout.predictions_file(name), layout.eval_metrics(name))
+        with atomic_outputs(*outs) as (predictions_tmp, metrics_tmp):
+            predictions.to_csv(predictions_tmp, index=False, lineterminator="\n", float_format="%.7g")
             metrics_tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-            roc.to_csv(roc_tmp, index=False, lineterminator="\n")
-            confusion.to_csv(confusion_tmp, index=False, lineterminator="\n")
-            figures.roc_figure(roc["fpr"], roc["tpr"], metrics["roc_auc"], roc_png)
-            figures.confusion_figure(metrics["confusion_matrix"], confusion_png)
-        auc = "n/a" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
-        log.info(
-            "test: accuracy %.4f, AUC %s, precision %.4f, recall %.4f, F1 %.4f on %d crops",
-            metrics["accuracy"], auc, metrics["precision"], metrics["recall"], metrics["f1"], metrics["n"],
-        )  # fmt: skip
 
-        scalars = {k: v for k, v in metrics.items() if k != "confusion_matrix"}
-        tracker.log_metrics(tracking.numeric_leaves(scalars, "test"))
-        for path in (METRICS, ROC_CSV, ROC_PNG, CONFUSION_PNG, GALLERY):
-            tracker.log_artifact(path, path.parent.name)
-        for prefix, path in UPSTREAM_METRICS.items():
-            tracker.log_json(path, prefix)
+        for set_name, values in metrics["sets"].items():
+            scalars = {k: v for k, v in values.items() if k != "confusion_matrix"}
+            tracker.log_metrics(tracking.numeric_leaves(scalars, set_name))
+        test = predictions[predictions["set"] == "test"]
+        roc = evaluation.roc_table(test["label"].to_numpy(), test["p_fake"].to_numpy())
+        with tempfile.TemporaryDirectory() as tmp:
+            figure = Path(tmp) / "roc.png"
+            label = f"{name} (AUC = {metrics['sets']['test']['roc_auc'] or float('nan'):.3f})"
+            figures.roc_figure({label: (roc["fpr"], roc["tpr"])}, figure)
+            tracker.log_artifact(figure, "plots")
+        tracker.log_artifact(outs[1], "metrics")
 
 
 if __name__ == "__main__":
-    sys.exit(stage.main(run, expected=(dataset.DatasetError,)))
+    args = stage.model_arguments(__doc__.splitlines()[0])
+    sys.exit(
+        stage.main(
+            functools.partial(run, input_kind=args.input, seed=args.seed), expected=(dataset.DatasetError,)
+        )
+    )

@@ -3,7 +3,8 @@ augmented (train split only), resized and stored as lossless PNG crops.
 
 Reads data/raw/, data/landmarks.csv and data/split.csv; writes data/template.json (the mean face
 of the training landmarks), data/crops/ (index.csv, {split}/{crop_id}.png, samples/ for the
-gallery) and metrics/materialize.json, all or none.
+gallery, and one folder per extra test rendering: test_matched/, test_jpeg<q>/) and
+metrics/materialize.json, all or none.
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ def run(p: P.Params) -> dict:
             template = alignment.procrustes_template(train_sets)
         except ValueError:
             raise StageError("no usable training landmarks to build the template from") from None
-        for split in SPLITS:
+        for split in (*SPLITS, *forgery.derived_sets(p.testsets)):
             (crops_tmp / split).mkdir()
         config = forgery.RenderConfig(
             seed=p.seed, fakes=p.fakes, roi=p.roi, augment=p.augment, template=template,
-            raw_dir=str(RAW), out_dir=str(crops_tmp),
+            raw_dir=str(RAW), out_dir=str(crops_tmp), sets=p.testsets,
         )  # fmt: skip
         rows = []
         results = parallel.ordered_map(

@@ -1,61 +1,70 @@
-"""Stage `train`: the paper's CNN on data/ela/train.npy (memory-mapped, streamed), early-stopped on
-a group-disjoint validation slice of the train split.
+"""Stage `train@<input>-<seed>`: the paper's CNN on data/ela/train.npy (input ela) or on the raw
+crops data/ela/train_rgb.npy (input rgb, "direct detection"), memory-mapped and streamed, with the
+training seed given, early-stopped on a group-disjoint validation slice of the train split (drawn
+by the global seed, so every model holds out the same groups).
 
-Writes models/model.keras (the best weights, without optimizer state), models/run.json (the MLflow
-run that `evaluate` resumes), metrics/train.json and plots/history.csv, all or none. Logs params,
-per-epoch metrics, a history figure and the model to MLflow (see faceswap_ela.tracking).
+Writes models/<name>/model.keras (the best weights, without optimizer state), models/<name>/run.json
+(the MLflow run that `evaluate` resumes), metrics/train/<name>.json and plots/history/<name>.csv,
+all or none. Logs params, per-epoch metrics, a history figure and the model to MLflow.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
 import tempfile
 from pathlib import Path
 
-from faceswap_ela import dataset, figures, stage, tracking, training
+from faceswap_ela import dataset, figures, layout, stage, tracking, training
 from faceswap_ela import params as P
 from faceswap_ela.outputs import atomic_outputs
 
 DATA = Path("data/ela")
-ARRAY = "ela"
-MODEL = Path("models/model.keras")
-RUN = Path("models/run.json")
-METRICS = Path("metrics/train.json")
-HISTORY = Path("plots/history.csv")
 
 log = logging.getLogger("train")
 
 
-def run(p: P.Params) -> None:
-    split = dataset.load_split(DATA, "train", ARRAY)
+def run(p: P.Params, input_kind: str, seed: int) -> None:
+    name = layout.model_name(input_kind, seed)
+    model, run_file = layout.model_file(name), layout.run_file(name)
+    metrics_file, history_file = layout.train_metrics(name), layout.history_file(name)
+    split = dataset.load_split(DATA, "train", input_kind)
     dataset.validation_split(split.groups, p.train.val_fraction, p.seed)
 
     device = training.describe_device()
-    with tracking.start_run(
-        p, tags={"backend": device["backend"], "device": device["device"], "input": ARRAY}
-    ) as tracker:
-        result = training.train(split.images, split.table, p.train, p.seed, on_epoch=tracker.log_epoch)
-        metrics = {**result.metrics, "input": ARRAY}
+    tags = {"backend": device["backend"], "device": device["device"], "input": input_kind, "seed": seed}
+    with tracking.start_run(p, tags=tags, model=name) as tracker:
+        result = training.train(
+            split.images, split.table, p.train, seed, val_seed=p.seed, on_epoch=tracker.log_epoch
+        )
+        metrics = {**result.metrics, "input": input_kind, "seed": seed, "model": name}
         export = training.inference_copy(result.model, mixed_precision=p.train.mixed_precision)
-        with atomic_outputs(MODEL, RUN, METRICS, HISTORY) as (model_tmp, run_tmp, metrics_tmp, history_tmp):
+        outs = (model, run_file, metrics_file, history_file)
+        with atomic_outputs(*outs) as (model_tmp, run_tmp, metrics_tmp, history_tmp):
             training.save_model(export, model_tmp)
+            metrics["model_bytes"] = model_tmp.stat().st_size
             run_tmp.write_text(json.dumps(tracker.info(), indent=2, sort_keys=True) + "\n")
             metrics_tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
             result.history.to_csv(history_tmp, index=False, lineterminator="\n")
-        log.info("wrote %s, %s, %s, %s", MODEL, RUN, METRICS, HISTORY)
+        log.info("wrote %s", ", ".join(map(str, outs)))
 
         tracker.log_metrics(tracking.numeric_leaves(metrics, "train"))
         with tempfile.TemporaryDirectory() as tmp:
             figure = Path(tmp) / "history.png"
             figures.history_figure(result.history, figure, best_epoch=metrics["best_epoch"])
             tracker.log_artifact(figure, "plots")
-        tracker.log_artifact(HISTORY, "plots")
-        tracker.log_artifact(METRICS, "metrics")
+        tracker.log_artifact(history_file, "plots")
+        tracker.log_artifact(metrics_file, "metrics")
         if p.tracking.log_model:
-            tracker.log_model(export, saved=MODEL)
+            tracker.log_model(export, saved=model)
 
 
 if __name__ == "__main__":
-    sys.exit(stage.main(run, expected=(dataset.DatasetError,)))
+    args = stage.model_arguments(__doc__.splitlines()[0])
+    sys.exit(
+        stage.main(
+            functools.partial(run, input_kind=args.input, seed=args.seed), expected=(dataset.DatasetError,)
+        )
+    )

@@ -86,13 +86,57 @@ def _is_png(path) -> bool:
 
 def test_figures_are_png_whatever_the_file_name(tmp_path):
     roc = evaluation.roc_table(LABELS, SCORES)
-    figures.roc_figure(roc["fpr"], roc["tpr"], 0.92, tmp_path / "roc.png.tmp")
-    figures.roc_figure(roc["fpr"], roc["tpr"], None, tmp_path / "roc-no-auc.png")
+    figures.roc_figure({"ELA-CNN (AUC = 0.920)": (roc["fpr"], roc["tpr"])}, tmp_path / "roc.png.tmp")
+    figures.roc_figure({"a": (roc["fpr"], roc["tpr"]), "b": ([0, 1], [0, 1])}, tmp_path / "roc-two.png")
+    curves = pd.DataFrame({"quality": [100, 90, 70], "ela_auc": [0.9, 0.8, 0.7], "rgb_auc": [None, 0.5, 0.6]})
+    figures.lines_figure(curves, "quality", {"AUC": ["ela_auc", "rgb_auc", "missing"]}, tmp_path / "lines")
     figures.confusion_figure([[4, 1], [0, 0]], tmp_path / "confusion.tmp")
     history = pd.DataFrame(
         {"epoch": [1, 2, 3], "loss": [0.9, 0.5, 0.4], "accuracy": [0.5, 0.7, 0.8],
          "val_loss": [0.8, 0.6, 0.7], "val_accuracy": [0.55, 0.65, 0.6]}
     )  # fmt: skip
     figures.history_figure(history, tmp_path / "history.tmp", best_epoch=2)
-    for name in ("roc.png.tmp", "roc-no-auc.png", "confusion.tmp", "history.tmp"):
+    for name in ("roc.png.tmp", "roc-two.png", "lines", "confusion.tmp", "history.tmp"):
         assert _is_png(tmp_path / name), name
+
+
+def test_weighted_aucs_match_scikit_learn_with_ties_and_empty_classes():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 60)
+    scores = np.round(rng.random(60), 1)  # many ties
+    weights = rng.integers(0, 3, (40, 60)).astype(float)
+    weights[0, labels == 1] = 0  # no positives left in the first row
+    got = evaluation.weighted_aucs(labels, scores, weights)
+    assert np.isnan(got[0])
+    for row, value in zip(weights[1:], got[1:], strict=True):
+        assert value == pytest.approx(skm.roc_auc_score(labels, scores, sample_weight=row), abs=1e-12)
+
+
+def test_photo_bootstrap_resamples_photos_not_crops():
+    # photo a ranks its fake above its real, photo b the other way round: a resample holds a twice
+    # (AUC 1), b twice (AUC 0) or both (3 of 4 pairs right: 0.75); crops drawn alone would give more
+    labels = np.array([1, 0, 1, 0])
+    scores = np.array([0.9, 0.1, 0.2, 0.8])
+    photos = np.array(["a", "a", "b", "b"])
+    weights = evaluation.photo_weights(photos, 4000, seed=7)
+    assert (weights[:, 0] == weights[:, 1]).all() and (weights.sum(axis=1) == 4).all()
+    values = evaluation.weighted_aucs(labels, scores, weights)
+    assert set(np.unique(values)) == {0.0, 0.75, 1.0}
+    assert np.mean(values == 0.75) == pytest.approx(0.5, abs=0.03)
+    assert np.mean(values) == pytest.approx(0.625, abs=0.02)
+    assert evaluation.interval(values) == [0.0, 1.0]
+    np.testing.assert_array_equal(weights, evaluation.photo_weights(photos, 4000, seed=7))  # seeded
+
+
+def test_bootstrap_interval_of_a_perfect_ranking_is_a_point():
+    labels = np.array([0, 1] * 20)
+    photos = np.repeat(np.arange(10), 4).astype(str)
+    values = evaluation.weighted_aucs(labels, labels + 0.1, evaluation.photo_weights(photos, 200, 0))
+    assert evaluation.interval(values) == [1.0, 1.0]
+    assert evaluation.interval(np.array([np.nan])) is None
+
+
+def test_epochs_to_fraction_of_the_best():
+    assert evaluation.epochs_to_fraction(np.array([0.5, 0.9, 0.96, 1.0, 0.99])) == 3
+    assert evaluation.epochs_to_fraction(np.array([0.8])) == 1
+    assert evaluation.epochs_to_fraction(np.array([])) is None

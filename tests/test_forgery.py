@@ -86,3 +86,34 @@ def test_labels_per_photo():
     assert 0.4 < np.mean(single) < 0.6
     odd = [sum(forgery.assign_labels(7, f"p{i}", 3, 0.5)) for i in range(400)]
     assert set(odd) == {1, 2} and 1.35 < np.mean(odd) < 1.65
+
+
+def test_matched_sigma_follows_the_fakes_softness(portraits, template):
+    from faceswap_ela import roi
+
+    rgb, points = portraits[0]
+    box = roi.roi_box(points, rgb.shape)
+    small, large = (forgery.matched_sigma(points, template, s, box, 128, 5) for s in (64, 127))
+    assert small == pytest.approx(large * 127 / 64)  # a smaller aligned face loses more detail
+    assert 0.3 < large < small < 5
+    assert forgery.gaussian_sigma(5) == pytest.approx(1.1)
+    # the matched blur makes a real crop about as soft, in its centre, as a fake of the same size
+    crop = roi.resize(roi.crop(rgb, box), 128)
+    fake, _ = forgery.make_fake(rgb, points, template, size=64, mask="square")
+    fake_crop = roi.resize(roi.crop(fake, box), 128)
+    centre = np.zeros((128, 128), bool)
+    centre[40:88, 40:88] = True
+    blurred = forgery.blur(crop, small)
+    sharp, soft, faked = (laplacian_variance(c, centre) for c in (crop, blurred, fake_crop))
+    assert soft < 0.6 * sharp and faked < 0.6 * sharp
+    assert 0.33 < soft / faked < 3
+    np.testing.assert_array_equal(forgery.blur(crop, 0), crop)
+
+
+def test_derived_set_names():
+    from faceswap_ela.params import ExtraSetsParams
+
+    assert forgery.derived_sets(ExtraSetsParams()) == [
+        "test_matched", "test_jpeg100", "test_jpeg95", "test_jpeg90", "test_jpeg80", "test_jpeg70",
+    ]  # fmt: skip
+    assert forgery.derived_sets(ExtraSetsParams(matched_blur=False, jpeg_qualities=(50,))) == ["test_jpeg50"]

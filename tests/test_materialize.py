@@ -132,13 +132,19 @@ def pipeline(photos, tmp_path_factory):
 OUTPUTS = ["data/template.json", "data/crops", "data/ela", "metrics/materialize.json", "plots/gallery.png"]
 
 
+EXTRA_SETS = ["test_matched", "test_jpeg100", "test_jpeg95", "test_jpeg90", "test_jpeg80", "test_jpeg70"]
+
+
 def test_materialize_outputs(pipeline, photos):
     index = pd.read_csv(pipeline / "data/crops/index.csv", dtype={"reason": str, "path": str, "mask": str})
     assert list(index.columns) == [
         "crop_id", "photo_id", "group", "split", "label", "variant", "status", "reason", "path",
-        "scale", "mask", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "augment",
+        "scale", "mask", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "augment", "blur_sigma",
     ]  # fmt: skip
+    assert list(dict.fromkeys(index["split"]))[2:] == EXTRA_SETS
+    index = index[index["split"].isin(["train", "test"])]
     assert list(index["crop_id"]) == sorted(index["crop_id"])
+    assert index["blur_sigma"].isna().all()  # augment.real_blur is 0 by default
     assert len(index) == len(photos) * VARIANTS
     for photo_id, rows in index.groupby("photo_id"):
         assert sorted(rows["variant"]) == list(range(VARIANTS))
@@ -198,6 +204,56 @@ def test_fakes_differ_from_the_reals_inside_the_face(pipeline):
     assert np.mean(sharpness[1]) < 0.8 * np.mean(sharpness[0])
 
 
+def _sharpness(rgb: np.ndarray) -> float:
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(float)
+    return float(cv2.Laplacian(grey[32:96, 32:96], cv2.CV_64F).var())
+
+
+def test_extra_test_sets(pipeline):
+    index = pd.read_csv(pipeline / "data/crops/index.csv", dtype={"path": str})
+    test = index[(index["split"] == "test") & (index["status"] == "ok")].reset_index(drop=True)
+    metrics = json.loads((pipeline / "metrics/materialize.json").read_text())
+    assert sorted(metrics["extra_test_sets"]) == sorted(EXTRA_SETS)
+    errors = {}
+    for name in EXTRA_SETS:
+        rows = index[index["split"] == name].reset_index(drop=True)
+        assert metrics["extra_test_sets"][name] == metrics["counts"]["test"]
+        assert list(rows["crop_id"]) == list(test["crop_id"]) and list(rows["label"]) == list(test["label"])
+        assert (rows["path"] == name + "/" + rows["crop_id"] + ".png").all()
+        diffs = []
+        for row, base in zip(rows.itertuples(), test.itertuples(), strict=True):
+            crop = load_rgb(pipeline / "data/crops" / row.path)
+            original = load_rgb(pipeline / "data/crops" / base.path)
+            assert crop.shape == original.shape == (128, 128, 3)
+            if name == "test_matched":
+                if row.label == 1:  # fakes are left as they are
+                    np.testing.assert_array_equal(crop, original)
+                    assert pd.isna(row.blur_sigma)
+                else:  # reals are blurred, by the softness of a fake of that rendering
+                    assert 0.3 < row.blur_sigma < 5
+                    assert _sharpness(crop) < 0.8 * _sharpness(original)
+            else:
+                diffs.append(np.abs(crop.astype(int) - original).mean())
+        errors[name] = np.mean(diffs) if diffs else None
+    assert 0 < errors["test_jpeg100"] < errors["test_jpeg90"] < errors["test_jpeg70"] < 10, errors
+
+
+def test_real_blur_augmentation_blurs_a_seeded_share_of_train_reals(photos, tmp_path):
+    folder = tmp_path / "blur"
+    write_workspace(
+        folder, photos, augment={"real_blur": 0.5}, testsets={"matched_blur": False, "jpeg_qualities": []}
+    )
+    assert run_stage("materialize", folder).returncode == 0
+    index = pd.read_csv(folder / "data/crops/index.csv")
+    assert set(index["split"]) == {"train", "test"}
+    train = index[(index["split"] == "train") & (index["status"] == "ok")]
+    blurred = train["blur_sigma"].notna()
+    assert blurred.any() and not blurred.all()
+    assert (train.loc[blurred, "label"] == 0).all()  # fakes are never blurred again
+    metrics = json.loads((folder / "metrics/materialize.json").read_text())
+    assert metrics["train_reals_blurred"] == int(blurred.sum()) and metrics["extra_test_sets"] == {}
+
+
 def test_gallery_samples(pipeline):
     samples = pd.read_csv(pipeline / "data/crops/samples/index.csv")
     assert list(samples["label"]) == [1, 1, 0, 0]  # the first fake and real of each test photo
@@ -216,7 +272,7 @@ def test_gallery_samples(pipeline):
 def test_ela_outputs(pipeline):
     p = Params.model_validate(yaml.safe_load((pipeline / "params.yaml").read_text()))
     index = pd.read_csv(pipeline / "data/crops/index.csv", dtype={"photo_id": str, "group": str})
-    for split in ("train", "test"):
+    for split in ("train", "test", *EXTRA_SETS):
         rows = index[(index["split"] == split) & (index["status"] == "ok")].reset_index(drop=True)
         table = pd.read_csv(pipeline / f"data/ela/{split}.csv", dtype={"photo_id": str, "group": str})
         pd.testing.assert_frame_equal(table, rows[["crop_id", "photo_id", "group", "label"]])

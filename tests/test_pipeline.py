@@ -1,5 +1,6 @@
-"""End to end: `dvc repro` through all seven stages in a temporary git repo, on a small MUCT-layout
-dataset served over loopback, then `dvc exp run -S ela.quality=...` re-running only the last stages."""
+"""End to end: `dvc repro` through every stage (train and evaluate once per input kind) in a
+temporary git repo, on a small MUCT-layout dataset served over loopback, then
+`dvc exp run -S ela.quality=...` re-running only the later stages."""
 
 from __future__ import annotations
 
@@ -20,7 +21,16 @@ from tests.sample_data import build_muct_archives, serve, write_muct_landmarks_c
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ["download", "landmarks", "split", "materialize", "ela", "train", "evaluate"]
+DATA_STAGES = ["download", "landmarks", "split", "materialize"]
+LATER_STAGES = {
+    "ela",
+    "train@ela-42",
+    "train@rgb-42",
+    "evaluate@ela-42",
+    "evaluate@rgb-42",
+    "baseline",
+    "compare",
+}
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +106,9 @@ def pipeline_repo(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_writes_every_output(pipeline_repo):
     repo, first, _ = pipeline_repo
-    assert _ran(first) == STAGES
+    ran = _ran(first)
+    assert ran[:4] == DATA_STAGES and set(ran[4:]) == LATER_STAGES and len(ran) == 11, ran
+    assert ran.index("compare") == len(ran) - 1
     manifest = pd.read_csv(repo / "data/raw/manifest.csv", dtype=str, keep_default_na=False)
     assert len(manifest) == 15 and manifest["group"].nunique() == 5
     found = pd.read_csv(repo / "data/landmarks.csv")
@@ -108,49 +120,82 @@ def test_repro_runs_every_stage_and_writes_every_output(pipeline_repo):
     assert set(index.label) == {0, 1}
     import numpy as np
 
-    for name in ("train", "test"):
+    sets = ["train", "test", "test_matched", *(f"test_jpeg{q}" for q in (100, 95, 90, 80, 70))]
+    for name in sets:
         tensors = np.load(repo / f"data/ela/{name}.npy", mmap_mode="r")
         assert tensors.dtype == np.uint8 and tensors.shape[1:] == (128, 128, 3)
         assert len(pd.read_csv(repo / f"data/ela/{name}.csv")) == len(tensors)
-    assert (repo / "models/model.keras").stat().st_size > 100_000_000
-    for name in ("landmarks", "split", "materialize", "train", "eval"):
+    for model in ("ela-s42", "rgb-s42"):
+        assert (repo / f"models/{model}/model.keras").stat().st_size > 100_000_000
+        assert json.loads((repo / f"metrics/train/{model}.json").read_text())["model"] == model
+        evaluated = json.loads((repo / f"metrics/eval/{model}.json").read_text())
+        assert set(evaluated["sets"]) == set(sets) - {"train"}
+        predictions = pd.read_csv(repo / f"data/predictions/{model}.csv")
+        assert set(predictions["set"]) == set(sets) - {"train"}
+    for name in ("landmarks", "split", "materialize", "eval", "baseline", "compare"):
         assert json.loads((repo / f"metrics/{name}.json").read_text())
     evaluation = json.loads((repo / "metrics/eval.json").read_text())
-    assert 0.0 <= evaluation["roc_auc"] <= 1.0
-    for plot in ("gallery.png", "roc.png", "confusion.png", "history.csv", "roc.csv", "confusion.csv"):
+    assert 0.0 <= evaluation["roc_auc"] <= 1.0 and evaluation["model"] == "ela-s42"
+    assert {"baseline_auc", "rgb_auc_mean", "matched_ela_auc_mean"} <= set(evaluation)
+    compare = json.loads((repo / "metrics/compare.json").read_text())
+    assert set(compare["inputs"]) == {"ela", "rgb"} and "ela_minus_rgb" in compare["differences"]["test"]
+    assert "| Model |" in (repo / "metrics/compare.md").read_text()
+    for plot in ("gallery.png", "roc.png", "confusion.png", "curves.png", "robustness.png", "roc.csv",
+                 "confusion.csv", "curves.csv", "robustness.csv"):  # fmt: skip
         assert (repo / "plots" / plot).stat().st_size > 0
+    robustness = pd.read_csv(repo / "plots/robustness.csv")
+    assert list(robustness["quality"]) == [100, 95, 90, 80, 70]
     status = _run(["dvc", "status"], repo)
     assert "up to date" in status.lower() or "changed" not in status
 
 
-def test_mlflow_holds_one_run_per_pipeline_run(pipeline_repo):
+def test_mlflow_holds_one_top_level_run_per_pipeline_run(pipeline_repo):
     repo, _, _ = pipeline_repo
     db = repo / "mlflow.db"
     assert db.exists()
     with sqlite3.connect(db) as con:
         runs = con.execute("select run_uuid, name, status from runs order by start_time").fetchall()
-        assert len(runs) == 4, runs
-        assert {status for _, _, status in runs} == {"FINISHED"}
-        first_id, _, _ = runs[0]
-        params = dict(con.execute("select key, value from params where run_uuid=?", (first_id,)).fetchall())
-        metrics = {k for (k,) in con.execute("select key from metrics where run_uuid=?", (first_id,))}
-        tags = dict(con.execute("select key, value from tags where run_uuid=?", (first_id,)).fetchall())
-        exp_run = runs[1]
-        exp_params = dict(con.execute("select key, value from params where run_uuid=?", (exp_run[0],)))
-    assert params["ela.quality"] == "95" and params["materialize.variants"] == "2"
-    assert {"loss", "val_loss", "accuracy", "val_accuracy", "test.roc_auc"} <= metrics
-    assert "params_hash" in tags
-    # the experiment's run is named after DVC's experiment and logged the new parameter
-    assert exp_run[1] == "q70"
-    assert exp_params["ela.quality"] == "70"
-    with sqlite3.connect(db) as con:
-        sweep = con.execute(
-            "select r.name, p.value from runs r join params p on p.run_uuid = r.run_uuid"
-            " where p.key = 'ela.quality' order by r.start_time"
-        ).fetchall()[2:]
-    assert sorted(q for _, q in sweep) == ["60", "80"]
+        tags = {
+            run: dict(con.execute("select key, value from tags where run_uuid=?", (run,)).fetchall())
+            for run, _, _ in runs
+        }
+        params = {
+            run: dict(con.execute("select key, value from params where run_uuid=?", (run,)).fetchall())
+            for run, _, _ in runs
+        }
+        metrics = {
+            run: {k for (k,) in con.execute("select key from metrics where run_uuid=?", (run,))}
+            for run, _, _ in runs
+        }
+    assert len(runs) == 12, runs  # 4 pipeline runs x (2 models + 1 comparison)
+    assert {status for _, _, status in runs} == {"FINISHED"}
+    top = [(run, name) for run, name, _ in runs if "mlflow.parentRunId" not in tags[run]]
+    assert len(top) == 4 and all(tags[run].get("role") == "comparison" for run, _ in top)
+    children = {
+        run: tags[run]["mlflow.parentRunId"] for run, _, _ in runs if "mlflow.parentRunId" in tags[run]
+    }
+    assert len(children) == 8 and set(children.values()) == {run for run, _ in top}
+    first_top, first_models = top[0][0], [r for r, parent in children.items() if parent == top[0][0]]
+    assert sorted(tags[r]["input"] for r in first_models) == ["ela", "rgb"]
+    for run in first_models:
+        assert params[run]["ela.quality"] == "95" and params[run]["materialize.variants"] == "2"
+        assert {
+            "loss",
+            "val_loss",
+            "accuracy",
+            "val_accuracy",
+            "test.roc_auc",
+            "test_matched.roc_auc",
+        } <= metrics[run]
+        assert "params_hash" in tags[run]
+    assert {"test.roc_auc", "test.baseline_auc"} <= metrics[first_top]
+    # the experiment's runs are named after DVC's experiment and logged the new parameter
+    names = {name for run, name, _ in runs if children.get(run) == top[1][0]}
+    assert top[1][1] == "q70" and names == {"q70 ela-s42", "q70 rgb-s42"}
+    assert params[top[1][0]]["ela.quality"] == "70"
+    assert sorted(params[run]["ela.quality"] for run, _ in top[2:]) == ["60", "80"]
     artifacts = list((repo / "mlartifacts").rglob("*"))
-    assert any(p.name == "roc.png" for p in artifacts)
+    assert any(p.name == "roc.png" for p in artifacts) and any(p.name == "compare.md" for p in artifacts)
 
 
 def test_queued_sweep_is_listed_with_auc_per_quality(pipeline_repo):
@@ -170,6 +215,6 @@ def test_queued_sweep_is_listed_with_auc_per_quality(pipeline_repo):
 
 def test_exp_run_reruns_only_ela_and_later(pipeline_repo):
     _, _, exp = pipeline_repo
-    assert _ran(exp) == ["ela", "train", "evaluate"]
-    for stage in ("download", "landmarks", "split", "materialize"):
+    assert set(_ran(exp)) == LATER_STAGES, _ran(exp)
+    for stage in DATA_STAGES:
         assert re.search(rf"Stage '{stage}' didn't change, skipping", exp), exp[-3000:]

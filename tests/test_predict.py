@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from faceswap_ela import alignment, cli, forgery, landmarks, predict, roi, seeding
+from faceswap_ela import alignment, cli, forgery, landmarks, layout, predict, roi, seeding
 from faceswap_ela import params as P
 from faceswap_ela.images import save_png
 from tests.sample_data import portrait, write_bad_images
@@ -203,10 +203,11 @@ def test_bad_inputs_are_reported_and_the_rest_scored(trained, capsys, tmp_path):
 def test_folder_walk_and_default_model(trained, capsys, tmp_path, monkeypatch):
     # a repository-like folder: the default model and params come from <root>/models, <root>/params.yaml
     repo = tmp_path / "repo"
-    (repo / "models").mkdir(parents=True)
+    default = repo / layout.model_file(layout.primary(P.load(trained.params)))
+    default.parent.mkdir(parents=True)
     (repo / "dvc.yaml").write_text("stages: {}\n")
     shutil.copy(trained.params, repo / "params.yaml")
-    shutil.copy(trained.model, repo / "models" / "model.keras")
+    shutil.copy(trained.model, default)
     photos = repo / "photos"
     (photos / "a" / "b").mkdir(parents=True)
     shutil.copy(trained.real[PORTRAITS[0]], photos / "a" / "b" / "real.png")
@@ -282,5 +283,7 @@ def test_find_photos_and_heatmap_names(tmp_path):
     assert names[4] == ("nope.png", "file not found")
     taken: set[str] = set()
     assert [predict.heatmap_name(Path(p), 0, taken) for p in ("a/x.jpg", "b/x.png", "c/x.jpg")] == [
-        "x_face0.png", "x-2_face0.png", "x-3_face0.png"
+        "x_face0.png",
+        "x-2_face0.png",
+        "x-3_face0.png",
     ]

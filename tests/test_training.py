@@ -1,5 +1,6 @@
-"""Stages `train` and `evaluate` end to end on a tiny random set (run as DVC runs them: a
-subprocess in the repository folder), their MLflow run, MLflow failures, and the torch backend."""
+"""Stages `train@`, `evaluate@`, `baseline` and `compare` on a tiny random set (run as DVC runs
+them: a subprocess in the repository folder), their MLflow runs, MLflow failures, and the torch
+backend."""
 
 from __future__ import annotations
 
@@ -21,96 +22,147 @@ from faceswap_ela import training
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "stages" / "train.py"
 EVALUATE = ROOT / "stages" / "evaluate.py"
+BASELINE = ROOT / "stages" / "baseline.py"
+COMPARE = ROOT / "stages" / "compare.py"
+TEST_SETS = ("test", "test_matched")
 
 
-def make_repo(folder: Path, n_train: int, n_test: int, *, log_model: bool = True, seed: int = 0) -> Path:
-    """params.yaml for one short epoch and data/ela/ with random crops, 4 per group."""
+def make_repo(
+    folder: Path, n_train: int, n_test: int, *, inputs=("ela", "rgb"), log_model: bool = True, seed: int = 0
+) -> Path:
+    """params.yaml for one short epoch and data/ela/ with random crops, 4 per group; the test
+    split twice (test and test_matched)."""
     rng = np.random.default_rng(seed)
     ela = folder / "data" / "ela"
     ela.mkdir(parents=True)
     for split, n in (("train", n_train), ("test", n_test)):
         images = rng.integers(0, 256, (n, 128, 128, 3), dtype=np.uint8)
-        np.save(ela / f"{split}.npy", images)
-        np.save(ela / f"{split}_rgb.npy", images[:, ::-1])
-        pd.DataFrame(
+        table = pd.DataFrame(
             {
                 "crop_id": [f"{split}-{i}" for i in range(n)],
                 "photo_id": [f"{split}-p{i // 2}" for i in range(n)],
                 "group": [f"{split}-g{i // 4}" for i in range(n)],
                 "label": [i % 2 for i in range(n)],
             }
-        ).to_csv(ela / f"{split}.csv", index=False)
+        )
+        for name in (split,) if split == "train" else TEST_SETS:
+            np.save(ela / f"{name}.npy", images)
+            np.save(ela / f"{name}_rgb.npy", images[:, ::-1])
+            table.to_csv(ela / f"{name}.csv", index=False)
     params = {
         "seed": seed,
-        "train": {"epochs": 1, "batch_size": 8, "val_fraction": 0.2, "patience": 1},
+        "train": {
+            "inputs": list(inputs), "seeds": [seed], "epochs": 1, "batch_size": 8, "val_fraction": 0.2,
+            "patience": 1,
+        },
+        "eval": {"bootstrap": 50},
         "tracking": {"experiment": "tiny", "log_model": log_model},
-    }
+    }  # fmt: skip
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     (folder / "dvc.yaml").write_text("stages: {}\n")
     return folder
 
 
-def run_stage(script: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+def run_stage(script: Path, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "KERAS_BACKEND"))}
     environ.update(env)
     environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return subprocess.run(
-        [sys.executable, str(script)], cwd=cwd, env=environ, capture_output=True, text=True, timeout=600
+        [sys.executable, str(script), *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
-def check_stage_outputs(repo: Path, n_test: int) -> tuple[dict, dict]:
-    train = json.loads((repo / "metrics" / "train.json").read_text())
-    assert train["params"] == 29_520_034
+def run_pipeline(
+    repo: Path, inputs=("ela", "rgb"), seed: int = 0, **env: str
+) -> list[subprocess.CompletedProcess]:
+    """train@ and evaluate@ for every input, then baseline and compare; each must succeed."""
+    done = []
+    for script in (TRAIN, EVALUATE):
+        for kind in inputs:
+            done.append(run_stage(script, repo, "--input", kind, "--seed", str(seed), **env))
+            assert done[-1].returncode == 0, done[-1].stderr[-3000:]
+    for script in (BASELINE, COMPARE):
+        done.append(run_stage(script, repo, **env))
+        assert done[-1].returncode == 0, done[-1].stderr[-3000:]
+    return done
+
+
+def check_model_outputs(repo: Path, name: str, n_test: int) -> tuple[dict, dict]:
+    train = json.loads((repo / "metrics" / "train" / f"{name}.json").read_text())
+    assert train["params"] == 29_520_034 and train["model"] == name
     assert train["multiply_adds"] == 435_034_112
     assert train["epochs_run"] == 1 and train["best_epoch"] == 1
     assert train["wall_seconds"] > 0 and train["samples_per_s"] > 0
     assert train["device"].startswith(("CPU:", "GPU:"))
-    history = pd.read_csv(repo / "plots" / "history.csv")
+    history = pd.read_csv(repo / "plots" / "history" / f"{name}.csv")
     assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
     assert history["epoch"].tolist() == [1]
     assert history.notna().all().all()
-    assert (repo / "models" / "model.keras").stat().st_size > 100e6  # 29.5M float32 weights
+    model = repo / "models" / name / "model.keras"
+    assert model.stat().st_size == train["model_bytes"] > 100e6  # 29.5M float32 weights
 
-    result = json.loads((repo / "metrics" / "eval.json").read_text())
+    evaluated = json.loads((repo / "metrics" / "eval" / f"{name}.json").read_text())
+    assert set(evaluated["sets"]) == set(TEST_SETS)
+    result = evaluated["sets"]["test"]
     assert result["n"] == n_test and result["n_fake"] + result["n_real"] == n_test
     assert result["tn"] + result["fp"] + result["fn"] + result["tp"] == n_test
     assert result["confusion_matrix"] == [[result["tn"], result["fp"]], [result["fn"], result["tp"]]]
     for key in ("accuracy", "roc_auc", "precision", "recall", "f1"):
         assert 0.0 <= result[key] <= 1.0, key
+    predictions = pd.read_csv(repo / "data" / "predictions" / f"{name}.csv")
+    assert list(predictions.columns) == ["set", "crop_id", "photo_id", "label", "p_fake"]
+    assert list(predictions["set"]) == ["test"] * n_test + ["test_matched"] * n_test
+    assert not list(repo.rglob("*.tmp")), "temporary outputs left behind"
+    return train, result
+
+
+def check_compare_outputs(repo: Path, primary: str, n_test: int) -> dict:
+    headline = json.loads((repo / "metrics" / "eval.json").read_text())
+    assert headline["model"] == primary and headline["n"] == n_test
+    model_result = json.loads((repo / "metrics" / "eval" / f"{primary}.json").read_text())["sets"]["test"]
+    for key in ("accuracy", "roc_auc", "precision", "recall", "f1"):
+        assert headline[key] == pytest.approx(model_result[key]), key
+    assert headline["confusion_matrix"] == model_result["confusion_matrix"]
+    assert 0 <= headline["baseline_auc"] <= 1 and "matched_baseline_auc" in headline
+    compare = json.loads((repo / "metrics" / "compare.json").read_text())
+    assert compare["sets"] == list(TEST_SETS) and compare["bootstrap"]["resamples"] == 50
+    assert "| Model |" in (repo / "metrics" / "compare.md").read_text()
     roc = pd.read_csv(repo / "plots" / "roc.csv")
     assert list(roc.columns) == ["fpr", "tpr", "threshold"]
     assert roc["fpr"].iloc[-1] == 1.0 and roc["tpr"].iloc[-1] == 1.0
     confusion = pd.read_csv(repo / "plots" / "confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == n_test
     assert set(confusion["actual"]) | set(confusion["predicted"]) <= {"real", "fake"}
-    assert (confusion["actual"] == "fake").sum() == result["n_fake"]
-    for png in ("roc.png", "confusion.png"):
+    assert (confusion["actual"] == "fake").sum() == headline["n_fake"]
+    for png in ("roc.png", "confusion.png", "curves.png", "robustness.png"):
         assert (repo / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     assert not list(repo.rglob("*.tmp")), "temporary outputs left behind"
-    return train, result
+    return headline
 
 
-def test_train_and_evaluate_log_one_mlflow_run(tmp_path):
+def test_model_runs_nest_under_one_comparison_run(tmp_path):
     repo = make_repo(tmp_path / "repo", n_train=40, n_test=20)
     root = tmp_path / "root"  # DVC_ROOT: where the default store lives (e.g. beside a --temp copy)
     root.mkdir()
-    (repo / "metrics" / "landmarks.json").parent.mkdir()
+    (repo / "metrics").mkdir()
     (repo / "metrics" / "landmarks.json").write_text(
         json.dumps({"photos": 10, "faces": {"found": 9}, "ok": True})
     )
     env = {"DVC_ROOT": str(root), "DVC_EXP_NAME": "tiny-exp", "DVC_EXP_BASELINE_REV": "a" * 40}
-
-    trained = run_stage(TRAIN, repo, **env)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    run_info = json.loads((repo / "models" / "run.json").read_text())
+    stages = run_pipeline(repo, **env)
+    assert not any("Traceback" in stage.stderr for stage in stages)
+    run_info = json.loads((repo / "models" / "ela-s0" / "run.json").read_text())
     assert run_info["tracking_uri"] == f"sqlite:///{root.resolve()}/mlflow.db"
     assert run_info["experiment"] == "tiny" and run_info["run_id"]
-    evaluated = run_stage(EVALUATE, repo, **env)
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert "Traceback" not in trained.stderr + evaluated.stderr
-    train, result = check_stage_outputs(repo, n_test=20)
-    assert train["backend"] == "tensorflow"
+    train, result = check_model_outputs(repo, "ela-s0", n_test=20)
+    check_model_outputs(repo, "rgb-s0", n_test=20)
+    check_compare_outputs(repo, "ela-s0", n_test=20)
+    assert train["backend"] == "tensorflow" and train["input"] == "ela"
     assert train["train_samples"] + train["val_samples"] == 40
     assert train["val_groups"] == 2  # 20% of 10 groups
 
@@ -120,39 +172,51 @@ def test_train_and_evaluate_log_one_mlflow_run(tmp_path):
 
     client = MlflowClient(run_info["tracking_uri"])
     run = client.get_run(run_info["run_id"])
-    assert run.info.run_name == "tiny-exp" and run.info.status == "FINISHED"
+    assert run.info.run_name == "tiny-exp ela-s0" and run.info.status == "FINISHED"
     p = P.load(repo / "params.yaml")
     assert run.data.params == {k: str(v) for k, v in P.flatten(p).items()}
     tags = run.data.tags
-    assert tags["params_hash"] == P.digest(p)
+    assert tags["params_hash"] == P.digest(p) and tags["input"] == "ela" and tags["seed"] == "0"
     assert tags["dvc_exp_baseline_rev"] == "a" * 40
     assert tags["backend"] == "tensorflow" and tags["device"] == train["device"]
     for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
         steps = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)]
-        assert steps == [(1, pytest.approx(pd.read_csv(repo / "plots" / "history.csv")[name][0]))], name
+        history = pd.read_csv(repo / "plots" / "history" / "ela-s0.csv")
+        assert steps == [(1, pytest.approx(history[name][0]))], name
     metrics = run.data.metrics
     assert metrics["train.best_epoch"] == 1 and metrics["train.params"] == 29_520_034
     for key in ("accuracy", "roc_auc", "precision", "recall", "f1", "tp"):
         assert metrics[f"test.{key}"] == pytest.approx(result[key]), key
-    assert metrics["landmarks.photos"] == 10 and metrics["landmarks.faces.found"] == 9
-
+    assert "test_matched.roc_auc" in metrics
     artifacts = {
         a.path for folder in ("plots", "metrics") for a in client.list_artifacts(run.info.run_id, folder)
     }
-    expected = {
-        "plots/history.png",
-        "plots/history.csv",
-        "plots/roc.png",
-        "plots/confusion.png",
-        "plots/roc.csv",
-    }
-    assert expected | {"metrics/train.json", "metrics/eval.json", "metrics/landmarks.json"} <= artifacts
+    assert {"plots/history.png", "plots/ela-s0.csv", "plots/roc.png", "metrics/ela-s0.json"} <= artifacts
     assert (root / "mlartifacts" / run.info.run_id).is_dir()  # the experiment's artifact root
     models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
-    assert [m.source_run_id for m in models] == [run.info.run_id]
+    assert sorted(m.source_run_id for m in models) == sorted(
+        json.loads((repo / "models" / n / "run.json").read_text())["run_id"] for n in ("ela-s0", "rgb-s0")
+    )
     assert (
         root / "mlartifacts" / "models" / models[0].model_id / "artifacts" / "data" / "model.keras"
     ).is_file()
+
+    runs = client.search_runs([run.info.experiment_id])
+    assert len(runs) == 3
+    (top,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert top.info.run_name == "tiny-exp" and top.data.tags["role"] == "comparison"
+    assert {r.data.tags.get("mlflow.parentRunId") for r in runs if r is not top} == {top.info.run_id}
+    assert top.data.metrics["test.roc_auc"] == pytest.approx(result["roc_auc"])
+    assert "test.baseline_auc" in top.data.metrics and "landmarks.faces.found" in top.data.metrics
+    top_artifacts = {
+        a.path for folder in ("plots", "metrics") for a in client.list_artifacts(top.info.run_id, folder)
+    }
+    assert {
+        "metrics/compare.md",
+        "metrics/compare.json",
+        "plots/roc.png",
+        "plots/robustness.png",
+    } <= top_artifacts
 
 
 def closed_port() -> int:
@@ -162,20 +226,25 @@ def closed_port() -> int:
 
 
 def test_mlflow_failures_do_not_fail_the_stages(tmp_path):
-    repo = make_repo(tmp_path / "repo", n_train=16, n_test=8, seed=1)
+    repo = make_repo(tmp_path / "repo", n_train=16, n_test=8, inputs=("ela",), seed=1)
     server = f"http://127.0.0.1:{closed_port()}"
-    trained = run_stage(TRAIN, repo, MLFLOW_TRACKING_URI=server)
+    trained = run_stage(TRAIN, repo, "--input", "ela", "--seed", "1", MLFLOW_TRACKING_URI=server)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    assert json.loads((repo / "models" / "run.json").read_text()) == {
+    assert json.loads((repo / "models" / "ela-s1" / "run.json").read_text()) == {
         "run_id": None, "tracking_uri": server, "experiment": "tiny"
     }  # fmt: skip
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    evaluated = run_stage(EVALUATE, repo, MLFLOW_TRACKING_URI=f"sqlite:///{blocker}/mlflow.db")
+    blocked = {"MLFLOW_TRACKING_URI": f"sqlite:///{blocker}/mlflow.db"}
+    evaluated = run_stage(EVALUATE, repo, "--input", "ela", "--seed", "1", **blocked)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    check_stage_outputs(repo, n_test=8)
-    for stage in (trained, evaluated):
+    assert run_stage(BASELINE, repo).returncode == 0
+    compared = run_stage(COMPARE, repo, **blocked)
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    check_model_outputs(repo, "ela-s1", n_test=8)
+    check_compare_outputs(repo, "ela-s1", n_test=8)
+    for stage in (trained, evaluated, compared):
         warnings = [line for line in stage.stderr.splitlines() if "MLflow tracking disabled" in line]
         assert len(warnings) == 1, stage.stderr[-3000:]
         assert "Traceback" not in stage.stderr
@@ -184,21 +253,26 @@ def test_mlflow_failures_do_not_fail_the_stages(tmp_path):
 
 def test_missing_input_is_a_clear_error(tmp_path):
     (tmp_path / "params.yaml").write_text("train: {epochs: 1}\n")
-    result = run_stage(TRAIN, tmp_path, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
-    assert result.returncode == 1
-    assert "data/ela/train.npy not found" in result.stderr and "Traceback" not in result.stderr
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    for kind, missing in (("ela", "data/ela/train.npy"), ("rgb", "data/ela/train_rgb.npy")):
+        result = run_stage(TRAIN, tmp_path, "--input", kind, "--seed", "0", **env)
+        assert result.returncode == 1
+        assert f"{missing} not found" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "models").exists() and not (tmp_path / "mlflow.db").exists()
+    result = run_stage(TRAIN, tmp_path, "--input", "grey", "--seed", "0", **env)
+    assert result.returncode == 2 and "invalid choice: 'grey'" in result.stderr
+    result = run_stage(COMPARE, tmp_path, **env)
+    assert result.returncode == 1 and "metrics/train/ela-s42.json" in result.stderr
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
 def test_the_same_code_trains_under_torch(tmp_path):
-    repo = make_repo(tmp_path / "repo", n_train=16, n_test=8, log_model=False, seed=2)
+    repo = make_repo(tmp_path / "repo", n_train=16, n_test=8, inputs=("ela",), log_model=False, seed=2)
     env = {"KERAS_BACKEND": "torch", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
-    trained = run_stage(TRAIN, repo, **env)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    evaluated = run_stage(EVALUATE, repo, **env)
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    train, _ = check_stage_outputs(repo, n_test=8)
+    for script in (TRAIN, EVALUATE):
+        done = run_stage(script, repo, "--input", "ela", "--seed", "2", **env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    train, _ = check_model_outputs(repo, "ela-s2", n_test=8)
     assert train["backend"] == "torch"
 
 

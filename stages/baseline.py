@@ -1,0 +1,60 @@
+"""Stage `baseline`: a logistic regression on five sharpness and error-level numbers per crop
+(faceswap_ela.baseline), fitted on the train split's crops and scored on every test set.
+
+Reads data/ela (the RGB crops and their ELA images); writes data/predictions/baseline.csv (set,
+crop_id, photo_id, label, p_fake) and metrics/baseline.json (its coefficients, and the metrics of
+each test set at eval.threshold), all or none.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from faceswap_ela import baseline, dataset, evaluation, stage
+from faceswap_ela import params as P
+from faceswap_ela.comparison import PREDICTION_COLUMNS
+from faceswap_ela.outputs import atomic_outputs
+
+DATA = Path("data/ela")
+PREDICTIONS = Path("data/predictions/baseline.csv")
+METRICS = Path("metrics/baseline.json")
+
+log = logging.getLogger("baseline")
+
+
+def split_features(name: str) -> tuple[dataset.Split, object]:
+    ela = dataset.load_split(DATA, name, "ela")
+    rgb = dataset.load_split(DATA, name, "rgb")
+    return ela, baseline.features(rgb.images, ela.images)
+
+
+def run(p: P.Params) -> None:
+    train, x_train = split_features("train")
+    model = baseline.fit(x_train, train.labels)
+    names = dataset.test_sets(DATA)
+    frames, metrics = (
+        [],
+        {"features": list(baseline.FEATURES), "coefficients": baseline.coefficients(model), "sets": {}},
+    )
+    for name in names:
+        split, x = split_features(name)
+        p_fake = baseline.p_fake(model, x)
+        metrics["sets"][name] = evaluation.evaluate(split.labels, p_fake, p.eval.threshold)
+        frame = split.table[["crop_id", "photo_id", "label"]].assign(set=name, p_fake=p_fake)
+        frames.append(frame[list(PREDICTION_COLUMNS)])
+        auc = metrics["sets"][name]["roc_auc"]
+        log.info("baseline on %s: AUC %s", name, "n/a" if auc is None else f"{auc:.4f}")
+    with atomic_outputs(PREDICTIONS, METRICS) as (predictions_tmp, metrics_tmp):
+        pd.concat(frames, ignore_index=True).to_csv(
+            predictions_tmp, index=False, lineterminator="\n", float_format="%.7g"
+        )
+        metrics_tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(stage.main(run, expected=(dataset.DatasetError, ValueError)))

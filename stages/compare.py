@@ -1,0 +1,133 @@
+"""Stage `compare`: every trained model (train.inputs x train.seeds) and the baseline side by side.
+
+Reads data/predictions/, metrics/train/, metrics/eval/ and plots/history/ for the models the
+params name (files of models no longer named are ignored), and metrics/baseline.json. Writes
+metrics/compare.json and metrics/compare.md (the tables: cost and AUC beside the paper's Table 2,
+AUC on every test set with seed spread and bootstrap intervals, the ELA - RGB difference),
+metrics/eval.json (the headline: the primary model's test metrics, each input's mean AUC, the
+baseline's AUC and margin), and the plots: plots/roc.csv and plots/confusion.csv (primary model),
+plots/curves.csv (training curves per input), plots/robustness.csv (AUC per JPEG quality), with
+PNG figures of each, all or none. Logs a comparison MLflow run and nests the model runs under it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from faceswap_ela import comparison, evaluation, figures, layout, stage, tracking
+from faceswap_ela import params as P
+from faceswap_ela.outputs import atomic_outputs
+
+BASELINE = Path("data/predictions/baseline.csv")
+COMPARE_JSON = Path("metrics/compare.json")
+COMPARE_MD = Path("metrics/compare.md")
+EVAL_JSON = Path("metrics/eval.json")
+ROC_CSV, ROC_PNG = Path("plots/roc.csv"), Path("plots/roc.png")
+CONFUSION_CSV, CONFUSION_PNG = Path("plots/confusion.csv"), Path("plots/confusion.png")
+CURVES_CSV, CURVES_PNG = Path("plots/curves.csv"), Path("plots/curves.png")
+ROBUSTNESS_CSV, ROBUSTNESS_PNG = Path("plots/robustness.csv"), Path("plots/robustness.png")
+UPSTREAM_METRICS = {
+    "landmarks": Path("metrics/landmarks.json"),
+    "materialize": Path("metrics/materialize.json"),
+    "baseline": Path("metrics/baseline.json"),
+}
+GALLERY = Path("plots/gallery.png")
+
+log = logging.getLogger("compare")
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise stage.StageError(f"{path} not found: run the stage that writes it first")
+    frame = pd.read_csv(path, dtype={"crop_id": str, "photo_id": str, "set": str}, keep_default_na=False)
+    missing = set(comparison.PREDICTION_COLUMNS) - set(frame.columns)
+    if missing:
+        raise stage.StageError(f"{path} lacks columns {sorted(missing)}")
+    return frame
+
+
+def load_model_result(input_kind: str, seed: int, name: str) -> comparison.ModelResult:
+    metrics_path = layout.train_metrics(name)
+    try:
+        train = json.loads(metrics_path.read_text())
+        history = pd.read_csv(layout.history_file(name))
+    except (OSError, ValueError) as exc:
+        raise stage.StageError(f"model {name}: {exc}") from None
+    predictions = read_predictions(layout.predictions_file(name))
+    return comparison.ModelResult(input_kind, seed, train, history, predictions)
+
+
+def run(p: P.Params) -> None:
+    models = [load_model_result(kind, seed, name) for kind, seed, name in layout.model_names(p)]
+    base = read_predictions(BASELINE) if BASELINE.is_file() else None
+    doc = comparison.compare(
+        models, base, resamples=p.eval.bootstrap, seed=p.seed, threshold=p.eval.threshold
+    )
+    primary = next(m for m in models if m.name == layout.primary(p))
+    test = primary.predictions[primary.predictions["set"] == "test"]
+    labels, p_fake = test["label"].to_numpy(), test["p_fake"].to_numpy()
+    headline = comparison.headline(doc, primary, evaluation.evaluate(labels, p_fake, p.eval.threshold))
+    roc = evaluation.roc_table(labels, p_fake)
+    confusion = evaluation.confusion_table(labels, evaluation.predict_labels(p_fake, p.eval.threshold))
+    curves = comparison.curves(models)
+    robustness = comparison.robustness(doc)
+    roc_curves = {}
+    for m in (m for m in models if m.seed == p.train.seeds[0]):
+        rows = m.predictions[m.predictions["set"] == "test"]
+        table = evaluation.roc_table(rows["label"].to_numpy(), rows["p_fake"].to_numpy())
+        auc = doc["inputs"][m.input]["sets"]["test"]["auc_per_seed"][0]
+        roc_curves[f"{comparison.LABELS[m.input]} {m.name} (AUC {auc:.3f})"] = (table["fpr"], table["tpr"])
+    if base is not None:
+        rows = base[base["set"] == "test"]
+        table = evaluation.roc_table(rows["label"].to_numpy(), rows["p_fake"].to_numpy())
+        auc = doc["baseline"]["sets"]["test"]["auc_mean"]
+        roc_curves[f"{comparison.LABELS['baseline']} (AUC {auc:.3f})"] = (table["fpr"], table["tpr"])
+
+    outs = (COMPARE_JSON, COMPARE_MD, EVAL_JSON, ROC_CSV, ROC_PNG, CONFUSION_CSV, CONFUSION_PNG,
+            CURVES_CSV, CURVES_PNG, ROBUSTNESS_CSV, ROBUSTNESS_PNG)  # fmt: skip
+    kinds = list(doc["inputs"])
+    with atomic_outputs(*outs) as paths:
+        tmp = dict(zip(outs, paths, strict=True))
+        tmp[COMPARE_JSON].write_text(json.dumps(doc, indent=2) + "\n")
+        tmp[COMPARE_MD].write_text(comparison.markdown(doc))
+        tmp[EVAL_JSON].write_text(json.dumps(headline, indent=2, sort_keys=True) + "\n")
+        roc.to_csv(tmp[ROC_CSV], index=False, lineterminator="\n")
+        figures.roc_figure(roc_curves, tmp[ROC_PNG])
+        confusion.to_csv(tmp[CONFUSION_CSV], index=False, lineterminator="\n")
+        figures.confusion_figure(headline["confusion_matrix"], tmp[CONFUSION_PNG])
+        curves.to_csv(tmp[CURVES_CSV], index=False, lineterminator="\n")
+        panels = {
+            "validation accuracy": [f"{k}_val_accuracy" for k in kinds],
+            "validation loss": [f"{k}_val_loss" for k in kinds],
+        }
+        figures.lines_figure(curves, "epoch", panels, tmp[CURVES_PNG])
+        robustness.to_csv(tmp[ROBUSTNESS_CSV], index=False, lineterminator="\n")
+        auc_columns = [c for c in robustness.columns if c.endswith("_auc")]
+        panels = {"test AUC, photos re-saved as JPEG": auc_columns}
+        figures.lines_figure(robustness, "quality", panels, tmp[ROBUSTNESS_PNG], "JPEG quality")
+    print(COMPARE_MD.read_text())
+
+    with tracking.start_run(p, tags={"role": "comparison", "primary_model": primary.name}) as tracker:
+        tracker.log_metrics(
+            tracking.numeric_leaves({k: v for k, v in headline.items() if k != "confusion_matrix"}, "test")
+        )
+        tracker.log_metrics(tracking.numeric_leaves(doc["inputs"], "compare"))
+        tracker.log_metrics(tracking.numeric_leaves(doc["baseline"], "compare.baseline"))
+        tracker.log_metrics(tracking.numeric_leaves(doc["differences"], "compare.diff"))
+        for path in (COMPARE_JSON, COMPARE_MD, EVAL_JSON):
+            tracker.log_artifact(path, "metrics")
+        for path in (ROC_PNG, CONFUSION_PNG, CURVES_PNG, ROBUSTNESS_PNG, GALLERY, ROBUSTNESS_CSV):
+            tracker.log_artifact(path, "plots")
+        for prefix, path in UPSTREAM_METRICS.items():
+            tracker.log_json(path, prefix)
+        runs = [tracking.read_run_file(layout.run_file(m.name)).get("run_id") for m in models]
+        tracker.adopt([r for r in runs if isinstance(r, str) and r])
+
+
+if __name__ == "__main__":
+    sys.exit(stage.main(run))

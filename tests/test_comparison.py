@@ -1,0 +1,112 @@
+"""The comparison of models and baseline: seed statistics, paired bootstrap, tables, plots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from faceswap_ela import comparison
+
+SETS = ["test_jpeg70", "test", "test_matched", "test_jpeg95"]
+
+
+def _predictions(strength: float, seed: int, n_photos: int = 30) -> pd.DataFrame:
+    """Two crops (a real and a fake) per photo on every set; scores separate the classes by strength."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for set_name in SETS:
+        labels = np.tile([0, 1], n_photos)
+        scores = 1 / (1 + np.exp(-(strength * (labels - 0.5) + rng.normal(0, 1, len(labels)))))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "set": set_name,
+                    "crop_id": [f"p{i // 2}__v{i % 2}" for i in range(len(labels))],
+                    "photo_id": [f"p{i // 2}" for i in range(len(labels))],
+                    "label": labels,
+                    "p_fake": scores,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _model(kind: str, seed: int, strength: float) -> comparison.ModelResult:
+    history = pd.DataFrame(
+        {"epoch": [1, 2, 3], "loss": [0.7, 0.5, 0.4], "accuracy": [0.6, 0.8, 0.9],
+         "val_loss": [0.6, 0.5, 0.55], "val_accuracy": [0.7, 0.95, 0.9]}
+    )  # fmt: skip
+    train = {"params": 29520034, "multiply_adds": 435034112, "model_bytes": 118_200_000,
+             "best_epoch": 2, "epochs_run": 3, "samples_per_s": 20.0}  # fmt: skip
+    return comparison.ModelResult(kind, seed, train, history, _predictions(strength, seed * 10 + len(kind)))
+
+
+@pytest.fixture(scope="module")
+def doc():
+    models = [_model("ela", s, 6.0) for s in (1, 2)] + [_model("rgb", s, 1.0) for s in (1, 2)]
+    return comparison.compare(models, _predictions(0.0, 99), resamples=300, seed=0), models
+
+
+def test_sets_in_order_and_seed_statistics(doc):
+    doc, models = doc
+    assert doc["sets"] == ["test", "test_matched", "test_jpeg95", "test_jpeg70"]
+    ela = doc["inputs"]["ela"]
+    assert ela["seeds"] == [1, 2] and ela["params"] == 29520034 and ela["size_mib"] == 112.7
+    assert ela["best_epoch"] == 2 and ela["epochs_to_95pct_val_accuracy"] == 2
+    test = ela["sets"]["test"]
+    assert test["auc_mean"] == pytest.approx(np.mean(test["auc_per_seed"]), abs=1e-4)
+    assert test["auc_sd"] == pytest.approx(np.std(test["auc_per_seed"], ddof=1), abs=1e-4)
+    low, high = test["ci95"]
+    assert low <= test["auc_mean"] <= high
+
+
+def test_paired_differences_and_verdict(doc):
+    doc, _ = doc
+    diff = doc["differences"]["test"]["ela_minus_rgb"]
+    assert diff["diff"] > 0.2 and diff["ci95"][0] > 0 and diff["verdict"] == "ELA better"
+    assert doc["baseline"]["sets"]["test"]["auc_mean"] < doc["inputs"]["rgb"]["sets"]["test"]["auc_mean"]
+    assert {"ela_minus_rgb", "ela_minus_baseline", "rgb_minus_baseline"} == set(doc["differences"]["test"])
+    assert doc["bootstrap"] == {"resamples": 300, "unit": "test photo", "photos": 30, "level": 0.95}
+    assert "beats raw RGB" in comparison.claim(doc)
+
+
+def test_equal_models_show_no_difference():
+    models = [
+        _model("ela", 1, 2.0),
+        comparison.ModelResult("rgb", 1, {}, _model("rgb", 1, 0).history, _model("ela", 1, 2.0).predictions),
+    ]
+    doc = comparison.compare(models, None, resamples=100, seed=0)
+    item = doc["differences"]["test"]["ela_minus_rgb"]
+    assert item["diff"] == 0 and item["ci95"] == [0.0, 0.0] and item["verdict"] == "no difference shown"
+    assert "does not measurably beat" in comparison.claim(doc)
+    assert doc["baseline"]["sets"] == {}
+
+
+def test_misaligned_predictions_are_refused():
+    good = _model("ela", 1, 2.0)
+    shuffled = good.predictions.sample(frac=1.0, random_state=0)
+    bad = comparison.ModelResult("rgb", 1, good.train, good.history, shuffled)
+    with pytest.raises(ValueError, match="differ"):
+        comparison.compare([good, bad], None, resamples=10, seed=0)
+
+
+def test_tables_and_plots(doc):
+    doc, models = doc
+    text = comparison.markdown(doc)
+    for needle in ("ELA-CNN (seeds 1, 2)", "RGB-CNN", "sharpness baseline", "VGG16 (paper)", "0.976",
+                   "| ELA − RGB |", "test_matched", "test_jpeg70"):  # fmt: skip
+        assert needle in text, needle
+    robust = comparison.robustness(doc)
+    assert list(robust["quality"]) == [95, 70]
+    assert list(robust.columns) == ["quality", "ela_auc", "rgb_auc", "baseline_auc"]
+    curves = comparison.curves(models)
+    assert list(curves["epoch"]) == [1, 2, 3] and curves["ela_val_accuracy"].tolist() == [0.7, 0.95, 0.9]
+    primary = models[0]
+    headline = comparison.headline(doc, primary, {"roc_auc": 0.9, "accuracy": 0.8})
+    assert headline["model"] == "ela-s1" and headline["roc_auc"] == 0.9
+    assert headline["margin_over_baseline"] == pytest.approx(
+        doc["inputs"]["ela"]["sets"]["test"]["auc_mean"] - doc["baseline"]["sets"]["test"]["auc_mean"],
+        abs=1e-4,
+    )
+    assert "matched_baseline_auc" in headline and "matched_rgb_auc_mean" in headline

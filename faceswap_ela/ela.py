@@ -4,9 +4,11 @@ For an RGB image X: Y = decode(encode_jpeg(X, quality q, chroma subsampling)), D
 either the paper's stretch D * 255 / max(D) (max over every pixel and channel, 1 when D is all
 zero) or a fixed gain, rounded and clipped to uint8. All in memory, no temporary files.
 
-The JPEG round trip uses OpenCV (libjpeg-turbo, with IMWRITE_JPEG_SAMPLING_FACTOR for the
-subsampling): it gives the same decoded pixels as Pillow's ``save(..., subsampling=)`` + open,
-which is the reference, and is about 1.5x faster.
+The JPEG round trip encodes with OpenCV (libjpeg-turbo, IMWRITE_JPEG_SAMPLING_FACTOR for the
+subsampling) and decodes with simplejpeg (libjpeg-turbo's TurboJPEG API, straight into the colour
+order asked for): the decoded pixels are those of Pillow's ``save(..., subsampling=)`` + open, which
+is the reference. Both release the GIL, so threads spread crops over the cores; OpenCV's decoder
+does not (two threads decode no faster than one).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+import simplejpeg
 
 from faceswap_ela.parallel import ordered_thread_map
 
@@ -67,13 +70,18 @@ def _bgr_error_levels(bgr: np.ndarray, params: list[int]) -> np.ndarray:
     ok, buffer = cv2.imencode(".jpg", bgr, params)
     if not ok:
         raise ValueError("JPEG encoding failed")
-    return cv2.absdiff(bgr, cv2.imdecode(buffer, cv2.IMREAD_COLOR))
+    return cv2.absdiff(bgr, decode_jpeg(buffer, "BGR"))
+
+
+def decode_jpeg(data: bytes | np.ndarray, colorspace: str = "RGB") -> np.ndarray:
+    """A baseline JPEG decoded to uint8 ``colorspace`` (RGB or BGR) with the accurate integer DCT
+    and fancy upsampling (libjpeg's defaults, as Pillow and OpenCV)."""
+    return simplejpeg.decode_jpeg(data, colorspace=colorspace, fastdct=False, fastupsample=False)
 
 
 def jpeg_roundtrip(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
     """The image after one in-memory JPEG save and load."""
-    data = np.frombuffer(jpeg_bytes(rgb, quality, subsampling), np.uint8)
-    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return decode_jpeg(jpeg_bytes(rgb, quality, subsampling), "RGB")
 
 
 def error_levels(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:

@@ -126,7 +126,9 @@ def run(p: P.Params) -> None:
         for prefix, path in UPSTREAM_METRICS.items():
             tracker.log_json(path, prefix)
         runs = [tracking.read_run_file(layout.run_file(m.name)).get("run_id") for m in models]
-        tracker.adopt([r for r in runs if isinstance(r, str) and r])
+        runs = [r for r in runs if isinstance(r, str) and r]
+        tracker.set_tags({"model_runs": ",".join(runs), "models": ",".join(m.name for m in models)})
+        tracker.adopt(runs)
 
 
 if __name__ == "__main__":

@@ -220,18 +220,18 @@ def bench_helen(keep: Path | None) -> None:
             seconds, _, _ = run_measured("materialize.py", folder)
             metrics = json.loads((folder / "metrics" / "materialize.json").read_text())
             seconds_ela, maxrss, tree = run_measured("ela.py", folder)
-            n_crops = sum(
-                len(np.load(folder / "data" / "ela" / f"{s}.npy", mmap_mode="r")) for s in ("train", "test")
-            )
+            tensors = sorted((folder / "data" / "ela").glob("*_ela.npy"))
+            n_crops = sum(len(np.load(path, mmap_mode="r")) for path in tensors)
             print(f"helen-train, {n_photos} photos, variants: {variants}:")
             print(
                 f"  materialize: {metrics['photos_per_s']} photos/s inside the stage ({metrics['seconds']} s,"
                 f" {seconds:.1f} s with start-up), {metrics['crops']} crops, {metrics['skipped']} skipped,"
-                f" counts {metrics['counts']}"
+                f" counts {metrics['counts']}, plus {len(metrics['extra_test_sets'])} extra test sets"
             )
             print(
-                f"  ela stage: {n_crops} crops in {seconds_ela:.1f} s; peak RSS of its largest process"
-                f" {maxrss / 2**20:.0f} MiB, of its whole process tree {tree / 2**20:.0f} MiB (goal < 1 GB)"
+                f"  ela stage: {n_crops} crops ({len(tensors)} sets) in {seconds_ela:.1f} s; peak RSS of its"
+                f" largest process {maxrss / 2**20:.0f} MiB, of its whole process tree"
+                f" {tree / 2**20:.0f} MiB (goal < 1 GB)"
             )
         if keep is not None:
             if keep.exists():

@@ -1,6 +1,6 @@
 """Training input: the uint8 tensors of the ela stage, memory-mapped and streamed in batches.
 
-``data/ela/{split}.npy`` holds the ELA images and ``data/ela/{split}_rgb.npy`` the raw crops in the
+``data/ela/{split}_ela.npy`` holds the ELA images and ``data/ela/{split}_rgb.npy`` the raw crops in the
 same order (the "direct detection" variant trains on those), ``data/ela/{split}.csv`` one row per
 crop (crop_id, photo_id, group, label). Nothing is loaded whole: a batch is gathered from the memory
 map and scaled to [0, 1] float32 when Keras asks for it.
@@ -48,11 +48,10 @@ class Split:
 
 
 def tensor_path(folder: str | os.PathLike, split: str, array: str = "ela") -> Path:
-    """``{split}.npy`` for the ELA images, ``{split}_{array}.npy`` for any other array (``rgb``)."""
+    """``{split}_ela.npy`` for the ELA images, ``{split}_rgb.npy`` for the raw crops."""
     if array not in ARRAYS:
         raise DatasetError(f"unknown array {array!r}: expected one of {', '.join(ARRAYS)}")
-    name = f"{split}.npy" if array == "ela" else f"{split}_{array}.npy"
-    return Path(folder) / name
+    return Path(folder) / f"{split}_{array}.npy"
 
 
 def load_split(folder: str | os.PathLike, split: str, array: str = "ela") -> Split:
@@ -97,12 +96,12 @@ def set_order(names: Sequence[str]) -> list[str]:
 
 
 def test_sets(folder: str | os.PathLike) -> list[str]:
-    """Every test set the ela stage wrote to ``folder`` (a {name}.csv beside a {name}.npy), in
+    """Every test set the ela stage wrote to ``folder`` (a {name}.csv beside its tensors), in
     ``set_order``; DatasetError when the standard test set is missing."""
     folder = Path(folder)
-    names = [path.stem for path in folder.glob("test*.csv") if (folder / f"{path.stem}.npy").is_file()]
+    names = [path.stem for path in folder.glob("test*.csv") if tensor_path(folder, path.stem).is_file()]
     if "test" not in names:
-        raise DatasetError(f"{folder / 'test.npy'} not found (run the ela stage first)")
+        raise DatasetError(f"{tensor_path(folder, 'test')} not found (run the ela stage first)")
     return set_order(names)
 
 

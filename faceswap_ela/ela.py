@@ -13,6 +13,7 @@ does not (two threads decode no faster than one).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 
@@ -90,15 +91,28 @@ def error_levels(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> n
     return cv2.cvtColor(_bgr_error_levels(_to_bgr(rgb), params), cv2.COLOR_BGR2RGB)
 
 
-def _table(diff: np.ndarray, scale: str, gain: float) -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def _tables(scale: str, gain: float) -> np.ndarray:
+    """The 256 lookup tables of a scaling, one per peak difference (row = peak): level -> uint8."""
+    levels = np.arange(256, dtype=np.float64)
     if scale == "max":
-        peak = int(diff.max()) if diff.size else 0
-        factor = 255.0 / (peak or 1)
+        factors = 255.0 / np.maximum(np.arange(256, dtype=np.float64), 1.0)  # peak 0 counts as 1
     elif scale == "fixed":
-        factor = float(gain)
+        factors = np.full(256, float(gain))
     else:
         raise ValueError(f"scale must be one of {SCALES}, not {scale!r}")
-    return np.clip(np.rint(np.arange(256) * factor), 0, 255).astype(np.uint8)
+    tables = np.clip(np.rint(factors[:, None] * levels[None, :]), 0, 255).astype(np.uint8)
+    tables.flags.writeable = False
+    return tables
+
+
+def _table(diff: np.ndarray, scale: str, gain: float) -> np.ndarray:
+    """The lookup table for one difference image (its peak picks the row in ``max`` mode)."""
+    if diff.size == 0:
+        return _tables(scale, float(gain))[0]
+    flat = diff.reshape(diff.shape[0], -1) if diff.ndim > 1 else diff.reshape(1, -1)
+    peak = int(cv2.minMaxLoc(flat)[1]) if scale == "max" else 0
+    return _tables(scale, float(gain))[peak]
 
 
 def scale_levels(diff: np.ndarray, scale: str = "max", gain: float = 20.0) -> np.ndarray:

@@ -54,30 +54,13 @@ def gaussian_sigma(ksize: int) -> float:
     return 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
 
 
-def matched_sigma(
-    landmarks: np.ndarray,
-    template: np.ndarray,
-    size: int,
-    box: tuple[int, int, int, int],
-    crop_size: int,
-    blur_kernel: int,
-) -> float:
-    """The softness a fake of this rendering carries, as a Gaussian sigma in crop pixels: the fake's
-    blur (OpenCV's sigma for ``blur_kernel``) and one bilinear resampling, both in the aligned face of
-    ``size`` pixels, carried into the photo by the alignment's scale and into the crop by the ROI's
-    resize to ``crop_size``. Blurring a real crop by it leaves blur alone no signal (issue 6)."""
+def matched_sigma(landmarks: np.ndarray, template: np.ndarray, size: int, blur_kernel: int) -> float:
+    """The softness a fake of this rendering carries, as a Gaussian sigma in photo pixels: the
+    fake's blur (OpenCV's sigma for ``blur_kernel``) and one bilinear resampling, both in the
+    aligned face of ``size`` pixels, carried into the photo by the alignment's scale."""
     matrix = aligned_matrix(landmarks, template, size)
     photo_per_aligned = 1.0 / math.hypot(matrix[0, 0], matrix[0, 1])
-    width, height = box[2] - box[0] + 1, box[3] - box[1] + 1
-    crop_per_photo = crop_size / math.sqrt(width * height)
-    return math.hypot(gaussian_sigma(blur_kernel), RESAMPLE_SIGMA) * photo_per_aligned * crop_per_photo
-
-
-def blur(rgb: np.ndarray, sigma: float) -> np.ndarray:
-    """A Gaussian blur of ``sigma`` pixels (a copy; sigma <= 0 leaves the pixels as they are)."""
-    if sigma <= 0:
-        return rgb.copy()
-    return cv2.GaussianBlur(rgb, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
+    return math.hypot(gaussian_sigma(blur_kernel), RESAMPLE_SIGMA) * photo_per_aligned
 
 
 def _feathered(mask: np.ndarray, feather: int) -> np.ndarray:
@@ -87,6 +70,52 @@ def _feathered(mask: np.ndarray, feather: int) -> np.ndarray:
     grown = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (ksize, ksize)))
     alpha[grown == 0] = 0.0
     return alpha
+
+
+def _composite(rgb: np.ndarray, replacement: np.ndarray, region: np.ndarray, feather: int) -> np.ndarray:
+    """``replacement`` inside ``region`` (its edge feathered over ``feather`` pixels), ``rgb`` elsewhere."""
+    if feather > 0:
+        alpha = _feathered(region, feather)[..., None]
+        base = rgb.astype(np.float32)
+        out = np.rint(base + alpha * (replacement.astype(np.float32) - base)).astype(np.uint8)
+    else:
+        out = np.where(region[..., None], replacement, rgb)
+    return np.ascontiguousarray(out)
+
+
+def _masked(region: np.ndarray, landmarks: np.ndarray, mask: str) -> np.ndarray:
+    """``region`` limited to the brows and lower-lip hull for mask 'hull', as it is for 'square'."""
+    if mask not in MASKS:
+        raise ValueError(f"mask must be one of {MASKS}, not {mask!r}")
+    if mask == "hull":
+        points = np.asarray(landmarks, dtype=np.float64)[list(BROWS_AND_LOWER_LIP)]
+        hull = cv2.convexHull(np.round(points).astype(np.int32))
+        inside = np.zeros(region.shape, np.uint8)
+        cv2.fillConvexPoly(inside, hull, 1)
+        region = region & (inside > 0)
+    return region
+
+
+def _covered(matrix: np.ndarray, size: int, shape: tuple[int, ...]) -> np.ndarray:
+    """The photo pixels the inverse warp of a size x size aligned face writes (edge pixels are a
+    blend, so they count too)."""
+    height, width = shape[:2]
+    covered = cv2.warpAffine(
+        np.full((size, size), 255, np.uint8),
+        matrix,
+        (width, height),
+        dst=np.zeros((height, width), np.uint8),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_TRANSPARENT,
+    )
+    return covered > 0
+
+
+def fake_region(
+    shape: tuple[int, ...], landmarks: np.ndarray, template: np.ndarray, *, size: int, mask: str = "square"
+) -> np.ndarray:
+    """The boolean mask of the pixels a fake of this rendering replaces (before feathering)."""
+    return _masked(_covered(aligned_matrix(landmarks, template, size), size, shape), landmarks, mask)
 
 
 def make_fake(
@@ -112,29 +141,24 @@ def make_fake(
     warped = cv2.warpAffine(
         face, matrix, (width, height), dst=rgb.copy(), flags=back_flags, borderMode=cv2.BORDER_TRANSPARENT
     )
-    # The pixels the transparent warp wrote (edge pixels are a blend, so they count too)
-    covered = cv2.warpAffine(
-        np.full((size, size), 255, np.uint8),
-        matrix,
-        (width, height),
-        dst=np.zeros((height, width), np.uint8),
-        flags=back_flags,
-        borderMode=cv2.BORDER_TRANSPARENT,
-    )
-    region = covered > 0
-    if mask == "hull":
-        points = np.asarray(landmarks, dtype=np.float64)[list(BROWS_AND_LOWER_LIP)]
-        hull = cv2.convexHull(np.round(points).astype(np.int32))
-        inside = np.zeros((height, width), np.uint8)
-        cv2.fillConvexPoly(inside, hull, 1)
-        region &= inside > 0
-    if feather > 0:
-        alpha = _feathered(region, feather)[..., None]
-        base = rgb.astype(np.float32)
-        out = np.rint(base + alpha * (warped.astype(np.float32) - base)).astype(np.uint8)
-    else:
-        out = np.where(region[..., None], warped, rgb)
-    return np.ascontiguousarray(out), region
+    region = _masked(_covered(matrix, size, rgb.shape), landmarks, mask)
+    return _composite(rgb, warped, region, feather), region
+
+
+def blur_region(rgb: np.ndarray, region: np.ndarray, sigma: float, feather: int = 0) -> np.ndarray:
+    """``rgb`` with a Gaussian blur of ``sigma`` pixels inside ``region`` (its edge feathered as a
+    fake's): a real photo made as soft as a fake, where a fake is soft, but without the warp. Only
+    the region's box grown by the kernel's reach is filtered: the same pixels as filtering it all."""
+    if sigma <= 0 or not region.any():
+        return rgb.copy()
+    ys, xs = np.nonzero(region)
+    reach = math.ceil(4 * sigma) + feather + 1  # OpenCV's uint8 kernel reaches 3 sigma
+    height, width = rgb.shape[:2]
+    y1, y2 = max(0, int(ys.min()) - reach), min(height, int(ys.max()) + 1 + reach)
+    x1, x2 = max(0, int(xs.min()) - reach), min(width, int(xs.max()) + 1 + reach)
+    soft = rgb.copy()
+    soft[y1:y2, x1:x2] = cv2.GaussianBlur(rgb[y1:y2, x1:x2], (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
+    return _composite(rgb, soft, region, feather)
 
 
 def assign_labels(seed: int, photo_id: str, variants: int, fraction: float) -> list[int]:
@@ -203,9 +227,10 @@ def render_photo(task: PhotoTask) -> tuple[list[dict], dict[str, dict[str, np.nd
     """Render, crop, augment (train only), resize and save every variant of one photo.
 
     A test crop also gets its extra renderings (``derived_sets``): the sharpness-matched one (a real
-    crop blurred by ``matched_sigma``, a fake one unchanged) and one per JPEG quality (the rendered
-    photo re-saved as JPEG, then cut by the same ROI). With ``augment.real_blur`` that share of the
-    real train crops, drawn per crop, gets the matched blur too.
+    photo blurred by ``matched_sigma`` inside the region a fake of the same rendering would replace,
+    with the same mask and feather; a fake unchanged) and one per JPEG quality (the rendered photo
+    re-saved as JPEG, then cut by the same ROI). With ``augment.real_blur`` that share of the real
+    train renderings, drawn per rendering, gets the matched blur too.
 
     Returns the index rows (one per variant, 'skipped' with a reason when something about the
     photo or crop is unusable, then one per extra rendering of an ok test crop) and the preview
@@ -245,26 +270,26 @@ def render_photo(task: PhotoTask) -> tuple[list[dict], dict[str, dict[str, np.nd
                     mask=mask, feather=config.fakes.feather,
                 )  # fmt: skip
                 row.update(scale=size, mask=mask)
+            soft, sigma = None, 0.0  # the real photo as soft as a fake of this rendering, where it is soft
+            if label == 0 and _wants_soft(task, variant, config):
+                sigma = matched_sigma(task.landmarks, config.template, size, config.fakes.blur_kernel)
+                region = fake_region(rgb.shape, task.landmarks, config.template, size=size, mask=mask)
+                soft = blur_region(rgb, region, sigma, config.fakes.feather)
+            if task.split == "train" and soft is not None:
+                rendered = soft
+                row.update(scale=size, mask=mask, blur_sigma=round(sigma, 4))
             piece = roi.crop(rendered, box)
             if piece is None:
                 row["reason"] = f"empty crop: ROI {box[2] - box[0] + 1}x{box[3] - box[1] + 1} px"
                 continue
-            sigma = matched_sigma(
-                task.landmarks, config.template, size, box, config.roi.size, config.fakes.blur_kernel
-            )
             extras: dict[str, np.ndarray] = {}
             if task.split == "train":
                 piece = augment.apply(piece, values)
                 row["augment"] = augment_json(values)
-                piece = roi.resize(piece, config.roi.size)
-                chance = seeding.rng(config.seed, "materialize", task.photo_id, variant, "real_blur")
-                if label == 0 and chance.random() < config.augment.real_blur:
-                    piece = blur(piece, sigma)
-                    row["blur_sigma"] = round(sigma, 4)
             else:
                 row["augment"] = "{}"
-                piece = roi.resize(piece, config.roi.size)
-                extras = _extra_renderings(rendered, piece, box, label, sigma, config)
+                extras = _extra_renderings(rendered, soft, box, config)
+            piece = roi.resize(piece, config.roi.size)
         except (cv2.error, ValueError, np.linalg.LinAlgError) as exc:
             row["reason"] = f"render failed: {exc}".replace("\n", " ")[:200]
             continue
@@ -275,7 +300,8 @@ def render_photo(task: PhotoTask) -> tuple[list[dict], dict[str, dict[str, np.nd
             extra_path = f"{set_name}/{name}.png"
             save_png(os.path.join(config.out_dir, extra_path), image)
             extra = {**row, "split": set_name, "path": extra_path}
-            extra["blur_sigma"] = round(sigma, 4) if set_name == MATCHED and label == 0 else None
+            if set_name == MATCHED and soft is not None:
+                extra.update(scale=size, mask=mask, blur_sigma=round(sigma, 4))
             extra_rows.append(extra)
         if name in config.samples:
             samples[name] = {
@@ -286,18 +312,27 @@ def render_photo(task: PhotoTask) -> tuple[list[dict], dict[str, dict[str, np.nd
     return rows + extra_rows, samples
 
 
+def _wants_soft(task: PhotoTask, variant: int, config: RenderConfig) -> bool:
+    """Whether a real rendering gets the matched blur: always for the test split's matched set, for
+    a seeded ``augment.real_blur`` share of the train split (its own draw: the others are unchanged)."""
+    if task.split != "train":
+        return config.sets.matched_blur
+    if config.augment.real_blur <= 0:
+        return False
+    return seeding.rng(config.seed, "materialize", task.photo_id, variant, "real_blur").random() < (
+        config.augment.real_blur
+    )
+
+
 def _extra_renderings(
-    rendered: np.ndarray,
-    piece: np.ndarray,
-    box: tuple[int, int, int, int],
-    label: int,
-    sigma: float,
-    config: RenderConfig,
+    rendered: np.ndarray, soft: np.ndarray | None, box: tuple[int, int, int, int], config: RenderConfig
 ) -> dict[str, np.ndarray]:
-    """The extra renderings of one test crop, by set name (see ``derived_sets``)."""
+    """The extra renderings of one test crop, by set name (see ``derived_sets``): the matched one
+    cut from ``soft`` (a real's matched blur; None for a fake, which stays as it is) and one per
+    JPEG quality, cut from the rendered photo re-saved."""
     extras = {}
     if config.sets.matched_blur:
-        extras[MATCHED] = blur(piece, sigma) if label == 0 else piece
+        extras[MATCHED] = roi.resize(roi.crop(rendered if soft is None else soft, box), config.roi.size)
     for quality in config.sets.jpeg_qualities:
         resaved = ela.jpeg_roundtrip(rendered, quality)
         extras[jpeg_set(quality)] = roi.resize(roi.crop(resaved, box), config.roi.size)

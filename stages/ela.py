@@ -1,7 +1,7 @@
 """Stage ela: the ELA image of every crop (§3.2), as uint8 tensors per split.
 
 Reads data/crops/ (index.csv and the PNG crops); for every split and extra test rendering
-(test_matched, test_jpeg<q>) writes data/ela/{split}.npy (N x S x S x 3 ELA),
+(test_matched, test_jpeg<q>) writes data/ela/{split}_ela.npy (N x S x S x 3 ELA),
 data/ela/{split}_rgb.npy (the crops themselves, same order) and data/ela/{split}.csv (crop_id,
 photo_id, group, label in index order, ok rows only), plus plots/gallery.png, all or none.
 The tensors are streamed to disk, so memory does not grow with the number of crops.
@@ -65,7 +65,7 @@ def run(p: P.Params) -> dict[str, int]:
             paths = [CROPS / path for path in rows["path"]]
             try:
                 counts[split] = ela.write_tensors(
-                    paths, ela_tmp / f"{split}.npy", ela_tmp / f"{split}_rgb.npy",
+                    paths, ela_tmp / f"{split}_ela.npy", ela_tmp / f"{split}_rgb.npy",
                     size=size, workers=p.ela.workers, desc=f"ela {split}", **settings,
                 )  # fmt: skip
             except ValueError as exc:

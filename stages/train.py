@@ -1,4 +1,4 @@
-"""Stage `train@<input>-<seed>`: the paper's CNN on data/ela/train.npy (input ela) or on the raw
+"""Stage `train@<input>-<seed>`: the paper's CNN on data/ela/train_ela.npy (input ela) or on the raw
 crops data/ela/train_rgb.npy (input rgb, "direct detection"), memory-mapped and streamed, with the
 training seed given, early-stopped on a group-disjoint validation slice of the train split (drawn
 by the global seed, so every model holds out the same groups).

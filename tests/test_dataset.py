@@ -13,11 +13,11 @@ from faceswap_ela import dataset
 
 
 def write_split(folder, split: str, n: int, seed: int = 0, size: int = 16) -> np.ndarray:
-    """data/ela-style files: {split}.npy, {split}_rgb.npy and {split}.csv with 4 crops per group."""
+    """data/ela-style files: {split}_ela.npy, {split}_rgb.npy and {split}.csv with 4 crops per group."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-    np.save(folder / f"{split}.npy", images)
+    np.save(folder / f"{split}_ela.npy", images)
     np.save(folder / f"{split}_rgb.npy", 255 - images)
     table = pd.DataFrame(
         {
@@ -32,7 +32,7 @@ def write_split(folder, split: str, n: int, seed: int = 0, size: int = 16) -> np
 
 
 def test_tensor_path_names_the_arrays(tmp_path):
-    assert dataset.tensor_path(tmp_path, "train") == tmp_path / "train.npy"
+    assert dataset.tensor_path(tmp_path, "train") == tmp_path / "train_ela.npy"
     assert dataset.tensor_path(tmp_path, "test", "rgb") == tmp_path / "test_rgb.npy"
     with pytest.raises(dataset.DatasetError, match="unknown array"):
         dataset.tensor_path(tmp_path, "train", "depth")
@@ -67,7 +67,7 @@ def test_load_split_errors(tmp_path):
     with pytest.raises(dataset.DatasetError, match="lacks columns"):
         dataset.load_split(tmp_path, "train")
     table.to_csv(tmp_path / "train.csv", index=False)
-    np.save(tmp_path / "train.npy", np.zeros((8, 4, 4, 3), dtype=np.float32))
+    np.save(tmp_path / "train_ela.npy", np.zeros((8, 4, 4, 3), dtype=np.float32))
     with pytest.raises(dataset.DatasetError, match="uint8"):
         dataset.load_split(tmp_path, "train")
 

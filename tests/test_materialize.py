@@ -276,7 +276,7 @@ def test_ela_outputs(pipeline):
         rows = index[(index["split"] == split) & (index["status"] == "ok")].reset_index(drop=True)
         table = pd.read_csv(pipeline / f"data/ela/{split}.csv", dtype={"photo_id": str, "group": str})
         pd.testing.assert_frame_equal(table, rows[["crop_id", "photo_id", "group", "label"]])
-        tensor = np.load(pipeline / f"data/ela/{split}.npy")
+        tensor = np.load(pipeline / f"data/ela/{split}_ela.npy")
         rgb = np.load(pipeline / f"data/ela/{split}_rgb.npy")
         assert tensor.shape == rgb.shape == (len(rows), 128, 128, 3) and tensor.dtype == np.uint8
         for i, path in enumerate(rows["path"]):

@@ -46,7 +46,7 @@ def make_repo(
             }
         )
         for name in (split,) if split == "train" else TEST_SETS:
-            np.save(ela / f"{name}.npy", images)
+            np.save(ela / f"{name}_ela.npy", images)
             np.save(ela / f"{name}_rgb.npy", images[:, ::-1])
             table.to_csv(ela / f"{name}.csv", index=False)
     params = {
@@ -254,7 +254,7 @@ def test_mlflow_failures_do_not_fail_the_stages(tmp_path):
 def test_missing_input_is_a_clear_error(tmp_path):
     (tmp_path / "params.yaml").write_text("train: {epochs: 1}\n")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
-    for kind, missing in (("ela", "data/ela/train.npy"), ("rgb", "data/ela/train_rgb.npy")):
+    for kind, missing in (("ela", "data/ela/train_ela.npy"), ("rgb", "data/ela/train_rgb.npy")):
         result = run_stage(TRAIN, tmp_path, "--input", kind, "--seed", "0", **env)
         assert result.returncode == 1
         assert f"{missing} not found" in result.stderr and "Traceback" not in result.stderr

@@ -66,12 +66,13 @@ def jpeg_bytes(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> byt
     return buffer.tobytes()
 
 
-def _bgr_error_levels(bgr: np.ndarray, params: list[int]) -> np.ndarray:
-    """|X - decode(encode(X))| of a contiguous BGR image (OpenCV's channel order, so no copies)."""
+def _error_levels(rgb: np.ndarray, bgr: np.ndarray, params: list[int]) -> np.ndarray:
+    """|X - decode(encode(X))| in RGB order, given X in both orders (OpenCV encodes BGR; the
+    decoder writes RGB straight away, so no conversion follows)."""
     ok, buffer = cv2.imencode(".jpg", bgr, params)
     if not ok:
         raise ValueError("JPEG encoding failed")
-    return cv2.absdiff(bgr, decode_jpeg(buffer, "BGR"))
+    return cv2.absdiff(rgb, decode_jpeg(buffer, "RGB"))
 
 
 def decode_jpeg(data: bytes | np.ndarray, colorspace: str = "RGB") -> np.ndarray:
@@ -88,7 +89,7 @@ def jpeg_roundtrip(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") ->
 def error_levels(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
     """The raw ELA difference |X - decode(encode_jpeg(X))| of an RGB image, uint8, unscaled."""
     params = _check(quality, subsampling)
-    return cv2.cvtColor(_bgr_error_levels(_to_bgr(rgb), params), cv2.COLOR_BGR2RGB)
+    return _error_levels(_as_image(rgb), _to_bgr(rgb), params)
 
 
 @functools.lru_cache(maxsize=8)
@@ -157,7 +158,7 @@ def ela_arrays(
     gain: float = 20.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ELA stack, RGB stack) of crop files, uint8 N x H x W x 3 in RGB order: the values of
-    ``ela_image`` on each crop, computed in OpenCV's BGR order to save copies."""
+    ``ela_image`` on each crop."""
     params = _check(quality, subsampling)
     bgrs = [read_crop_bgr(path) for path in paths]
     if len({bgr.shape for bgr in bgrs}) > 1:
@@ -165,9 +166,9 @@ def ela_arrays(
     shape = (len(bgrs), *bgrs[0].shape) if bgrs else (0, 0, 0, 3)
     elas, rgbs = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
     for i, bgr in enumerate(bgrs):
-        diff = _bgr_error_levels(bgr, params)
-        cv2.cvtColor(cv2.LUT(diff, _table(diff, scale, gain)), cv2.COLOR_BGR2RGB, dst=elas[i])
         cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=rgbs[i])
+        diff = _error_levels(rgbs[i], bgr, params)
+        cv2.LUT(diff, _table(diff, scale, gain), dst=elas[i])
     return elas, rgbs
 
 

@@ -62,6 +62,14 @@ def load_model_result(input_kind: str, seed: int, name: str) -> comparison.Model
     return comparison.ModelResult(input_kind, seed, train, history, predictions)
 
 
+def model_runs(name: str) -> tuple[object, object]:
+    """The MLflow runs of one model: the one `train@` started and the one `evaluate@` logged to
+    (the same run, unless the parameters changed in between)."""
+    trained = tracking.read_run_file(layout.run_file(name)).get("run_id")
+    evaluated = tracking.read_run_file(layout.eval_metrics(name)).get("mlflow_run_id")
+    return trained, evaluated
+
+
 def run(p: P.Params) -> None:
     models = [load_model_result(kind, seed, name) for kind, seed, name in layout.model_names(p)]
     base = read_predictions(BASELINE) if BASELINE.is_file() else None
@@ -125,8 +133,8 @@ def run(p: P.Params) -> None:
             tracker.log_artifact(path, "plots")
         for prefix, path in UPSTREAM_METRICS.items():
             tracker.log_json(path, prefix)
-        runs = [tracking.read_run_file(layout.run_file(m.name)).get("run_id") for m in models]
-        runs = [r for r in runs if isinstance(r, str) and r]
+        runs = [model_runs(m.name) for m in models]
+        runs = list(dict.fromkeys(r for pair in runs for r in pair if isinstance(r, str) and r))
         tracker.set_tags({"model_runs": ",".join(runs), "models": ",".join(m.name for m in models)})
         tracker.adopt(runs)
 

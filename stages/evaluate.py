@@ -43,7 +43,14 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
     info = tracking.read_run_file(layout.run_file(name))
     tags = {"eval_backend": keras.backend.backend(), "input": input_kind, "seed": seed}
     with tracking.resume_run(info, p, tags=tags, model=name) as tracker:
-        frames, metrics = [], {"model": name, "input": input_kind, "seed": seed, "sets": {}}
+        metrics = {
+            "model": name,
+            "input": input_kind,
+            "seed": seed,
+            "mlflow_run_id": tracker.run_id,
+            "sets": {},
+        }
+        frames = []
         for set_name in dataset.test_sets(DATA):
             split = dataset.load_split(DATA, set_name, input_kind)
             p_fake = evaluation.predict_fake(net, split.images, batch_size=PREDICT_BATCH)

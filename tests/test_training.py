@@ -157,6 +157,8 @@ def test_model_runs_nest_under_one_comparison_run(tmp_path):
     stages = run_pipeline(repo, **env)
     assert not any("Traceback" in stage.stderr for stage in stages)
     run_info = json.loads((repo / "models" / "ela-s0" / "run.json").read_text())
+    evaluated = json.loads((repo / "metrics" / "eval" / "ela-s0.json").read_text())
+    assert evaluated["mlflow_run_id"] == run_info["run_id"]  # evaluate@ logged into train@'s run
     assert run_info["tracking_uri"] == f"sqlite:///{root.resolve()}/mlflow.db"
     assert run_info["experiment"] == "tiny" and run_info["run_id"]
     train, result = check_model_outputs(repo, "ela-s0", n_test=20)

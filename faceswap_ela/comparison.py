@@ -36,6 +36,13 @@ PAPER_ROWS = tuple(
 )
 
 
+def prediction_frame(table: pd.DataFrame, set_name: str, p_fake: np.ndarray) -> pd.DataFrame:
+    """One test set's scores as PREDICTION_COLUMNS rows (``table``: the set's crop_id, photo_id, label)."""
+    return table[["crop_id", "photo_id", "label"]].assign(set=set_name, p_fake=p_fake)[
+        list(PREDICTION_COLUMNS)
+    ]
+
+
 @dataclass(frozen=True)
 class ModelResult:
     """One trained model: its input kind, seed, train metrics, history and test predictions."""

@@ -17,6 +17,7 @@ import pandas as pd
 
 from faceswap_ela import evaluation
 from faceswap_ela.dataset import set_order
+from faceswap_ela.params import INPUTS
 
 PREDICTION_COLUMNS = ("set", "crop_id", "photo_id", "label", "p_fake")
 LABELS = {"ela": "ELA-CNN", "rgb": "RGB-CNN", "baseline": "sharpness baseline"}
@@ -209,19 +210,26 @@ def headline(doc: dict, primary: ModelResult, primary_metrics: Mapping[str, obje
 
 def curves(models: Sequence[ModelResult]) -> pd.DataFrame:
     """Per epoch, each input kind's training and validation accuracy and loss (mean over the seeds
-    that ran that epoch): epoch, <input>_accuracy, <input>_val_accuracy, <input>_loss, ..."""
+    that ran that epoch): epoch, <input>_accuracy, <input>_val_accuracy, <input>_loss, ... Every
+    kind of ``INPUTS`` has its columns, empty where it was not trained, so that plot definitions
+    naming them hold for any ``train.inputs``."""
     longest = max((len(m.history) for m in models), default=0)
     frame = pd.DataFrame({"epoch": np.arange(1, longest + 1)})
-    for kind in dict.fromkeys(m.input for m in models):
+    for kind in INPUTS:
         runs = [m.history.set_index("epoch") for m in models if m.input == kind]
         for metric in ("accuracy", "val_accuracy", "loss", "val_loss"):
+            if not runs:
+                frame[f"{kind}_{metric}"] = np.nan
+                continue
             stacked = pd.concat([h[metric] for h in runs], axis=1).reindex(frame["epoch"])
             frame[f"{kind}_{metric}"] = stacked.mean(axis=1, skipna=True).round(6).to_numpy()
     return frame
 
 
 def robustness(doc: dict) -> pd.DataFrame:
-    """AUC per JPEG quality the test photos were re-saved at: quality, <kind>_auc (seed mean)."""
+    """AUC per JPEG quality the test photos were re-saved at: quality, <kind>_auc (seed mean) for
+    every kind of ``INPUTS`` (empty where it was not trained), baseline_auc."""
+    columns = ["quality", *(f"{kind}_auc" for kind in INPUTS), "baseline_auc"]
     rows = []
     for set_name in doc["sets"]:
         if not set_name.startswith("test_jpeg"):
@@ -232,7 +240,7 @@ def robustness(doc: dict) -> pd.DataFrame:
         if set_name in doc["baseline"]["sets"]:
             row["baseline_auc"] = doc["baseline"]["sets"][set_name]["auc_mean"]
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _auc_text(entry: Mapping[str, object] | None) -> str:

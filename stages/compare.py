@@ -62,6 +62,17 @@ def load_model_result(input_kind: str, seed: int, name: str) -> comparison.Model
     return comparison.ModelResult(input_kind, seed, train, history, predictions)
 
 
+def auc_text(auc: float | None) -> str:
+    """A test set of one class has no AUC."""
+    return "n/a" if auc is None else f"{auc:.3f}"
+
+
+def roc_points(predictions: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    rows = predictions[predictions["set"] == "test"]
+    table = evaluation.roc_table(rows["label"].to_numpy(), rows["p_fake"].to_numpy())
+    return table["fpr"], table["tpr"]
+
+
 def model_runs(name: str) -> tuple[object, object]:
     """The MLflow runs of one model: the one `train@` started and the one `evaluate@` logged to
     (the same run, unless the parameters changed in between)."""
@@ -86,15 +97,11 @@ def run(p: P.Params) -> None:
     robustness = comparison.robustness(doc)
     roc_curves = {}
     for m in (m for m in models if m.seed == p.train.seeds[0]):
-        rows = m.predictions[m.predictions["set"] == "test"]
-        table = evaluation.roc_table(rows["label"].to_numpy(), rows["p_fake"].to_numpy())
         auc = doc["inputs"][m.input]["sets"]["test"]["auc_per_seed"][0]
-        roc_curves[f"{comparison.LABELS[m.input]} {m.name} (AUC {auc:.3f})"] = (table["fpr"], table["tpr"])
+        roc_curves[f"{comparison.LABELS[m.input]} {m.name} (AUC {auc_text(auc)})"] = roc_points(m.predictions)
     if base is not None:
-        rows = base[base["set"] == "test"]
-        table = evaluation.roc_table(rows["label"].to_numpy(), rows["p_fake"].to_numpy())
         auc = doc["baseline"]["sets"]["test"]["auc_mean"]
-        roc_curves[f"{comparison.LABELS['baseline']} (AUC {auc:.3f})"] = (table["fpr"], table["tpr"])
+        roc_curves[f"{comparison.LABELS['baseline']} (AUC {auc_text(auc)})"] = roc_points(base)
 
     outs = (COMPARE_JSON, COMPARE_MD, EVAL_JSON, ROC_CSV, ROC_PNG, CONFUSION_CSV, CONFUSION_PNG,
             CURVES_CSV, CURVES_PNG, ROBUSTNESS_CSV, ROBUSTNESS_PNG)  # fmt: skip

@@ -110,3 +110,15 @@ def test_tables_and_plots(doc):
         abs=1e-4,
     )
     assert "matched_baseline_auc" in headline and "matched_rgb_auc_mean" in headline
+
+
+def test_plot_tables_keep_their_columns_with_one_input():
+    """dvc.yaml's plots name ela_* and rgb_* columns: they must exist when only ELA is trained."""
+    models = [_model("ela", 1, 6.0)]
+    doc = comparison.compare(models, None, resamples=0, seed=0)
+    curves = comparison.curves(models)
+    assert curves["rgb_val_accuracy"].isna().all() and curves["ela_val_accuracy"].notna().all()
+    robust = comparison.robustness(doc)
+    assert list(robust.columns) == ["quality", "ela_auc", "rgb_auc", "baseline_auc"]
+    assert robust["rgb_auc"].isna().all() and robust["baseline_auc"].isna().all()
+    assert robust["ela_auc"].notna().all()

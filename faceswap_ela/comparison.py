@@ -19,7 +19,6 @@ from faceswap_ela import evaluation
 from faceswap_ela.dataset import set_order
 from faceswap_ela.params import INPUTS
 
-PREDICTION_COLUMNS = ("set", "crop_id", "photo_id", "label", "p_fake")
 LABELS = {"ela": "ELA-CNN", "rgb": "RGB-CNN", "baseline": "sharpness baseline"}
 MIB = 2**20
 
@@ -37,13 +36,6 @@ PAPER_ROWS = tuple(
 )
 
 
-def prediction_frame(table: pd.DataFrame, set_name: str, p_fake: np.ndarray) -> pd.DataFrame:
-    """One test set's scores as PREDICTION_COLUMNS rows (``table``: the set's crop_id, photo_id, label)."""
-    return table[["crop_id", "photo_id", "label"]].assign(set=set_name, p_fake=p_fake)[
-        list(PREDICTION_COLUMNS)
-    ]
-
-
 @dataclass(frozen=True)
 class ModelResult:
     """One trained model: its input kind, seed, train metrics, history and test predictions."""
@@ -52,7 +44,7 @@ class ModelResult:
     seed: int
     train: Mapping[str, object]
     history: pd.DataFrame
-    predictions: pd.DataFrame  # PREDICTION_COLUMNS, every test set
+    predictions: pd.DataFrame  # evaluation.PREDICTION_COLUMNS, every test set
 
     @property
     def name(self) -> str:
@@ -167,7 +159,7 @@ def _auc_entry(aucs: Sequence[float | None], boot: np.ndarray | None) -> dict:
 
 
 def _differences(doc: dict, set_name: str, boots: Mapping[str, np.ndarray]) -> dict:
-    """Paired differences of seed-mean AUC: ELA - RGB, and each CNN - baseline."""
+    """Paired differences of seed-mean AUC: ELA - RGB (also per seed), and each CNN - baseline."""
     pairs = []
     if {"ela", "rgb"} <= set(doc["inputs"]):
         pairs.append(("ela", "rgb"))
@@ -184,8 +176,28 @@ def _differences(doc: dict, set_name: str, boots: Mapping[str, np.ndarray]) -> d
         item = {"diff": diff, "ci95": ci}
         if (a, b) == ("ela", "rgb"):
             item["verdict"] = _verdict(diff, ci)
+            item.update(_per_seed_differences(doc["inputs"], set_name))
         out[f"{a}_minus_{b}"] = item
     return out
+
+
+def _per_seed_differences(inputs: Mapping[str, dict], set_name: str) -> dict:
+    """ELA - RGB for each seed both inputs were trained with (the same seed's two models)."""
+    per_input = {
+        kind: dict(zip(inputs[kind]["seeds"], inputs[kind]["sets"][set_name]["auc_per_seed"], strict=True))
+        for kind in ("ela", "rgb")
+    }
+    diffs = {
+        str(seed): round(auc - per_input["rgb"][seed], 4)
+        for seed, auc in per_input["ela"].items()
+        if auc is not None and per_input["rgb"].get(seed) is not None
+    }
+    values = list(diffs.values())
+    return {
+        "diff_per_seed": diffs,
+        "diff_sd": round(_sd(values), 4) if values else None,
+        "seeds_ela_ahead": sum(v > 0 for v in values),
+    }
 
 
 def headline(doc: dict, primary: ModelResult, primary_metrics: Mapping[str, object]) -> dict:
@@ -297,10 +309,13 @@ def markdown(doc: dict) -> str:
         for s in doc["sets"]:
             item = doc["differences"].get(s, {}).get(pair)
             ci = item and item.get("ci95")
+            spread = item and len(item.get("diff_per_seed") or {}) > 1
             cells.append(
                 "n/a"
                 if not item
-                else f"{item['diff']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+                else f"{item['diff']:+.3f}"
+                + (f" ± {item['diff_sd']:.3f}" if spread else "")
+                + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
             )
         if any(c != "n/a" for c in cells):
             lines.append(
@@ -319,12 +334,19 @@ def claim(doc: dict) -> str:
         return "ELA vs raw RGB: not measured (train.inputs lacks ela or rgb)."
     ci = item.get("ci95")
     interval_text = f" (95% interval {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
+    seeds = item.get("diff_per_seed") or {}
+    seeds_text = (
+        f"; ELA was ahead with {item['seeds_ela_ahead']} of {len(seeds)} seeds "
+        f"(sd of the difference over seeds {item['diff_sd']:.3f})"
+        if len(seeds) > 1
+        else ""
+    )
     verdict = item.get("verdict")
     if verdict == "ELA better":
-        return f"On this data ELA input beats raw RGB by {item['diff']:+.3f} AUC{interval_text}."
+        return f"On this data ELA input beats raw RGB by {item['diff']:+.3f} AUC{interval_text}{seeds_text}."
     if verdict == "RGB better":
-        return f"On this data raw RGB beats ELA input by {-item['diff']:.3f} AUC{interval_text}."
+        return f"On this data raw RGB beats ELA input by {-item['diff']:.3f} AUC{interval_text}{seeds_text}."
     return (
         f"On this data ELA input does not measurably beat raw RGB: the AUC difference is "
-        f"{item['diff']:+.3f}{interval_text}."
+        f"{item['diff']:+.3f}{interval_text}{seeds_text}."
     )

@@ -14,6 +14,15 @@ from faceswap_ela.model import CLASSES
 
 log = logging.getLogger(__name__)
 
+PREDICTION_COLUMNS = ("set", "crop_id", "photo_id", "label", "p_fake")
+
+
+def prediction_frame(table: pd.DataFrame, set_name: str, p_fake: np.ndarray) -> pd.DataFrame:
+    """One test set's scores as PREDICTION_COLUMNS rows (``table``: the set's crop_id, photo_id, label)."""
+    return table[["crop_id", "photo_id", "label"]].assign(set=set_name, p_fake=p_fake)[
+        list(PREDICTION_COLUMNS)
+    ]
+
 
 def predict_fake(
     net: keras.Model, images: np.ndarray, batch_size: int = 100, verbose: int | str = 0

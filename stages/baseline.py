@@ -17,7 +17,6 @@ import pandas as pd
 
 from faceswap_ela import baseline, dataset, evaluation, stage
 from faceswap_ela import params as P
-from faceswap_ela.comparison import prediction_frame
 from faceswap_ela.outputs import atomic_outputs
 
 DATA = Path("data/ela")
@@ -45,7 +44,7 @@ def run(p: P.Params) -> None:
         split, x = split_features(name)
         p_fake = baseline.p_fake(model, x)
         metrics["sets"][name] = evaluation.evaluate(split.labels, p_fake, p.eval.threshold)
-        frames.append(prediction_frame(split.table, name, p_fake))
+        frames.append(evaluation.prediction_frame(split.table, name, p_fake))
         auc = metrics["sets"][name]["roc_auc"]
         log.info("baseline on %s: AUC %s", name, "n/a" if auc is None else f"{auc:.4f}")
     with atomic_outputs(PREDICTIONS, METRICS) as (predictions_tmp, metrics_tmp):

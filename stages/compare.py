@@ -45,7 +45,7 @@ def read_predictions(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise stage.StageError(f"{path} not found: run the stage that writes it first")
     frame = pd.read_csv(path, dtype={"crop_id": str, "photo_id": str, "set": str}, keep_default_na=False)
-    missing = set(comparison.PREDICTION_COLUMNS) - set(frame.columns)
+    missing = set(evaluation.PREDICTION_COLUMNS) - set(frame.columns)
     if missing:
         raise stage.StageError(f"{path} lacks columns {sorted(missing)}")
     return frame

@@ -21,7 +21,6 @@ import pandas as pd
 
 from faceswap_ela import dataset, evaluation, figures, layout, stage, tracking
 from faceswap_ela import params as P
-from faceswap_ela.comparison import prediction_frame
 from faceswap_ela.outputs import atomic_outputs
 
 DATA = Path("data/ela")
@@ -55,7 +54,7 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
             split = dataset.load_split(DATA, set_name, input_kind)
             p_fake = evaluation.predict_fake(net, split.images, batch_size=PREDICT_BATCH)
             metrics["sets"][set_name] = evaluation.evaluate(split.labels, p_fake, p.eval.threshold)
-            frames.append(prediction_frame(split.table, set_name, p_fake))
+            frames.append(evaluation.prediction_frame(split.table, set_name, p_fake))
             auc = metrics["sets"][set_name]["roc_auc"]
             log.info("%s on %s: AUC %s", name, set_name, "n/a" if auc is None else f"{auc:.4f}")
         predictions = pd.concat(frames, ignore_index=True)

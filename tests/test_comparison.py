@@ -69,6 +69,11 @@ def test_paired_differences_and_verdict(doc):
     assert {"ela_minus_rgb", "ela_minus_baseline", "rgb_minus_baseline"} == set(doc["differences"]["test"])
     assert doc["bootstrap"] == {"resamples": 300, "unit": "test photo", "photos": 30, "level": 0.95}
     assert "beats raw RGB" in comparison.claim(doc)
+    assert "ELA was ahead with 2 of 2 seeds" in comparison.claim(doc)
+    aucs = {k: doc["inputs"][k]["sets"]["test"]["auc_per_seed"] for k in ("ela", "rgb")}
+    expected = {str(s): e - r for s, e, r in zip((1, 2), aucs["ela"], aucs["rgb"], strict=True)}
+    assert diff["diff_per_seed"] == pytest.approx(expected, abs=2e-4)
+    assert diff["seeds_ela_ahead"] == 2 and diff["diff_sd"] >= 0
 
 
 def test_equal_models_show_no_difference():
@@ -79,7 +84,8 @@ def test_equal_models_show_no_difference():
     doc = comparison.compare(models, None, resamples=100, seed=0)
     item = doc["differences"]["test"]["ela_minus_rgb"]
     assert item["diff"] == 0 and item["ci95"] == [0.0, 0.0] and item["verdict"] == "no difference shown"
-    assert "does not measurably beat" in comparison.claim(doc)
+    assert "does not measurably beat" in comparison.claim(doc) and "seeds" not in comparison.claim(doc)
+    assert item["diff_per_seed"] == {"1": 0.0} and item["seeds_ela_ahead"] == 0
     assert doc["baseline"]["sets"] == {}
 
 
@@ -95,8 +101,10 @@ def test_tables_and_plots(doc):
     doc, models = doc
     text = comparison.markdown(doc)
     for needle in ("ELA-CNN (seeds 1, 2)", "RGB-CNN", "sharpness baseline", "VGG16 (paper)", "0.976",
-                   "| ELA − RGB |", "test_matched", "test_jpeg70"):  # fmt: skip
+                   "| ELA − RGB | +", "test_matched", "test_jpeg70"):  # fmt: skip
         assert needle in text, needle
+    ela_minus_rgb = next(line for line in text.splitlines() if line.startswith("| ELA − RGB |"))
+    assert ela_minus_rgb.count(" ± ") == len(doc["sets"])
     robust = comparison.robustness(doc)
     assert list(robust["quality"]) == [95, 70]
     assert list(robust.columns) == ["quality", "ela_auc", "rgb_auc", "baseline_auc"]

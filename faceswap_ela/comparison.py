@@ -267,7 +267,8 @@ def _auc_text(entry: Mapping[str, object] | None) -> str:
     return text
 
 
-def _number(value: object, digits: int = 1) -> str:
+def number(value: object, digits: int = 1) -> str:
+    """A table cell: "n/a" for None, a float to ``digits`` places, anything else as it is."""
     return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else f"{value}"
 
 
@@ -285,8 +286,8 @@ def markdown(doc: dict) -> str:
         macs = entry["multiply_adds"]
         lines.append(
             f"| {entry['label']} (seeds {', '.join(map(str, entry['seeds']))}) | {entry['params']:,} "
-            f"| {macs / 1e9:.3f} | {_number(entry['size_mib'])} | {_number(entry['best_epoch'])} "
-            f"| {_number(entry['epochs_to_95pct_val_accuracy'])} | {_auc_text(entry['sets'].get('test'))} |"
+            f"| {macs / 1e9:.3f} | {number(entry['size_mib'])} | {number(entry['best_epoch'])} "
+            f"| {number(entry['epochs_to_95pct_val_accuracy'])} | {_auc_text(entry['sets'].get('test'))} |"
         )
     if doc["baseline"]["sets"]:
         lines.append(

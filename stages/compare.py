@@ -62,11 +62,6 @@ def load_model_result(input_kind: str, seed: int, name: str) -> comparison.Model
     return comparison.ModelResult(input_kind, seed, train, history, predictions)
 
 
-def auc_text(auc: float | None) -> str:
-    """A test set of one class has no AUC."""
-    return "n/a" if auc is None else f"{auc:.3f}"
-
-
 def roc_points(predictions: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     rows = predictions[predictions["set"] == "test"]
     table = evaluation.roc_table(rows["label"].to_numpy(), rows["p_fake"].to_numpy())
@@ -97,11 +92,11 @@ def run(p: P.Params) -> None:
     robustness = comparison.robustness(doc)
     roc_curves = {}
     for m in (m for m in models if m.seed == p.train.seeds[0]):
-        auc = doc["inputs"][m.input]["sets"]["test"]["auc_per_seed"][0]
-        roc_curves[f"{comparison.LABELS[m.input]} {m.name} (AUC {auc_text(auc)})"] = roc_points(m.predictions)
+        auc = comparison.number(doc["inputs"][m.input]["sets"]["test"]["auc_per_seed"][0], 3)
+        roc_curves[f"{comparison.LABELS[m.input]} {m.name} (AUC {auc})"] = roc_points(m.predictions)
     if base is not None:
-        auc = doc["baseline"]["sets"]["test"]["auc_mean"]
-        roc_curves[f"{comparison.LABELS['baseline']} (AUC {auc_text(auc)})"] = roc_points(base)
+        auc = comparison.number(doc["baseline"]["sets"]["test"]["auc_mean"], 3)
+        roc_curves[f"{comparison.LABELS['baseline']} (AUC {auc})"] = roc_points(base)
 
     outs = (COMPARE_JSON, COMPARE_MD, EVAL_JSON, ROC_CSV, ROC_PNG, CONFUSION_CSV, CONFUSION_PNG,
             CURVES_CSV, CURVES_PNG, ROBUSTNESS_CSV, ROBUSTNESS_PNG)  # fmt: skip

@@ -1,24 +1,35 @@
-"""Benchmark of the training input: streaming (the train stage's PyDataset over a uint8 memory map)
-against the naive approach (load every tensor into float32 arrays, then model.fit(x, y)).
+"""Benchmark of training throughput: each precision (float32, and bfloat16 where the CPU has it) with
+each input path, in paired rounds in one process.
 
-6,000 random 128 x 128 x 3 uint8 samples (MUCT's size) are written to a temporary .npy file. Each
-variant runs in its own subprocess, so its peak RSS is its own: the streaming variant maps the file
-and reads every batch of one full epoch through the map, the naive one loads all 6,000 samples
-into float32. Both then train the paper's CNN for `--warmup` + `--steps` batches; throughput is
-timed over the last `--steps` batches. Goals: streaming peak RSS < 2.5 GB, and streaming
-throughput within 10% of naive.
+Input paths, all serving batches of float32 images in [0, 1] and one-hot labels:
+- `streamed`: the train stage's own `dataset.CropSequence` over a uint8 memory map;
+- `memory`: every sample loaded into one float32 array first, then `model.fit(x, y)`;
+- `tfdata` (TensorFlow backend only): a `tf.data` pipeline gathering batches from the memory map,
+  with prefetch.
 
-This machine's speed drifts by 10% or more from one minute to the next (shared cores), more
-than the difference being measured. So the variants run in `--rounds` back-to-back pairs, the
-order flipped every round, and the headline ratio is the median of the per-pair ratios.
+`--samples` random 128 x 128 x 3 uint8 samples are written to a temporary .npy file. One model per
+precision is built and compiled once (the paper's CNN, RMSprop, batch `--batch`). Each round then
+trains every (precision, input) pair for `--warmup` untimed + `--steps` timed batches, the order
+flipped from round to round. This machine's speed drifts by 10 % or more within a minute, so every
+round is printed and the headline figures are medians of per-round ratios:
+- bfloat16 / float32 through the streamed path (goal on a CPU with AMX: >= x2.2);
+- streamed / the fastest path, per precision: the median over rounds of streamed / each other
+  path, the lowest of them (goal: >= 95 %).
+Training samples/s are set against the CPU's FP32 roofline: cores x 512-bit FMA units x 16 lanes x
+2 x clock, at 2.6 GFLOP per training sample (forward 0.87, backward about twice that).
 
-Run from the repo root: python benchmarks/train.py [--samples 6000] [--batch 100] [--rounds 3]
+`--rss` adds the memory check: the streamed and the in-memory path, each in its own subprocess so
+that its peak RSS is its own, read one full epoch of input and train `--steps` batches.
+
+Run from the repo root: python benchmarks/train.py [--samples 3000] [--rounds 5] [--steps 5] [--rss]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -29,146 +40,272 @@ from pathlib import Path
 import numpy as np
 
 GB = 1e9
-RSS_GOAL = 2.5 * GB
-SPEED_GOAL = 0.9  # streaming throughput / naive throughput
+GFLOP_PER_SAMPLE = 2.6
+SPEEDUP_GOAL = 2.2  # bfloat16 / float32 on a CPU with AMX
+INPUT_GOAL = 0.95  # streamed / fastest
+RSS_GOAL = 2.5 * GB  # streamed peak RSS
+INPUTS = ("streamed", "memory", "tfdata")
+
+
+def write_samples(path: Path, samples: int) -> None:
+    rng = np.random.default_rng(0)
+    images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(samples, 128, 128, 3))
+    for start in range(0, samples, 500):
+        block = images[start : start + 500]
+        block[:] = rng.integers(0, 256, block.shape, dtype=np.uint8)
+    images.flush()
+    del images
+    np.save(path.with_suffix(".labels.npy"), np.arange(samples) % 2)
+
+
+def cpu_clock_ghz() -> float | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1]) / 1000
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def fma_units() -> tuple[int, str]:
+    """512-bit FMA operations per cycle and core: 2 on Intel Xeons with AVX-512 (ports 0 and 5),
+    1 on AMD Zen 4 (two 256-bit pipes that a 512-bit FMA takes together)."""
+    from faceswap_ela import hardware
+
+    if "avx512f" not in hardware.cpu_flags():
+        return 1, "no AVX-512: counted as one 512-bit FMA per cycle"
+    if "AMD" in hardware.cpu_name().upper():
+        return 1, "AMD Zen 4: two 256-bit FMA pipes, one 512-bit FMA per cycle"
+    return 2, "two AVX-512 FMA units"
+
+
+def input_paths(images: np.ndarray, labels: np.ndarray, batch: int, backend: str) -> dict[str, dict]:
+    """A function of the shuffle seed giving fit()'s arguments, for each input path."""
+    import keras
+
+    from faceswap_ela import dataset
+
+    y = keras.utils.to_categorical(labels, 2).astype(np.float32)
+
+    @functools.cache
+    def loaded() -> np.ndarray:  # the in-memory copy, made once on first use
+        return np.divide(images, 255, dtype=np.float32)
+
+    paths = {
+        "streamed": lambda seed: {
+            "x": dataset.CropSequence(images, labels, batch_size=batch, shuffle=True, seed=seed)
+        },
+        "memory": lambda seed: {"x": loaded(), "y": y, "batch_size": batch, "shuffle": True},
+    }
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def gather(rows):
+            rows = np.sort(rows)
+            return np.divide(images[rows], 255, dtype=np.float32), y[rows]
+
+        def tfdata(seed):
+            data = (
+                tf.data.Dataset.range(len(images))
+                .shuffle(len(images), seed=seed)
+                .batch(batch, drop_remainder=True)
+                .map(lambda rows: tf.numpy_function(gather, [rows], (tf.float32, tf.float32)))
+                .map(
+                    lambda a, b: (
+                        tf.ensure_shape(a, (batch, *images.shape[1:])),
+                        tf.ensure_shape(b, (batch, 2)),
+                    )
+                )
+                .repeat()
+                .prefetch(tf.data.AUTOTUNE)
+            )
+            return {"x": data}
+
+        paths["tfdata"] = tfdata
+    return paths
+
+
+def timed_fit(net, fit_args: dict, warmup: int, steps: int, batch: int) -> float:
+    import keras
+
+    ends: list[float] = []
+    timer = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda i, logs: ends.append(time.perf_counter())
+    )
+    net.fit(**fit_args, epochs=1, steps_per_epoch=warmup + steps, callbacks=[timer], verbose=0)
+    return steps * batch / (ends[-1] - ends[warmup - 1])
+
+
+def paired_rounds(data: Path, args: argparse.Namespace) -> int:
+    import keras
+
+    from faceswap_ela import hardware
+    from faceswap_ela import model as cnn
+
+    images = np.load(data, mmap_mode="r")
+    labels = np.load(data.with_suffix(".labels.npy"))
+    device = hardware.describe_device()
+    flags = hardware.cpu_flags()
+    auto = hardware.choose_precision("auto", device, flags)
+    precisions = ["float32"]
+    if auto.precision != "float32":
+        precisions.append(auto.precision)
+    else:
+        print(f"auto precision falls back to float32 here ({auto.reason}): float32 alone is measured")
+    paths = input_paths(images, labels, args.batch, device["backend"])
+    print(f"backend {device['backend']}, {device['device']}; CPU flags: {' '.join(flags) or '-'}")
+    print(f"precisions {', '.join(precisions)}; inputs {', '.join(paths)}", flush=True)
+
+    nets = {}
+    for precision in precisions:
+        keras.utils.set_random_seed(0)
+        net = cnn.build_model(policy=hardware.POLICIES[precision])
+        nets[precision] = cnn.compile_model(net, lr=5e-4, rho=0.9, epsilon=1e-8)
+        timed_fit(nets[precision], paths["memory"](0), 1, 1, args.batch)  # traces the train step
+
+    speed: dict[tuple[str, str], list[float]] = {(p, i): [] for p in precisions for i in paths}
+    for round_index in range(args.rounds):
+        order = precisions if round_index % 2 == 0 else precisions[::-1]
+        inputs = list(paths)[round_index % len(paths) :] + list(paths)[: round_index % len(paths)]
+        cells = []
+        for precision in order:
+            for name in inputs:
+                rate = timed_fit(
+                    nets[precision], paths[name](round_index), args.warmup, args.steps, args.batch
+                )
+                speed[(precision, name)].append(rate)
+                cells.append(f"{precision} {name} {rate:6.1f}")
+        print(f"  round {round_index + 1}: " + " | ".join(cells) + " samples/s", flush=True)
+
+    def median(values) -> float:
+        return float(np.median(values))
+
+    print(f"\n{'precision':10s} " + " ".join(f"{name:>9s}" for name in paths) + "  (median samples/s)")
+    for precision in precisions:
+        print(f"{precision:10s} " + " ".join(f"{median(speed[(precision, n)]):9.1f}" for n in paths))
+
+    for precision in precisions:
+        streamed = speed[(precision, "streamed")]
+        against = {
+            name: median([a / b for a, b in zip(streamed, speed[(precision, name)], strict=True)])
+            for name in paths
+            if name != "streamed"
+        }
+        worst = min(against.values())
+        verdict = "met" if worst >= INPUT_GOAL else "NOT met"
+        print(
+            f"{precision}: streamed / other path, median of rounds: "
+            + ", ".join(f"/ {name} {ratio:.1%}" for name, ratio in against.items())
+            + f"; streamed / fastest {min(worst, 1.0):.1%} (goal >= {INPUT_GOAL:.0%}: {verdict})"
+        )
+    if len(precisions) > 1:
+        fast = precisions[1]
+        ratios = [
+            a / b for a, b in zip(speed[(fast, "streamed")], speed[("float32", "streamed")], strict=True)
+        ]
+        amx = "amx_bf16" in flags
+        verdict = "met" if median(ratios) >= SPEEDUP_GOAL else "NOT met"
+        print(
+            f"{fast} / float32, streamed, per round: {', '.join(f'x{r:.2f}' for r in ratios)}; "
+            f"median x{median(ratios):.2f} (goal on an AMX CPU >= x{SPEEDUP_GOAL}: "
+            f"{verdict if amx else f'this CPU has no AMX; {verdict} all the same'})"
+        )
+
+    clock = cpu_clock_ghz()
+    units, why = fma_units()
+    cores = len(os.sched_getaffinity(0))
+    if clock:
+        peak = cores * units * 16 * 2 * clock
+        roof = peak / GFLOP_PER_SAMPLE
+        fp32 = median(speed[("float32", "streamed")])
+        print(
+            f"FP32 roofline: {cores} cores x {units} FMA unit(s) ({why}) x 16 lanes x 2 x {clock:.2f} GHz = "
+            f"{peak:.0f} GFLOP/s = {roof:.0f} training samples/s at {GFLOP_PER_SAMPLE} GFLOP each; "
+            f"float32 streamed reaches {fp32:.1f} ({fp32 / roof:.0%})"
+        )
+        for precision in precisions[1:]:
+            rate = median(speed[(precision, "streamed")])
+            print(f"{precision} streamed: {rate:.1f} samples/s = {rate / roof:.0%} of the FP32 roofline")
+    else:
+        print("FP32 roofline: the CPU clock could not be read")
+    return 0
 
 
 def peak_rss() -> int:
-    """This process's peak resident set size in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def rss_parts() -> tuple[int, int]:
-    """Current anonymous and file-backed resident bytes (file-backed: the memory map's pages, which
-    the kernel can drop at any time)."""
-    parts = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(("RssAnon:", "RssFile:")):
-            name, value = line.split(":")
-            parts[name] = int(value.split()[0]) * 1024
-    return parts.get("RssAnon", 0), parts.get("RssFile", 0)
-
-
-def worker(variant: str, data: Path, batch: int, warmup: int, steps: int) -> dict:
+def rss_worker(variant: str, data: Path, batch: int, steps: int) -> dict:
     import keras
 
-    from faceswap_ela import dataset, training
     from faceswap_ela import model as cnn
 
+    images = np.load(data, mmap_mode="r")
     labels = np.load(data.with_suffix(".labels.npy"))
-    start = time.perf_counter()
-    if variant == "streaming":
-        images = np.load(data, mmap_mode="r")
-        inputs = dataset.CropSequence(images, labels, batch_size=batch, shuffle=True, seed=0)
-        for i in range(len(inputs)):  # one epoch of input through the map: every page is read
-            inputs[i]
-        fit_args = {"x": inputs}
-    else:
-        x = np.load(data).astype(np.float32) / 255  # the whole set as float32
-        fit_args = {"x": x, "y": dataset.one_hot(labels), "batch_size": batch, "shuffle": True}
-    load_seconds = time.perf_counter() - start
-
+    paths = input_paths(images, labels, batch, "none")
+    fit_args = paths[variant](0)
+    if variant == "streamed":
+        for i in range(len(fit_args["x"])):  # one epoch of input through the map: every page is read
+            fit_args["x"][i]
     keras.utils.set_random_seed(0)
     net = cnn.compile_model(cnn.build_model(), lr=5e-4, rho=0.9, epsilon=1e-8)
-    ends: list[float] = []
-    timer = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch_index, logs: ends.append(time.perf_counter())
+    rate = timed_fit(net, fit_args, 1, steps, batch)
+    return {"variant": variant, "peak_rss": peak_rss(), "samples_per_s": rate}
+
+
+def rss_check(data: Path, args: argparse.Namespace) -> None:
+    print("\npeak RSS, each input path in its own process:")
+    rss = {}
+    for variant in ("streamed", "memory"):
+        command = [
+            sys.executable, __file__, "--rss-worker", variant, "--data", str(data),
+            "--batch", str(args.batch), "--steps", str(args.steps),
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            sys.exit(f"{variant} variant failed:\n{done.stderr[-3000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        rss[variant] = result["peak_rss"]
+        print(f"  {variant:9s}: peak RSS {result['peak_rss'] / GB:.2f} GB")
+    met = rss["streamed"] < RSS_GOAL
+    print(
+        f"streamed / memory peak RSS x{rss['streamed'] / rss['memory']:.2f}; goal streamed < "
+        f"{RSS_GOAL / GB:.1f} GB: {'met' if met else 'NOT met'}"
     )
-    net.fit(**fit_args, epochs=1, steps_per_epoch=warmup + steps, callbacks=[timer], verbose=0)
-    seconds = ends[-1] - ends[warmup - 1]
-    device = training.describe_device()
-    anon, file_backed = rss_parts()
-    return {
-        "rss_anon_end": anon,
-        "rss_file_end": file_backed,
-        "variant": variant,
-        "samples_per_s": steps * batch / seconds,
-        "peak_rss": peak_rss(),
-        "load_seconds": load_seconds,
-        "backend": device["backend"],
-        "device": device["device"],
-    }
-
-
-def run_variant(variant: str, data: Path, args: argparse.Namespace) -> dict:
-    command = [
-        sys.executable, __file__, "--worker", variant, "--data", str(data),
-        "--batch", str(args.batch), "--warmup", str(args.warmup), "--steps", str(args.steps),
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"{variant} variant failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=6000)
+    parser.add_argument("--samples", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=2, help="untimed batches first (graph tracing)")
-    parser.add_argument("--steps", type=int, default=10, help="timed batches")
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="back-to-back pairs of runs; the median pair ratio counts"
-    )
-    parser.add_argument("--worker", choices=("streaming", "naive"), help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed batches at the start of each fit")
+    parser.add_argument("--steps", type=int, default=5, help="timed batches per fit")
+    parser.add_argument("--rounds", type=int, default=5, help="paired rounds; medians of their ratios count")
+    parser.add_argument("--rss", action="store_true", help="also compare peak RSS in subprocesses")
+    parser.add_argument("--rss-worker", choices=("streamed", "memory"), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.warmup < 1 or args.steps < 1:
-        parser.error("--warmup and --steps must be >= 1")
-    if args.worker:
-        print(json.dumps(worker(args.worker, args.data, args.batch, args.warmup, args.steps)))
+    if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
+        parser.error("--warmup, --steps and --rounds must be >= 1")
+    if args.samples < args.batch * (args.warmup + args.steps):
+        parser.error("--samples must cover --batch x (--warmup + --steps)")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.rss_worker:
+        print(json.dumps(rss_worker(args.rss_worker, args.data, args.batch, args.steps)))
         return 0
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         data = Path(tmp) / "train.npy"
-        rng = np.random.default_rng(0)
-        images = np.lib.format.open_memmap(data, mode="w+", dtype=np.uint8, shape=(args.samples, 128, 128, 3))
-        for start in range(0, args.samples, 500):
-            block = images[start : start + 500]
-            block[:] = rng.integers(0, 256, block.shape, dtype=np.uint8)
-        images.flush()
-        del images
-        np.save(data.with_suffix(".labels.npy"), np.arange(args.samples) % 2)
+        write_samples(data, args.samples)
         print(
-            f"{args.samples} samples of 128x128x3: {args.samples * 49152 / GB:.2f} GB as uint8, "
-            f"{args.samples * 49152 * 4 / GB:.2f} GB as float32; batch {args.batch}, "
-            f"{args.warmup} warm-up + {args.steps} timed steps, {args.rounds} round(s)",
+            f"{args.samples} samples of 128x128x3 ({args.samples * 49152 / GB:.2f} GB as uint8); batch "
+            f"{args.batch}, {args.warmup} warm-up + {args.steps} timed steps per fit, {args.rounds} rounds",
             flush=True,
         )
-        results: dict[str, list[dict]] = {"streaming": [], "naive": []}
-        for round_index in range(args.rounds):
-            order = ("streaming", "naive") if round_index % 2 == 0 else ("naive", "streaming")
-            for variant in order:
-                result = run_variant(variant, data, args)
-                results[variant].append(result)
-                print(
-                    f"  round {round_index + 1} {variant:9s}: {result['samples_per_s']:7.1f} samples/s, "
-                    f"peak RSS {result['peak_rss'] / GB:.2f} GB, "
-                    f"input ready in {result['load_seconds']:.1f} s; at the end RSS "
-                    f"{result['rss_anon_end'] / GB:.2f} GB anonymous + "
-                    f"{result['rss_file_end'] / GB:.2f} GB file-backed",
-                    flush=True,
-                )
-
-    ratios = [
-        s["samples_per_s"] / n["samples_per_s"]
-        for s, n in zip(results["streaming"], results["naive"], strict=True)
-    ]
-    speed_ratio = float(np.median(ratios))
-    median = {v: float(np.median([x["samples_per_s"] for x in r])) for v, r in results.items()}
-    rss = {v: max(x["peak_rss"] for x in r) for v, r in results.items()}
-    rss_ratio = rss["streaming"] / rss["naive"]
-    stream = results["streaming"][0]
-    print(f"\nbackend {stream['backend']}, {stream['device']}")
-    print(f"{'variant':10s} {'median samples/s':>17s} {'peak RSS (GB)':>14s}")
-    for variant in ("streaming", "naive"):
-        print(f"{variant:10s} {median[variant]:17.1f} {rss[variant] / GB:14.2f}")
-    print(f"streaming / naive per round: {', '.join(f'x{r:.3f}' for r in ratios)}")
-    print(f"streaming / naive: throughput x{speed_ratio:.3f} (median of rounds), peak RSS x{rss_ratio:.3f}")
-    rss_ok = rss["streaming"] < RSS_GOAL
-    speed_ok = speed_ratio >= SPEED_GOAL
-    print(f"goal streaming peak RSS < {RSS_GOAL / GB:.1f} GB: {'met' if rss_ok else 'NOT met'}")
-    print(f"goal streaming throughput >= {SPEED_GOAL:.0%} of naive: {'met' if speed_ok else 'NOT met'}")
+        paired_rounds(data, args)
+        if args.rss:
+            rss_check(data, args)
     return 0
 
 

@@ -8,18 +8,16 @@ INPUT_SHAPE = (128, 128, 3)
 CLASSES = ("real", "fake")  # softmax output order: index = label
 
 
-def build_model(
-    input_shape: tuple[int, int, int] = INPUT_SHAPE, *, mixed_precision: bool = False
-) -> keras.Model:
+def build_model(input_shape: tuple[int, int, int] = INPUT_SHAPE, *, policy: str = "float32") -> keras.Model:
     """Two 5x5 valid convolutions (32 filters, ReLU, Glorot uniform), 2x2 max-pool, dropout 0.25,
     dense 256 ReLU, dropout 0.5, dense 2 softmax: 29,520,034 parameters for a 128x128x3 input.
 
-    With ``mixed_precision`` the layers compute in float16 (``mixed_float16`` policy, so compile
-    adds loss scaling) while the softmax output stays float32.
+    ``policy`` is the Keras dtype policy of every layer but the softmax output, which stays float32:
+    ``float32``, ``mixed_bfloat16`` or ``mixed_float16`` (compile then adds loss scaling). The
+    variables are float32 under all three.
     """
     previous = keras.config.dtype_policy()
-    if mixed_precision:
-        keras.config.set_dtype_policy("mixed_float16")
+    keras.config.set_dtype_policy(policy)
     try:
         init = "glorot_uniform"
         return keras.Sequential(
@@ -40,6 +38,29 @@ def build_model(
         )
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def with_policy(net: keras.Model, policy: str) -> keras.Model:
+    """``net``'s architecture and weights with every layer but the output computing under
+    ``policy``: a saved model, whatever policy it was trained under, predicts under any policy."""
+    last = net.layers[-1]
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        config["dtype"] = "float32" if layer is last else policy
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(net, clone_function=clone)
+    copy.set_weights(net.get_weights())
+    return copy
+
+
+def load_for_inference(path, policy: str = "float32") -> keras.Model:
+    """The Keras model saved at ``path``, uncompiled, computing under ``policy``."""
+    net = keras.saving.load_model(path, compile=False)
+    if {layer.dtype_policy.name for layer in net.layers[:-1]} == {policy}:
+        return net
+    return with_policy(net, policy)
 
 
 def compile_model(model: keras.Model, lr: float, rho: float, epsilon: float) -> keras.Model:

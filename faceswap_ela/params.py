@@ -142,6 +142,7 @@ class ElaParams(_Section):
     workers: int = Field(0, ge=0)
 
 
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
 INPUTS = ("ela", "rgb")
 Input = Literal["ela", "rgb"]
 
@@ -164,7 +165,7 @@ class TrainParams(_Section):
     epsilon: float = Field(1e-8, gt=0)
     patience: int = Field(4, ge=0)
     val_fraction: float = Field(0.15, gt=0, lt=1)
-    mixed_precision: bool = False
+    precision: Precision = "auto"
 
     @field_validator("inputs", "seeds")
     @classmethod

@@ -3,15 +3,14 @@ the train split and early stopping on validation loss (the best weights are rest
 
 Only ``keras`` is used for the model and the loop, so the same code runs under
 ``KERAS_BACKEND=tensorflow`` (the default), ``torch`` or ``jax``; each backend places the work on a
-GPU by itself when one is visible. ``describe_device`` asks the backend which device that is.
+GPU by itself when one is visible. ``train.precision`` picks the dtype policy (see
+faceswap_ela.hardware).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from faceswap_ela import dataset
+from faceswap_ela import dataset, hardware
 from faceswap_ela import model as cnn
 from faceswap_ela.params import TrainParams
 
@@ -30,43 +29,6 @@ log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 EpochHook = Callable[[int, dict[str, float]], None]
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def describe_device() -> dict[str, str]:
-    """The Keras backend and the device it trains on: ``{"backend", "kind" (gpu|cpu), "device"}``."""
-    backend = keras.backend.backend()
-    gpu = None
-    try:
-        if backend == "tensorflow":
-            tf = importlib.import_module("tensorflow")
-            gpus = tf.config.list_physical_devices("GPU")
-            if gpus:
-                details = tf.config.experimental.get_device_details(gpus[0])
-                gpu = details.get("device_name", gpus[0].name)
-        elif backend == "torch":
-            torch = importlib.import_module("torch")
-            if torch.cuda.is_available():
-                gpu = torch.cuda.get_device_name(0)
-        elif backend == "jax":
-            jax = importlib.import_module("jax")
-            gpus = [d for d in jax.devices() if d.platform == "gpu"]
-            if gpus:
-                gpu = gpus[0].device_kind
-    except Exception as exc:  # a broken driver must not stop training on the CPU
-        log.warning("could not query the GPU through %s: %s", backend, exc)
-    if gpu:
-        return {"backend": backend, "kind": "gpu", "device": f"GPU: {gpu}"}
-    return {"backend": backend, "kind": "cpu", "device": f"CPU: {_cpu_name()} ({os.cpu_count()} cores)"}
 
 
 class _Timer(keras.callbacks.Callback):
@@ -112,12 +74,14 @@ def train(
     on_epoch: EpochHook | None = None,
     workers: int = 1,
     verbose: int | str = "auto",
+    precision: hardware.PrecisionChoice | None = None,
 ) -> TrainResult:
     """Train the CNN on ``images`` (N x H x W x 3 uint8, a memory map) labelled by ``table``
     (columns group, label). A ``settings.val_fraction`` share of the groups, drawn by ``val_seed``
     (``seed`` when None), is held out for validation and early stopping (patience
     ``settings.patience``, best weights restored); ``seed`` drives the weights, dropout and shuffle.
-    ``on_epoch(epoch, logs)`` is called after each epoch (epoch from 1).
+    ``on_epoch(epoch, logs)`` is called after each epoch (epoch from 1). ``precision`` is the
+    choice for ``settings.precision`` on this machine (resolved here when None).
     """
     labels = table["label"].to_numpy(dtype=np.int64)
     train_idx, val_idx = dataset.validation_split(
@@ -136,14 +100,14 @@ def train(
         images, labels, indices=val_idx, batch_size=settings.batch_size, workers=workers
     )
 
+    if precision is None:
+        precision = hardware.resolve_precision(settings.precision)
     keras.utils.set_random_seed(seed)
-    net = cnn.build_model(tuple(images.shape[1:]), mixed_precision=settings.mixed_precision)
+    net = cnn.build_model(tuple(images.shape[1:]), policy=precision.policy)
     cnn.compile_model(net, settings.lr, settings.rho, settings.epsilon)
-    device = describe_device()
     log.info(
-        "training on %s with Keras %s (%s backend%s): %d train / %d validation crops (%d / %d groups)",
-        device["device"], keras.__version__, device["backend"],
-        ", mixed float16" if settings.mixed_precision else "",
+        "training on %s with Keras %s (%s backend, %s): %d train / %d validation crops (%d / %d groups)",
+        precision.device, keras.__version__, precision.backend, precision.policy,
         len(train_idx), len(val_idx),
         len(np.unique(table["group"].iloc[train_idx])), len(np.unique(table["group"].iloc[val_idx])),
     )  # fmt: skip
@@ -169,8 +133,8 @@ def train(
     best_epoch = int(history["epoch"][history["val_loss"].idxmin()]) if epochs_run else 0
     train_seconds = max(timer.train_seconds - timer.val_seconds, 1e-9)
     metrics = {
-        "backend": device["backend"],
-        "device": device["device"],
+        "backend": precision.backend,
+        "device": precision.device,
         "best_epoch": best_epoch,
         "epochs_run": epochs_run,
         "best_val_loss": float(history["val_loss"].min()),
@@ -179,7 +143,10 @@ def train(
         "samples_per_s": round(len(train_idx) * epochs_run / train_seconds, 3),
         "params": cnn.parameter_count(net),
         "multiply_adds": cnn.multiply_adds(net),
-        "mixed_precision": settings.mixed_precision,
+        "precision": precision.precision,
+        "precision_requested": precision.requested,
+        "dtype_policy": precision.policy,
+        "cpu_flags": " ".join(precision.cpu_flags),
         "train_samples": int(len(train_idx)),
         "val_samples": int(len(val_idx)),
         "train_groups": int(len(np.unique(table["group"].iloc[train_idx]))),
@@ -201,11 +168,10 @@ def history_frame(history: dict[str, list[float]]) -> pd.DataFrame:
     return frame
 
 
-def inference_copy(net: keras.Model, *, mixed_precision: bool = False) -> keras.Model:
-    """The same architecture and weights without optimizer state: a third of the file size."""
-    copy = cnn.build_model(tuple(net.input_shape[1:]), mixed_precision=mixed_precision)
-    copy.set_weights(net.get_weights())
-    return copy
+def inference_copy(net: keras.Model) -> keras.Model:
+    """The same architecture and weights in float32, without optimizer state (a third of the
+    file size); it loads and predicts under any policy (model.load_for_inference)."""
+    return cnn.with_policy(net, "float32")
 
 
 def save_model(net: keras.Model, path: str | os.PathLike) -> None:

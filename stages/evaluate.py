@@ -3,8 +3,9 @@ standard test split, test_matched and test_jpeg<q>), streamed.
 
 Writes data/predictions/<name>.csv (set, crop_id, photo_id, label, p_fake: every test crop of
 every set) and metrics/eval/<name>.json (accuracy, ROC AUC, precision, recall, F1 with fake as the
-positive class at eval.threshold, and the confusion matrix, per set), all or none. Logs them, with
-the ROC figure of the standard test set, into the model's MLflow run (from models/<name>/run.json).
+positive class at eval.threshold, and the confusion matrix, per set), all or none. The forward
+pass runs under train.precision, as training did. Logs them, with the ROC figure of the standard
+test set and (tracking.log_model) the model, into the model's MLflow run (models/<name>/run.json).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from faceswap_ela import dataset, evaluation, figures, layout, stage, tracking
+from faceswap_ela import dataset, evaluation, figures, hardware, layout, stage, tracking
+from faceswap_ela import model as cnn
 from faceswap_ela import params as P
 from faceswap_ela.outputs import atomic_outputs
 
@@ -34,18 +36,25 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
     model = layout.model_file(name)
     if not model.is_file():
         raise stage.StageError(f"{model} not found: run the train@{input_kind}-{seed} stage first")
+    precision = hardware.resolve_precision(p.train.precision)
     try:
-        net = keras.saving.load_model(model, compile=False)
+        net = cnn.load_for_inference(model, precision.policy)
     except Exception as exc:
         raise stage.StageError(f"cannot load {model}: {exc}") from None
 
     info = tracking.read_run_file(layout.run_file(name))
-    tags = {"eval_backend": keras.backend.backend(), "input": input_kind, "seed": seed}
+    tags = {
+        "eval_backend": keras.backend.backend(),
+        "eval_precision": precision.precision,
+        "input": input_kind,
+        "seed": seed,
+    }
     with tracking.resume_run(info, p, tags=tags, model=name) as tracker:
         metrics = {
             "model": name,
             "input": input_kind,
             "seed": seed,
+            "precision": precision.precision,
             "mlflow_run_id": tracker.run_id,
             "sets": {},
         }
@@ -74,6 +83,8 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
             figures.roc_figure({label: (roc["fpr"], roc["tpr"])}, figure)
             tracker.log_artifact(figure, "plots")
         tracker.log_artifact(outs[1], "metrics")
+        if p.tracking.log_model:
+            tracker.log_model(keras.saving.load_model(model, compile=False), saved=model)
 
 
 if __name__ == "__main__":

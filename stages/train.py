@@ -5,7 +5,9 @@ by the global seed, so every model holds out the same groups).
 
 Writes models/<name>/model.keras (the best weights, without optimizer state), models/<name>/run.json
 (the MLflow run that `evaluate` resumes), metrics/train/<name>.json and plots/history/<name>.csv,
-all or none. Logs params, per-epoch metrics, a history figure and the model to MLflow.
+all or none. Trains under train.precision (auto: mixed bfloat16 on a CPU with AMX or AVX-512-BF16,
+mixed float16 on a GPU, else float32). Logs params, per-epoch metrics and a history figure to
+MLflow; `evaluate` logs the model.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from faceswap_ela import dataset, figures, layout, stage, tracking, training
+from faceswap_ela import dataset, figures, hardware, layout, stage, tracking, training
 from faceswap_ela import params as P
 from faceswap_ela.outputs import atomic_outputs
 
@@ -31,16 +33,28 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
     model, run_file = layout.model_file(name), layout.run_file(name)
     metrics_file, history_file = layout.train_metrics(name), layout.history_file(name)
     split = dataset.load_split(DATA, "train", input_kind)
-    dataset.validation_split(split.groups, p.train.val_fraction, p.seed)
 
-    device = training.describe_device()
-    tags = {"backend": device["backend"], "device": device["device"], "input": input_kind, "seed": seed}
+    precision = hardware.resolve_precision(p.train.precision)
+    tags = {
+        "backend": precision.backend,
+        "device": precision.device,
+        "precision": precision.precision,
+        "cpu_flags": " ".join(precision.cpu_flags),
+        "input": input_kind,
+        "seed": seed,
+    }
     with tracking.start_run(p, tags=tags, model=name) as tracker:
         result = training.train(
-            split.images, split.table, p.train, seed, val_seed=p.seed, on_epoch=tracker.log_epoch
+            split.images,
+            split.table,
+            p.train,
+            seed,
+            val_seed=p.seed,
+            on_epoch=tracker.log_epoch,
+            precision=precision,
         )
         metrics = {**result.metrics, "input": input_kind, "seed": seed, "model": name}
-        export = training.inference_copy(result.model, mixed_precision=p.train.mixed_precision)
+        export = training.inference_copy(result.model)
         outs = (model, run_file, metrics_file, history_file)
         with atomic_outputs(*outs) as (model_tmp, run_tmp, metrics_tmp, history_tmp):
             training.save_model(export, model_tmp)
@@ -57,8 +71,6 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
             tracker.log_artifact(figure, "plots")
         tracker.log_artifact(history_file, "plots")
         tracker.log_artifact(metrics_file, "metrics")
-        if p.tracking.log_model:
-            tracker.log_model(export, saved=model)
 
 
 if __name__ == "__main__":

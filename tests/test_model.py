@@ -68,14 +68,37 @@ def test_softmax_output_is_a_distribution(net):
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_mixed_precision_keeps_the_output_float32():
+@pytest.mark.parametrize("policy,compute", [("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")])
+def test_mixed_policies_keep_variables_and_the_output_float32(policy, compute):
     before = keras.config.dtype_policy().name
-    net = cnn.build_model(mixed_precision=True)
+    net = cnn.build_model(policy=policy)
     assert keras.config.dtype_policy().name == before  # the global policy is restored
-    assert net.layers[0].compute_dtype == "float16"
-    assert net.layers[0].variable_dtype == "float32"
+    assert all(layer.compute_dtype == compute for layer in net.layers[:-1])
+    assert all(layer.variable_dtype == "float32" for layer in net.layers)
     assert net.layers[-1].compute_dtype == "float32"
     assert net.count_params() == 29_520_034
+    compiled = cnn.compile_model(net, lr=5e-4, rho=0.9, epsilon=1e-8)
+    # float16 needs loss scaling, bfloat16 (float32's exponent range) does not
+    scaled = isinstance(compiled.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (policy == "mixed_float16")
+
+
+@pytest.mark.parametrize("saved_policy", ["float32", "mixed_bfloat16", "mixed_float16"])
+def test_a_saved_model_predicts_under_any_policy(tmp_path, saved_policy):
+    keras.utils.set_random_seed(3)
+    net = cnn.build_model((32, 32, 3), policy=saved_policy)
+    net.save(tmp_path / "model.keras")
+    x = np.random.default_rng(0).random((6, 32, 32, 3), dtype=np.float32)
+    reference = np.asarray(cnn.with_policy(net, "float32").predict(x, verbose=0))
+    for policy in ("float32", "mixed_bfloat16", "mixed_float16"):
+        loaded = cnn.load_for_inference(tmp_path / "model.keras", policy)
+        assert {layer.dtype_policy.name for layer in loaded.layers[:-1]} == {policy}
+        assert loaded.layers[-1].dtype_policy.name == "float32"
+        for a, b in zip(loaded.get_weights(), net.get_weights(), strict=True):
+            assert a.dtype == np.float32 and np.array_equal(a, b)
+        p_fake = np.asarray(loaded.predict(x, verbose=0))
+        assert p_fake.dtype == np.float32
+        assert np.allclose(p_fake, reference, atol=0 if policy == "float32" else 0.02)
 
 
 def test_compile_uses_rmsprop_with_the_given_settings(net):

@@ -101,11 +101,14 @@ def pipeline_repo(tmp_path_factory):
         # a queued sweep runs in temporary copies under .dvc/tmp/exps: MLflow must still land here
         _run(["dvc", "exp", "run", "--queue", "-S", "ela.quality=60,80"], repo)
         _run(["dvc", "exp", "run", "--run-all"], repo)
-    return repo, first, exp
+        # parameters that shape no model must train none
+        settings = ["eval.threshold=0.6", "tracking.log_model=false", "testsets.jpeg_qualities=[90,70]"]
+        untrained = _run(["dvc", "exp", "run", "-n", "no-training", *(f"-S{s}" for s in settings)], repo)
+    return repo, first, exp, untrained
 
 
 def test_repro_runs_every_stage_and_writes_every_output(pipeline_repo):
-    repo, first, _ = pipeline_repo
+    repo, first, *_ = pipeline_repo
     ran = _ran(first)
     assert ran[:4] == DATA_STAGES and set(ran[4:]) == LATER_STAGES and len(ran) == 11, ran
     assert ran.index("compare") == len(ran) - 1
@@ -150,7 +153,7 @@ def test_repro_runs_every_stage_and_writes_every_output(pipeline_repo):
 
 
 def test_mlflow_holds_one_top_level_run_per_pipeline_run(pipeline_repo):
-    repo, _, _ = pipeline_repo
+    repo, *_ = pipeline_repo
     db = repo / "mlflow.db"
     assert db.exists()
     with sqlite3.connect(db) as con:
@@ -167,14 +170,14 @@ def test_mlflow_holds_one_top_level_run_per_pipeline_run(pipeline_repo):
             run: {k for (k,) in con.execute("select key from metrics where run_uuid=?", (run,))}
             for run, _, _ in runs
         }
-    assert len(runs) == 12, runs  # 4 pipeline runs x (2 models + 1 comparison)
+    assert len(runs) == 15, runs  # 5 pipeline runs x (2 models + 1 comparison)
     assert {status for _, _, status in runs} == {"FINISHED"}
     top = [(run, name) for run, name, _ in runs if "mlflow.parentRunId" not in tags[run]]
-    assert len(top) == 4 and all(tags[run].get("role") == "comparison" for run, _ in top)
+    assert len(top) == 5 and all(tags[run].get("role") == "comparison" for run, _ in top)
     children = {
         run: tags[run]["mlflow.parentRunId"] for run, _, _ in runs if "mlflow.parentRunId" in tags[run]
     }
-    assert len(children) == 8 and set(children.values()) == {run for run, _ in top}
+    assert len(children) == 10 and set(children.values()) == {run for run, _ in top}
     first_top, first_models = top[0][0], [r for r, parent in children.items() if parent == top[0][0]]
     assert sorted(tags[r]["input"] for r in first_models) == ["ela", "rgb"]
     for run in first_models:
@@ -193,13 +196,19 @@ def test_mlflow_holds_one_top_level_run_per_pipeline_run(pipeline_repo):
     names = {name for run, name, _ in runs if children.get(run) == top[1][0]}
     assert top[1][1] == "q70" and names == {"q70 ela-s42", "q70 rgb-s42"}
     assert params[top[1][0]]["ela.quality"] == "70"
-    assert sorted(params[run]["ela.quality"] for run, _ in top[2:]) == ["60", "80"]
+    assert sorted(params[run]["ela.quality"] for run, _ in top[2:4]) == ["60", "80"]
+    # evaluate@ re-ran without training: its new runs point at the training runs they evaluate
+    untrained = [r for r, parent in children.items() if parent == top[4][0]]
+    assert top[4][1] == "no-training" and len(untrained) == 2
+    trained = {tags[r]["input"]: tags[r]["train_run_id"] for r in untrained}
+    assert set(trained) == {"ela", "rgb"} and all(tags[run]["input"] == kind for kind, run in trained.items())
+    assert all(tags[r]["eval_precision"] in ("float32", "bfloat16", "float16") for r in untrained)
     artifacts = list((repo / "mlartifacts").rglob("*"))
     assert any(p.name == "roc.png" for p in artifacts) and any(p.name == "compare.md" for p in artifacts)
 
 
 def test_queued_sweep_is_listed_with_auc_per_quality(pipeline_repo):
-    repo, _, _ = pipeline_repo
+    repo, *_ = pipeline_repo
     shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo))
     aucs = {}
     for commit in shown:
@@ -214,8 +223,17 @@ def test_queued_sweep_is_listed_with_auc_per_quality(pipeline_repo):
 
 
 def test_exp_run_reruns_only_ela_and_later(pipeline_repo):
-    _, _, exp = pipeline_repo
+    _, _, exp, _ = pipeline_repo
     # the raw crops do not depend on ela.quality: the RGB-CNN is not trained again
     assert set(_ran(exp)) == LATER_STAGES - {"train@rgb-42"}, _ran(exp)
     for stage in [*DATA_STAGES, "train@rgb-42"]:
         assert re.search(rf"Stage '{stage}' didn't change, skipping", exp), exp[-3000:]
+
+
+def test_parameters_that_shape_no_model_train_nothing(pipeline_repo):
+    _, _, _, untrained = pipeline_repo
+    ran = set(_ran(untrained))
+    assert not {stage for stage in ran if stage.startswith("train@")}, ran
+    assert {"materialize", "ela", "evaluate@ela-42", "evaluate@rgb-42", "compare"} <= ran, ran
+    for stage in ("train@ela-42", "train@rgb-42"):
+        assert re.search(rf"Stage '{stage}' didn't change, skipping", untrained), untrained[-3000:]

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from faceswap_ela import training
+from faceswap_ela import hardware, training
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "stages" / "train.py"
@@ -99,6 +99,9 @@ def check_model_outputs(repo: Path, name: str, n_test: int) -> tuple[dict, dict]
     assert train["epochs_run"] == 1 and train["best_epoch"] == 1
     assert train["wall_seconds"] > 0 and train["samples_per_s"] > 0
     assert train["device"].startswith(("CPU:", "GPU:"))
+    expected = hardware.choose_precision("auto", hardware.describe_device())
+    assert train["precision"] == expected.precision and train["dtype_policy"] == expected.policy
+    assert train["precision_requested"] == "auto" and train["cpu_flags"] == " ".join(hardware.cpu_flags())
     history = pd.read_csv(repo / "plots" / "history" / f"{name}.csv")
     assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
     assert history["epoch"].tolist() == [1]
@@ -286,7 +289,7 @@ def test_history_frame_numbers_epochs_from_one():
 
 
 def test_describe_device_names_backend_and_device():
-    device = training.describe_device()
+    device = hardware.describe_device()
     assert device["backend"] == "tensorflow"
     assert device["kind"] in ("cpu", "gpu")
     assert device["device"].startswith("GPU: " if device["kind"] == "gpu" else "CPU: ")

@@ -1,0 +1,49 @@
+"""The training benchmarks run and report what they promise (the figures themselves are the
+benchmarks' business: timed assertions are flaky on shared machines)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.test_training import make_repo, run_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_benchmark_pairs_precisions_and_input_paths():
+    args = ["--samples", "40", "--batch", "20", "--steps", "1", "--rounds", "1"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train.py"), *args],
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert out.count("  round ") == 1
+    for path in ("streamed", "memory", "tfdata"):
+        assert f"float32 {path}" in out
+    assert "streamed / fastest" in out and "FP32 roofline" in out
+    from faceswap_ela import hardware
+
+    if any(flag in hardware.cpu_flags() for flag in hardware.BF16_FLAGS):
+        assert "bfloat16 / float32, streamed, per round: x" in out
+    else:
+        assert "falls back to float32" in out
+
+
+def test_gpu_check_trains_once_per_precision(tmp_path):
+    repo = make_repo(tmp_path / "repo", n_train=24, n_test=8, inputs=("ela",), log_model=False, seed=1)
+    done = run_stage(
+        ROOT / "benchmarks" / "gpu.py", repo, "--precisions", "float32", "bfloat16", "--epochs", "1"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [row["precision"] for row in rows] == ["float32", "bfloat16"]
+    assert [row["dtype_policy"] for row in rows] == ["float32", "mixed_bfloat16"]
+    for row in rows:
+        assert row["epochs_run"] == 1 and row["samples_per_s"] > 0 and 0 <= row["test_auc"] <= 1
+    assert "bfloat16 / float32: x" in done.stdout

@@ -53,6 +53,8 @@ class DataParams(_Section):
     group_pattern: str = r"^i(\d{3})[a-z]|^([^_]+)_"
     retries: int = Field(5, ge=0, le=100)
     timeout_s: float = Field(60.0, gt=0)
+    max_member_mib: int = Field(64, ge=1)  # the largest file an archive may unpack
+    max_unpacked_mib: int = Field(4096, ge=1)  # all of one archive's files together
 
     @field_validator("source")
     @classmethod

@@ -136,9 +136,9 @@ def _stat(path: Path) -> tuple[os.stat_result | None, str | None]:
 
 def _walk(folder: Path, found: list[tuple[Path, str | None]], ancestors: frozenset[tuple[int, int]]) -> None:
     """Depth first in name order: photo files, and one error row per entry that should have been
-    one and can't be read (a broken or looping link, a FIFO or device, a folder that can't be
-    listed). Other files are left out; so is a folder reached again through a link to an
-    ancestor (reported as a loop)."""
+    one or a folder and can't be read (a broken or looping link named like a photo or without a
+    suffix, a FIFO or device named like a photo, a folder that can't be listed, a link back to a
+    folder above). Other files are left out."""
     try:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda entry: entry.name)
@@ -150,7 +150,7 @@ def _walk(folder: Path, found: list[tuple[Path, str | None]], ancestors: frozens
         is_photo = path.suffix.lower() in IMAGE_SUFFIXES
         info, problem = _stat(path)
         if info is None:
-            if is_photo or entry.is_symlink():
+            if is_photo or not path.suffix:  # a link without a suffix may have been a folder
                 found.append((path, problem))
             continue
         if stat.S_ISDIR(info.st_mode):

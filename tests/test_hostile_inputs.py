@@ -329,11 +329,14 @@ def test_folder_entries_that_cannot_be_read_each_get_a_line(tiny, capsys, tmp_pa
     (folder / "sub" / "back").symlink_to(folder)  # a folder loop
     os.mkfifo(folder / "pipe.png")
     (folder / "notes.txt").write_text("not a photo: left out")
+    (folder / "old-notes.txt").symlink_to(tmp_path / "gone.txt")  # no photo either: left out
+    (folder / "album").symlink_to(tmp_path / "moved-album")  # may have been a folder of photos
     code, out, err = _predict(capsys, folder, *_using(tiny), "--format", "json")
     assert code == 1
     rows = {Path(r["photo"]).relative_to(folder).as_posix(): r for r in json.loads(out)}
     assert rows["sub/good.png"]["status"] == "ok"
     expected = {
+        "album": "broken symbolic link",
         "dangling.jpg": "broken symbolic link",
         "loop.jpg": "symbolic link loop",
         "pipe.png": "not a regular file (a FIFO)",

@@ -1,15 +1,17 @@
 """The ``faceswap-ela`` command line. One subcommand so far:
 
     faceswap-ela predict PATH... [--model M] [--format table|json|csv] [--heatmap DIR]
-                                 [--threshold T] [--rois K] [--params params.yaml]
+                                 [--threshold T] [--rois K] [--params params.yaml] [--verbose]
 
 prints, for every face found in the photos (folders are walked recursively for .jpg/.jpeg/.png),
 the face box, p(fake) and the label at the threshold. Results go to stdout; one line per input that
-failed, and a summary, go to stderr.
+failed, one per heatmap that could not be written, and a summary, go to stderr.
 
 Exit status: 0 when every input was processed (a photo without a face is processed: it gets a row
-with status "no face"), 1 when any input failed (missing, unreadable, truncated, oversized), 2 for
-usage errors (bad arguments, missing or unloadable model, bad params.yaml).
+with status "no face"), 1 when any input failed (missing, unreadable, truncated, oversized, a
+broken or looping link, a FIFO or device, a folder that can't be read) or a heatmap could not be
+written, 2 for usage errors (bad arguments, missing or unloadable model, bad params.yaml, a heatmap
+folder that can't be written), checked before any photo is read.
 """
 
 from __future__ import annotations
@@ -23,15 +25,21 @@ PROG = "faceswap-ela"
 
 
 def _rois(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
 def _threshold(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], not {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
         raise argparse.ArgumentTypeError(f"must be in [0, 1], not {value}")
     return value
 
@@ -46,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the faces of photos",
         description="Find every face in the photos and print the probability that it was swapped. "
         "Exit status: 0 all inputs processed (a photo with no face counts as processed), "
-        "1 some input failed (unreadable, truncated, too large, missing), 2 usage error.",
+        "1 some input failed (unreadable, truncated, too large, missing, not a regular file, "
+        "a folder that can't be read) or a heatmap could not be written, 2 usage error.",
     )
     predict.add_argument("paths", nargs="+", metavar="PATH", help="photos, or folders to walk recursively")
     predict.add_argument(
@@ -68,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="params.yaml the model was trained with (default: <repo root>/params.yaml)",
     )  # fmt: skip
     predict.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    predict.add_argument(
+        "--verbose", action="store_true", help="let TensorFlow's start-up messages through to stderr"
+    )
     return parser
 
 
@@ -82,7 +94,9 @@ def run_predict(args: argparse.Namespace) -> int:
     params_path = args.params if args.params is not None else P.repo_root() / "params.yaml"
     try:
         params = P.load(params_path)
-        predictor = predict.Predictor(params, args.model, threshold=args.threshold, rois=args.rois)
+        predictor = predict.Predictor(
+            params, args.model, threshold=args.threshold, rois=args.rois, verbose=args.verbose
+        )
         rows = predictor.predict(args.paths, heatmap_dir=args.heatmap, progress=args.progress)
     except (P.ParamsError, predict.PredictError) as exc:
         _error(str(exc))
@@ -92,16 +106,19 @@ def run_predict(args: argparse.Namespace) -> int:
     failed = [row for row in rows if row.failed]
     for row in failed:
         _error(f"{row.photo}: {row.error}")
+    for problem in predictor.heatmap_errors:
+        _error(problem)
     faces = [row for row in rows if row.status == predict.OK]
     n_fake = sum(row.label == "fake" for row in faces)
     photos = len({row.photo for row in rows})
     no_face = sum(row.status == predict.NO_FACE for row in rows)
     print(
         f"{photos} photo(s): {len(faces)} face(s) scored ({n_fake} fake, {len(faces) - n_fake} real "
-        f"at threshold {predictor.threshold:g}), {no_face} without a face, {len(failed)} failed",
+        f"at threshold {predictor.threshold:g}), {no_face} without a face, {len(failed)} failed"
+        + (f", {len(predictor.heatmap_errors)} heatmap(s) not written" if predictor.heatmap_errors else ""),
         file=sys.stderr,
     )
-    return 1 if failed else 0
+    return 1 if failed or predictor.heatmap_errors else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,9 +2,13 @@
 photos, and list every photo in a manifest.
 
 Archives are streamed into ``<repo root>/.cache/downloads/<url key>/<name>.part`` and renamed only
-when complete, so an interrupted run resumes with an HTTP Range request. Archives are unpacked
-only after every member has been checked (no absolute paths, ``..``, links or special files), and
-every output appears together or not at all (faceswap_ela.outputs)."""
+when complete, so an interrupted run resumes with an HTTP Range request. An archive is read to the
+end of its stream (so that gzip's CRC and length are verified) and every member checked (no
+absolute paths, ``..``, links, special files or repeated names; no member larger than
+``data.max_member_mib``, no more than ``data.max_unpacked_mib`` in all) before anything is
+unpacked, and an archive that fails any check is deleted from the cache. The SHA-256 of each URL's
+first good download is pinned in ``.cache/downloads/pins.json``; a later download that differs is
+warned about. Every output appears together or not at all (faceswap_ela.outputs)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ import gzip
 import hashlib
 import json
 import logging
+import lzma
 import os
+import posixpath
 import re
 import shutil
 import tarfile
@@ -47,6 +53,8 @@ CHUNK = 1 << 16
 RETRY_STATUS = frozenset({408, 425, 429})
 URL_SCHEMES = ("http", "https", "file")
 MANIFEST_COLUMNS = ["id", "group", "path", "sha256", "width", "height", "error", "gt_scheme", "gt"]
+MIB = 1 << 20
+PINS = "pins.json"  # in the download cache: url -> sha256 of its first good download
 
 
 class DownloadError(RuntimeError):
@@ -288,28 +296,89 @@ def _member_problem(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
-    """Unpack a tar archive into ``dest`` after checking every member; return the member names.
+def _mib(n: int) -> str:
+    return f"{n / MIB:,.1f} MiB"
 
-    Absolute paths, ``..`` components, links, devices and FIFOs raise UnsafeArchiveError naming
-    the member, before anything is written; tarfile's ``data`` filter is a second guard. A
-    corrupt archive raises DownloadError."""
-    archive, dest = Path(archive), Path(dest)
+
+def _drain(tar: tarfile.TarFile, name: str) -> None:
+    """Read the rest of the stream after the last member: the decompressor then checks its
+    trailer (gzip's CRC and length), and whatever follows the end-of-archive marker must be zeros
+    (else a damaged header cut the member list short)."""
+    while block := tar.fileobj.read(CHUNK):
+        if block.count(0) != len(block):
+            raise CorruptArchiveError(
+                f"{name} is damaged: data after the end of the archive (a corrupt member header?)"
+            )
+
+
+def _checked_members(
+    tar: tarfile.TarFile, name: str, max_member_bytes: int | None, max_total_bytes: int | None
+) -> list[tarfile.TarInfo]:
+    members: list[tarfile.TarInfo] = []
+    seen: dict[str, tarfile.TarInfo] = {}
+    total = 0
+    for member in tar:  # one header at a time: a member over the cap is refused before its data is read
+        problem = _member_problem(member)
+        key = posixpath.normpath(member.name)
+        if not problem and key in seen and not (member.isdir() and seen[key].isdir()):
+            problem = "in the archive more than once (a later copy would replace the first)"
+        if not problem and max_member_bytes is not None and member.size > max_member_bytes:
+            problem = (
+                f"{_mib(member.size)} unpacked, over the {_mib(max_member_bytes)} cap (data.max_member_mib)"
+            )
+        if problem:
+            raise UnsafeArchiveError(f"refusing to unpack {name}: member {member.name!r} is {problem}")
+        seen[key] = member
+        total += member.size
+        if max_total_bytes is not None and total > max_total_bytes:
+            raise UnsafeArchiveError(
+                f"refusing to unpack {name}: it unpacks to more than {_mib(max_total_bytes)} "
+                "(data.max_unpacked_mib)"
+            )
+        members.append(member)
+    _drain(tar, name)
+    return members
+
+
+@contextlib.contextmanager
+def _archive_errors(name: str) -> Iterator[None]:
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
-                problem = _member_problem(member)
-                if problem:
-                    raise UnsafeArchiveError(
-                        f"refusing to unpack {archive.name}: member {member.name!r} is {problem}"
-                    )
-            dest.mkdir(parents=True, exist_ok=True)
-            tar.extractall(dest, members=members, filter="data")
+        yield
     except tarfile.FilterError as exc:
-        raise UnsafeArchiveError(f"refusing to unpack {archive.name}: {exc}") from None
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise CorruptArchiveError(f"{archive.name} is not a readable tar archive: {exc}") from None
+        raise UnsafeArchiveError(f"refusing to unpack {name}: {exc}") from None
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
+        raise CorruptArchiveError(f"{name} is not a readable tar archive: {exc}") from None
+
+
+def check_archive(
+    archive: str | os.PathLike, *, max_member_bytes: int | None = None, max_total_bytes: int | None = None
+) -> list[tarfile.TarInfo]:
+    """Every member of a tar archive, after reading it to the end of its stream; nothing is
+    written. UnsafeArchiveError for a member that is unsafe (see _member_problem), repeated, or
+    larger than the caps (checked from its header, before its data is decompressed), and
+    CorruptArchiveError for a file that isn't a readable, intact archive, each naming it."""
+    archive = Path(archive)
+    with _archive_errors(archive.name), tarfile.open(archive, "r:*") as tar:
+        return _checked_members(tar, archive.name, max_member_bytes, max_total_bytes)
+
+
+def safe_extract(
+    archive: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    max_member_bytes: int | None = None,
+    max_total_bytes: int | None = None,
+) -> list[str]:
+    """Unpack a tar archive into ``dest`` after checking every member and reading the whole
+    stream (see check_archive); return the member names. Absolute paths, ``..`` components,
+    links, devices, FIFOs, repeated names and members over the caps raise UnsafeArchiveError
+    naming the member, before anything is written; tarfile's ``data`` filter is a second guard.
+    A corrupt archive (a bad CRC too) raises CorruptArchiveError."""
+    archive, dest = Path(archive), Path(dest)
+    with _archive_errors(archive.name), tarfile.open(archive, "r:*") as tar:
+        members = _checked_members(tar, archive.name, max_member_bytes, max_total_bytes)
+        dest.mkdir(parents=True, exist_ok=True)
+        tar.extractall(dest, members=members, filter="data")
     return [member.name for member in members]
 
 
@@ -370,25 +439,34 @@ def copy_folder(folder: Path, photos_dir: Path) -> list[Photo]:
     return photos
 
 
-def unpack_muct(archives: Sequence[Path], work_dir: Path, photos_dir: Path) -> list[Photo]:
+def _caps(data: DataParams | None) -> dict[str, int | None]:
+    if data is None:
+        return {"max_member_bytes": None, "max_total_bytes": None}
+    return {"max_member_bytes": data.max_member_mib * MIB, "max_total_bytes": data.max_unpacked_mib * MIB}
+
+
+def unpack_muct(
+    archives: Sequence[Path], work_dir: Path, photos_dir: Path, data: DataParams | None = None
+) -> list[Photo]:
     """Unpack MUCT-layout archives: the photos under ``jpg/`` go to ``photos_dir/jpg/``, and the
-    landmarks of ``muct76-opencv.csv`` become their ground truth. A corrupt archive is deleted
-    (it is a cached download: the next run fetches it again) and raises CorruptArchiveError."""
+    landmarks of ``muct76-opencv.csv`` become their ground truth; ``data`` gives the size caps.
+    An archive that fails to unpack is deleted (it is a cached download: the next run fetches it
+    again) and raises: CorruptArchiveError, UnsafeArchiveError or DownloadError."""
     shapes: dict[str, np.ndarray] = {}
     photos = []
     owner: dict[Path, str] = {}
     for archive in archives:
         unpacked = work_dir / archive.name
         try:
-            safe_extract(archive, unpacked)
-        except CorruptArchiveError:
+            safe_extract(archive, unpacked, **_caps(data))
+            for csv_path in sorted(unpacked.rglob(muct.LANDMARKS_CSV)):
+                try:
+                    shapes.update(muct.read_landmarks_csv(csv_path))
+                except ValueError as exc:
+                    raise DownloadError(f"{archive.name}: {exc}") from None
+        except DownloadError:
             archive.unlink(missing_ok=True)
             raise
-        for csv_path in sorted(unpacked.rglob(muct.LANDMARKS_CSV)):
-            try:
-                shapes.update(muct.read_landmarks_csv(csv_path))
-            except ValueError as exc:
-                raise DownloadError(f"{archive.name}: {exc}") from None
         jpg_dir = unpacked / "jpg"
         if not jpg_dir.is_dir():
             continue
@@ -458,6 +536,33 @@ def build_manifest(photos: Sequence[Photo], group_pattern: str, workers: int = 0
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS, dtype=object)
 
 
+def read_pins(cache_dir: Path, previous: Path | None = None) -> dict[str, str]:
+    """url -> pinned SHA-256: the download cache's pins.json, with the records of a previous
+    archives.json (when it is still there) for URLs it doesn't know."""
+    pins: dict[str, str] = {}
+    sources = [cache_dir / PINS, *([previous] if previous is not None else [])]
+    for source in reversed(sources):
+        try:
+            data = json.loads(source.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            pins.update({k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)})
+        elif isinstance(data, list):
+            pins.update(
+                {r["url"]: r["sha256"] for r in data if isinstance(r, dict) and "url" in r and "sha256" in r}
+            )
+    return pins
+
+
+def pin(cache_dir: Path, records: Sequence[dict], pins: dict[str, str]) -> None:
+    """Pin in the cache's pins.json the SHA-256 of each URL that ``pins`` doesn't hold yet (its
+    first good download); a pin, once made, stays."""
+    merged = {**{r["url"]: r["sha256"] for r in records}, **pins}
+    if merged != read_pins(cache_dir):
+        write_json(cache_dir / PINS, merged)
+
+
 def download_archives(
     data: DataParams,
     base_url: str,
@@ -465,9 +570,12 @@ def download_archives(
     *,
     backoff_s: float | None = None,
     progress: bool = True,
+    pins: dict[str, str] | None = None,
 ) -> tuple[list[dict], list[Path]]:
-    """Fetch every archive of ``data.archives`` from ``base_url`` into the cache and check its
-    SHA-256 against ``data.checksums``; a mismatch deletes the cached file and raises."""
+    """Fetch every archive of ``data.archives`` from ``base_url`` into the cache, check its
+    SHA-256 against ``data.checksums`` and read it through (check_archive, with data's size caps);
+    an archive that fails deletes the cached file and raises. One that differs from its pin in
+    ``pins`` (url -> sha256) gets a warning, unless data.checksums vouches for it."""
     names = list(data.archives)
     if not names:
         raise DownloadError("data.archives is empty: list the archives to fetch")
@@ -476,6 +584,8 @@ def download_archives(
         raise DownloadError(f"data.archives lists {', '.join(repeated)} more than once")
     for name in sorted(set(data.checksums) - set(names)):
         log.warning("data.checksums names %s, which data.archives doesn't list", name)
+    pins = pins or {}
+    caps = _caps(data)
     records, paths = [], []
     for name in names:
         url = muct.archive_url(base_url, name)
@@ -492,6 +602,17 @@ def download_archives(
                 f"checksum mismatch for {name}: expected sha256 {expected}, got {actual} "
                 f"(from {url}; the cached copy was deleted)"
             )
+        if not expected and pins.get(url, actual) != actual:
+            log.warning(
+                "%s differs from its first download: sha256 %s, pinned %s (in %s). The mirror changed "
+                "the file; list the digest you trust in data.checksums to silence this",
+                url, actual, pins[url], cache_dir / PINS,
+            )  # fmt: skip
+        try:
+            check_archive(path, **caps)
+        except DownloadError as exc:
+            path.unlink(missing_ok=True)
+            raise type(exc)(f"{exc} (from {url}; the cached copy was deleted)") from None
         records.append({"name": name, "url": url, "size": path.stat().st_size, "sha256": actual})
         paths.append(path)
     return records, paths
@@ -515,6 +636,7 @@ def run(
     if source.folder is not None and source.folder.is_relative_to(out_dir.resolve()):
         raise DownloadError(f"data.source {source.folder} lies inside the output folder {out_dir}")
     cache_dir = cache_dir if cache_dir is not None else root / ".cache" / "downloads"
+    pins = read_pins(cache_dir, out_dir / "archives.json")  # before the old outputs go
     with atomic_outputs(f"{out_dir}/", metrics_path) as (tmp_out, tmp_metrics):
         photos_dir = tmp_out / "photos"
         if source.folder is not None:
@@ -524,11 +646,11 @@ def run(
             where = str(source.folder)
         else:
             records, paths = download_archives(
-                data, source.base_url, cache_dir, backoff_s=backoff_s, progress=progress
+                data, source.base_url, cache_dir, backoff_s=backoff_s, progress=progress, pins=pins
             )
             work_dir = tmp_out / ".unpacked"
             try:
-                photos = unpack_muct(paths, work_dir, photos_dir)
+                photos = unpack_muct(paths, work_dir, photos_dir, data)
             finally:
                 shutil.rmtree(work_dir, ignore_errors=True)
             where = ", ".join(r["url"] for r in records)
@@ -545,6 +667,8 @@ def run(
         write_csv(tmp_out / "manifest.csv", manifest)
         write_json(tmp_out / "archives.json", records)
         write_json(tmp_metrics, metrics)
+    if records:
+        pin(cache_dir, records, pins)
     log.info(
         "%d photos (%d unreadable, %d with ground truth) in %s",
         metrics["photos"], metrics["unreadable"], metrics["with_ground_truth"], out_dir,

@@ -1,17 +1,23 @@
 """Atomic outputs: a stage writes into a temporary sibling that is renamed only when complete,
-so a failed or interrupted stage leaves no half-written file or folder behind."""
+so a failed or interrupted stage leaves no half-written file or folder behind. A process killed
+outright (SIGKILL, power loss) can't clean up: ``sweep_stale`` removes what it left, at the next
+stage's start."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+
+# atomic_path's temporaries (tempfile's 8 random characters) and training.save_model's
+STALE = re.compile(r"^\..+\.(?:[a-z0-9_]{8}\.tmp|\d+\.keras)$")
 
 
 def _remove(path: Path) -> None:
@@ -63,3 +69,19 @@ def write_json(path: str | os.PathLike, data: object) -> None:
 def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n")
+
+
+def sweep_stale(*folders: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries an interrupted run left anywhere under ``folders`` (names matching
+    STALE; links are not followed); return what was removed. Only for folders no other process
+    is writing into."""
+    removed = []
+    for folder in folders:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            for name in [*dirnames, *filenames]:
+                if STALE.match(name):
+                    path = Path(dirpath) / name
+                    _remove(path)
+                    removed.append(path)
+            dirnames[:] = [d for d in dirnames if not STALE.match(d)]
+    return removed

@@ -1,6 +1,9 @@
 """params.yaml, read once and validated into typed objects.
 
-An unknown key or a bad value raises ParamsError naming the key, e.g. ``ela.quality``.
+An unknown key or a bad value raises ParamsError naming the key, e.g. ``ela.quality``. Types are
+strict: a bool or a string is never taken for a number (an int is fine for a float), and no number
+may be infinite or NaN. Lists stand for tuples. A duplicate key, an empty file or one that isn't
+YAML text is an error naming the file.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ParamsError(ValueError):
@@ -21,7 +24,15 @@ class ParamsError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_as_tuples(cls, data: object) -> object:
+        # YAML has lists, not tuples; strict mode takes only tuples for tuple fields
+        if isinstance(data, dict):
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return data
 
 
 Factor = tuple[float, float]
@@ -42,6 +53,8 @@ class DataParams(_Section):
     group_pattern: str = r"^i(\d{3})[a-z]|^([^_]+)_"
     retries: int = Field(5, ge=0, le=100)
     timeout_s: float = Field(60.0, gt=0)
+    max_member_mib: int = Field(64, ge=1)  # the largest file an archive may unpack
+    max_unpacked_mib: int = Field(4096, ge=1)  # all of one archive's files together
 
     @field_validator("source")
     @classmethod
@@ -234,21 +247,46 @@ def _format(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"])
-        lines.append(f"{key}: {err['msg']}")
-    return "bad params.yaml: " + "; ".join(lines)
+        value = err.get("input")
+        shown = isinstance(value, (bool, int, float, str)) and len(repr(value)) < 60
+        got = f" (got {value!r})" if shown else ""
+        lines.append(f"{key}: {err['msg']}{got}")
+    return "; ".join(lines)
 
 
-def parse(raw: dict | None) -> Params:
+def parse(raw: dict | None, name: str = "params.yaml") -> Params:
     """Validate a params mapping; raise ParamsError naming every bad key."""
     try:
         return Params.model_validate(raw or {})
     except ValidationError as exc:
-        raise ParamsError(_format(exc)) from None
+        raise ParamsError(f"bad {name}: {_format(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 with the sexagesimal integers left out: DVC's `exp run -S` rewrites params.yaml
-    without quotes (YAML 1.2), and `4:2:0` must stay the string it is there."""
+    """YAML 1.1 with the sexagesimal integers left out and YAML 1.2's floats added: DVC's
+    `exp run -S` rewrites params.yaml without quotes (YAML 1.2), and `4:2:0` must stay the string
+    it is there, while `5e-4` is a number. A key given twice in one mapping is an error."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -260,20 +298,35 @@ _Loader.add_implicit_resolver(
     re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
     list("-+0123456789"),
 )
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def load(path: str | os.PathLike | None = None) -> Params:
-    """Read and validate params.yaml (by default the one in the working directory)."""
+    """Read and validate params.yaml (by default the one in the working directory). A missing,
+    empty, unreadable or non-text file, bad YAML or a duplicate key raises ParamsError naming it."""
     path = Path(path) if path is not None else Path("params.yaml")
     try:
-        raw = yaml.load(path.read_text(), Loader=_Loader)
+        text = path.read_bytes().decode("utf-8")
+        raw = yaml.load(text, Loader=_Loader)
     except FileNotFoundError:
         raise ParamsError(f"{path} not found") from None
+    except IsADirectoryError:
+        raise ParamsError(f"{path} is a folder, not a params.yaml file") from None
+    except OSError as exc:
+        raise ParamsError(f"can't read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ParamsError(f"{path} is not a text file (not UTF-8)") from None
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
-    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
+    if raw is None:
+        raise ParamsError(f"{path} is empty: it must hold the pipeline's parameters")
+    if not isinstance(raw, dict):
         raise ParamsError(f"{path} must hold a mapping at the top level")
-    return parse(raw)
+    return parse(raw, str(path))
 
 
 def flatten(params: Params) -> dict[str, object]:

@@ -5,22 +5,30 @@ resize, ela.ela_image, evaluation.predict_fake) with the settings of params.yaml
 Every face dlib finds is scored. The ROI is the deterministic centred box (``roi_box`` with
 rng=None), or with ``rois`` > 1 the mean p(fake) over that many random ROIs drawn like the training
 crops, each from ``seeding.rng(seed, "predict", photo file name, face index, k)``. All faces of all
-photos go through the model in one ``predict`` call; Keras is imported only when there is a face to
-score, and the model is loaded once.
+photos go through the model in one ``predict`` call. The model is loaded and checked, and the
+heatmap folder checked, before the first photo is read, so that a usage problem costs no work;
+TensorFlow's start-up lines on stderr are silenced unless ``verbose``.
 
 Each input gives one or more Predictions: one per face (status ``ok``), or one row with status
 ``no face``, ``face too small`` (the ROI lies outside the photo) or ``error`` (missing, unreadable,
-truncated or oversized file; the reason is in ``error``). Usage problems (no model file, a model
-that can't be loaded or doesn't fit ``roi.size``) raise PredictError.
+truncated or oversized file, a broken or looping link, a FIFO or device, a folder that can't be
+read; the reason is in ``error``). Usage problems (no model file, a file that isn't a Keras model,
+a model that doesn't fit ``roi.size``, a heatmap folder that can't be written) raise PredictError.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import os
-from collections.abc import Iterable, Sequence
+import stat
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,23 +101,104 @@ def default_model(params: Params, root: str | os.PathLike | None = None) -> Path
     return Path(root if root is not None else repo_root()) / layout.model_file(layout.primary(params))
 
 
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _irregular(mode: int) -> str | None:
+    """Why a file of this mode can't be a photo (a FIFO would block its reader), or None."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        kind = "a FIFO"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    else:
+        kind = "a special file"
+    return f"not a regular file ({kind})"
+
+
+def _stat(path: Path) -> tuple[os.stat_result | None, str | None]:
+    """The stat of ``path`` through its links, or None and why it can't be had."""
+    try:
+        return path.stat(), None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None, "symbolic link loop"
+        if exc.errno == errno.ENOENT and path.is_symlink():
+            return None, f"broken symbolic link (to {os.readlink(path)!r})"
+        if exc.errno == errno.ENOENT:
+            return None, "file not found"
+        return None, _reason(exc)
+
+
+def _walk(folder: Path, found: list[tuple[Path, str | None]], ancestors: frozenset[tuple[int, int]]) -> None:
+    """Depth first in name order: photo files, and one error row per entry that should have been
+    one or a folder and can't be read (a broken or looping link named like a photo or without a
+    suffix, a FIFO or device named like a photo, a folder that can't be listed, a link back to a
+    folder above). Other files are left out."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda entry: entry.name)
+    except OSError as exc:
+        found.append((folder, f"can't read this folder: {_reason(exc)}"))
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        is_photo = path.suffix.lower() in IMAGE_SUFFIXES
+        info, problem = _stat(path)
+        if info is None:
+            if is_photo or not path.suffix:  # a link without a suffix may have been a folder
+                found.append((path, problem))
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            key = (info.st_dev, info.st_ino)
+            if key in ancestors:
+                found.append((path, "symbolic link loop (links back to a folder above it)"))
+            else:
+                _walk(path, found, ancestors | {key})
+        elif is_photo:
+            found.append((path, _irregular(info.st_mode)))
+
+
 def find_photos(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str | None]]:
     """The photos named by ``paths`` as (path, error): a file is taken as it is (its content decides
     whether it is an image), a folder is walked recursively for .jpg/.jpeg/.png files (any case,
-    sorted). A missing path or a folder without photos comes back with an error."""
+    in name order). A missing path, a broken or looping link, a FIFO or device, a folder that
+    can't be read or holds no photos: each comes back with its error, never skipped."""
     found: list[tuple[Path, str | None]] = []
     for item in paths:
         path = Path(item)
-        if path.is_dir():
-            photos = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not photos:
-                found.append((path, f"no {'/'.join(IMAGE_SUFFIXES)} files in this folder"))
-            found.extend((p, None) for p in photos)
-        elif path.exists():
-            found.append((path, None))
+        info, problem = _stat(path)
+        if info is None:
+            found.append((path, problem))
+        elif stat.S_ISDIR(info.st_mode):
+            inside: list[tuple[Path, str | None]] = []
+            _walk(path, inside, frozenset({(info.st_dev, info.st_ino)}))
+            if not inside:
+                inside.append((path, f"no {'/'.join(IMAGE_SUFFIXES)} files in this folder"))
+            found.extend(inside)
         else:
-            found.append((path, "file not found"))
+            found.append((path, _irregular(info.st_mode)))
     return found
+
+
+def check_heatmap_dir(folder: str | os.PathLike) -> Path:
+    """Create the heatmap folder if need be and check that a file can be written in it, before any
+    photo is scored; PredictError if not."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PredictError(f"heatmap folder {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise PredictError(f"can't write heatmaps to {folder}: {_reason(exc)}") from None
+    return folder
 
 
 def roi_boxes(
@@ -149,15 +238,63 @@ def face_crops(
     return out
 
 
-def load_model(path: str | os.PathLike, size: int) -> Any:
-    """The Keras model at ``path`` (imports Keras), checked to take ``size`` x ``size`` x 3 input."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
-    import keras
-
+@contextlib.contextmanager
+def quiet_stderr(quiet: bool = True) -> Iterator[None]:
+    """With ``quiet``, send file descriptor 2 to /dev/null for the block: TensorFlow's C++ start-up
+    lines (CUDA, oneDNN, absl) bypass Python and TF_CPP_MIN_LOG_LEVEL alike."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
     try:
-        net = keras.saving.load_model(path, compile=False)
+        saved = os.dup(2)
+    except OSError:  # no stderr to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _not_a_model(path: Path) -> str | None:
+    """Why ``path`` is plainly no Keras model, before Keras reads it (its own messages mislead:
+    a .keras file that isn't a zip archive reads "File not found")."""
+    if path.is_dir():
+        return "it is a folder, not a .keras file"
+    suffix = path.suffix.lower()
+    if suffix not in (".keras", ".h5", ".hdf5"):
+        return "Keras loads .keras (or legacy .h5) files only"
+    if suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            return "not a Keras model (a .keras file is a zip archive; this one is not)"
+        with zipfile.ZipFile(path) as archive:
+            if "config.json" not in archive.namelist():
+                return "not a Keras model (the archive holds no config.json)"
+    return None
+
+
+def load_model(path: str | os.PathLike, size: int, *, quiet: bool = True) -> Any:
+    """The Keras model at ``path`` (imports Keras), checked to take ``size`` x ``size`` x 3 input
+    and to give two class probabilities; with ``quiet``, TensorFlow's start-up chatter is dropped."""
+    path = Path(path)
+    problem = _not_a_model(path)
+    if problem:
+        raise PredictError(f"can't load model {path}: {problem}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        with quiet_stderr(quiet):
+            import keras
+
+            net = keras.saving.load_model(path, compile=False)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if reason.startswith("File not found"):
+            reason = "not a Keras model"
         raise PredictError(f"can't load model {path}: {reason}") from None
     shape = tuple(net.input_shape[1:])
     if shape != (size, size, 3):
@@ -165,6 +302,8 @@ def load_model(path: str | os.PathLike, size: int) -> Any:
             f"model {path} takes {shape} input but params roi.size is {size}: "
             "pass the params.yaml it was trained with (--params)"
         )
+    if tuple(net.output_shape[1:]) != (2,):
+        raise PredictError(f"model {path} gives {tuple(net.output_shape[1:])} outputs, not p(real), p(fake)")
     return net
 
 
@@ -172,8 +311,9 @@ class Predictor:
     """Scores the faces of photos with one model and one params.yaml.
 
     ``model`` defaults to default_model(); ``threshold`` to params.eval.threshold. The dlib models
-    and the Keras model are loaded on first use and kept. PredictError when the model file is
-    missing or ``rois`` < 1.
+    and the Keras model are loaded on first use and kept (predict loads the Keras model first).
+    PredictError when the model file is missing or ``rois`` < 1. ``verbose`` lets TensorFlow's
+    start-up lines through. Heatmaps that could not be written are listed in ``heatmap_errors``.
     """
 
     def __init__(
@@ -183,10 +323,11 @@ class Predictor:
         *,
         threshold: float | None = None,
         rois: int = 1,
+        verbose: bool = False,
     ):
         self.params = params
         self.model_path = Path(model) if model is not None else default_model(params)
-        if not self.model_path.is_file():
+        if not self.model_path.exists():
             raise PredictError(f"model {self.model_path} not found: run dvc repro first or pass --model")
         self.threshold = float(params.eval.threshold if threshold is None else threshold)
         if not 0.0 <= self.threshold <= 1.0:
@@ -194,6 +335,8 @@ class Predictor:
         if rois < 1:
             raise PredictError(f"rois must be at least 1, not {rois}")
         self.rois = int(rois)
+        self.verbose = verbose
+        self.heatmap_errors: list[str] = []
         self._dlib: tuple[Any, Any] | None = None
         self._net: Any = None
 
@@ -201,7 +344,7 @@ class Predictor:
     def net(self) -> Any:
         """The Keras model (loaded on first use)."""
         if self._net is None:
-            self._net = load_model(self.model_path, self.params.roi.size)
+            self._net = load_model(self.model_path, self.params.roi.size, quiet=not self.verbose)
         return self._net
 
     def faces(self, rgb: np.ndarray, name: str) -> list[FaceCrops]:
@@ -222,10 +365,11 @@ class Predictor:
         """p(fake) of each ELA image (N x S x S x 3 uint8), in one batched predict."""
         if not len(elas):
             return np.zeros(0, dtype=np.float64)
-        net = self.net  # first: it quietens TensorFlow before Keras is imported
-        from faceswap_ela.evaluation import predict_fake
+        net = self.net
+        with quiet_stderr(not self.verbose):
+            from faceswap_ela.evaluation import predict_fake
 
-        return predict_fake(net, np.ascontiguousarray(elas), batch_size=PREDICT_BATCH)
+            return predict_fake(net, np.ascontiguousarray(elas), batch_size=PREDICT_BATCH)
 
     def label(self, p_fake: float) -> str:
         return "fake" if p_fake >= self.threshold else "real"
@@ -238,9 +382,15 @@ class Predictor:
         progress: bool = False,
     ) -> list[Prediction]:
         """Predictions for every photo named by ``paths`` (files, or folders walked recursively),
-        in input order, one row per face. With ``heatmap_dir``, a PNG per face (see heatmap)."""
+        in input order, one row per face. With ``heatmap_dir``, a PNG per face (see heatmap): the
+        folder is checked first (PredictError), and a figure that can't be written is left out and
+        named in ``heatmap_errors``."""
         from tqdm import tqdm
 
+        if heatmap_dir is not None:
+            heatmap_dir = check_heatmap_dir(heatmap_dir)
+        self.net  # noqa: B018 - load and check the model before any photo
+        self.heatmap_errors = []
         rows: list[Prediction | None] = []
         pending: list[tuple[int, Path, FaceCrops]] = []  # row slot, photo, face
         for path, error in tqdm(find_photos(paths), desc="photos", unit="photo", disable=not progress):
@@ -274,9 +424,13 @@ class Predictor:
                 start += len(face.elas)
                 rows[slot] = Prediction(str(path), face.index, face.box, p_fake, self.label(p_fake))
                 if heatmap_dir is not None:
-                    target = Path(heatmap_dir) / heatmap_name(path, face.index, names)
-                    heatmap(target, face.crops[0], face.elas[0], p_fake, self.label(p_fake), path.name,
-                            face.index, len(face.elas))  # fmt: skip
+                    target = heatmap_dir / heatmap_name(path, face.index, names)
+                    try:
+                        heatmap(target, face.crops[0], face.elas[0], p_fake, self.label(p_fake), path.name,
+                                face.index, len(face.elas))  # fmt: skip
+                    except Exception as exc:
+                        reason = _reason(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+                        self.heatmap_errors.append(f"{target}: heatmap not written: {reason}")
         return [row for row in rows if row is not None]
 
 

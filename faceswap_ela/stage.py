@@ -1,33 +1,57 @@
-"""What every stage script shares: logging, reading params.yaml, and turning expected failures
-into one line and an exit status (2: bad parameters, 1: bad or missing input) instead of a
-traceback."""
+"""What every stage script shares: logging, reading params.yaml, sweeping what an interrupted run
+left, and turning expected failures into one line and an exit status (2: bad parameters, 1: bad
+or missing input, 128 + the signal: interrupted by Ctrl-C or SIGTERM) instead of a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from collections.abc import Callable
 
 from faceswap_ela import params as P
+from faceswap_ela.outputs import sweep_stale
+
+# where the stages write (relative to the repository root, their working directory)
+OUTPUT_FOLDERS = ("data", "metrics", "models", "plots")
 
 
 class StageError(Exception):
     """An expected failure (a missing or bad input), with a one-line reason."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``dvc queue kill``, CI), raised like Ctrl-C so that every clean-up runs."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(run: Callable[[P.Params], object], *, expected: tuple[type[Exception], ...] = ()) -> int:
-    """Load and validate params.yaml, then ``run(params)``; the exit status for sys.exit."""
+    """Sweep stale temporaries, load and validate params.yaml, then ``run(params)``; the exit
+    status for sys.exit."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        params = P.load("params.yaml")
-    except P.ParamsError as exc:
-        logging.error("%s", exc)
-        return 2
-    try:
-        run(params)
-    except (StageError, *expected) as exc:
-        logging.error("%s", exc)
-        return 1
+        for path in sweep_stale(*OUTPUT_FOLDERS):
+            logging.info("removed %s, left by an interrupted run", path)
+        try:
+            params = P.load("params.yaml")
+        except P.ParamsError as exc:
+            logging.error("%s", exc)
+            return 2
+        try:
+            run(params)
+        except (StageError, *expected) as exc:
+            logging.error("%s", exc)
+            return 1
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        logging.error("stopped by %s; no half-written output is left", "SIGTERM" if terminated else "Ctrl-C")
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

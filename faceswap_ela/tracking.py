@@ -9,7 +9,9 @@ the same store); ``MLFLOW_TRACKING_URI`` overrides the store. `train@<model>` wr
 
 Tracking never fails a stage: every call goes through a ``Tracker`` whose first failure (a locked or
 unwritable store, an unreachable server) logs one warning line and turns tracking off, and the stage
-goes on writing its DVC outputs.
+goes on writing its DVC outputs. Against a server every HTTP call is bounded by HTTP_TIMEOUT_S and
+not retried (``MLFLOW_HTTP_REQUEST_TIMEOUT`` and ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` override this),
+so that a server that accepts connections but never answers costs seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ STORE_NAME = "mlflow.db"
 ARTIFACTS_NAME = "mlartifacts"
 _BATCH = 100  # MLflow's limit on params / tags per log_batch call
 _BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
+HTTP_TIMEOUT_S = 5  # per request to an MLflow server, unless MLFLOW_HTTP_REQUEST_TIMEOUT is set
+HTTP_RETRIES = 0  # unless MLFLOW_HTTP_REQUEST_MAX_RETRIES is set: a failure disables tracking anyway
 
 
 def tracking_uri(root: str | os.PathLike | None = None) -> str:
@@ -127,8 +131,8 @@ def _probe_server(uri: str, timeout: float = 3.0) -> None:
     """Fail fast on an http(s) store that does not answer, instead of MLflow's minutes of retries."""
     import requests
 
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(HTTP_TIMEOUT_S))
     parsed = urlparse(uri)
     try:
         requests.get(f"{parsed.scheme}://{parsed.netloc}/health", timeout=timeout)

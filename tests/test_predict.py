@@ -243,9 +243,9 @@ def test_usage_errors_exit_2(trained, capsys, tmp_path):
     assert exit_info.value.code == 2
 
 
-def test_module_entry_point_and_lazy_keras(trained, tmp_path):
-    """Run as `python -m faceswap_ela.cli`: a missing model is a one-line usage error, and photos
-    without a face are reported without Keras ever being imported."""
+def test_module_entry_point_loads_the_model_before_any_photo(trained, tmp_path):
+    """Run as `python -m faceswap_ela.cli`: a missing model is a one-line usage error, and a file
+    that is no model is one too, even when no photo has a face to score."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     photo = trained.real[PORTRAITS[0]]
     done = subprocess.run(
@@ -258,17 +258,16 @@ def test_module_entry_point_and_lazy_keras(trained, tmp_path):
         f"faceswap-ela: error: model {tmp_path / 'x.keras'} not found: run dvc repro first or pass --model"
     ]
     no_face = write_bad_images(tmp_path / "bad")["no_face"]
-    script = (
-        "import sys; from faceswap_ela import cli; "
-        f"code = cli.main(['predict', {str(no_face)!r}, '--model', {str(trained.model)!r}, "
-        f"'--params', {str(trained.params)!r}, '--format', 'csv']); "
-        "print('keras imported:', 'keras' in sys.modules); sys.exit(code)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    assert "no face" in done.stdout and "keras imported: False" in done.stdout
+    not_model = tmp_path / "model.keras"
+    not_model.write_bytes(b"not a keras archive")
+    for model, code in ((trained.model, 0), (not_model, 2)):
+        done = subprocess.run(
+            [sys.executable, "-m", "faceswap_ela.cli", "predict", str(no_face), "--model", str(model),
+             "--params", str(trained.params), "--format", "csv"],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == code, done.stderr
+        assert ("no face" in done.stdout) == (code == 0)
 
 
 def test_find_photos_and_heatmap_names(tmp_path):

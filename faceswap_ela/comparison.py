@@ -78,12 +78,7 @@ class Auc:
     def text(self) -> str:
         if self.auc_mean is None:
             return "n/a"
-        text = f"{self.auc_mean:.3f}"
-        if len(self.auc_per_seed) > 1:
-            text += f" ± {self.auc_sd:.3f}"
-        if self.ci95:
-            text += f" [{self.ci95[0]:.3f}, {self.ci95[1]:.3f}]"
-        return text
+        return _cell(self.auc_mean, self.auc_sd if len(self.auc_per_seed) > 1 else None, self.ci95)
 
 
 @dataclass(frozen=True)
@@ -103,12 +98,7 @@ class Difference:
         return doc if self.verdict is not None else {"diff": self.diff, "ci95": self.ci95}
 
     def text(self) -> str:
-        text = f"{self.diff:+.3f}"
-        if len(self.diff_per_seed or {}) > 1:
-            text += f" ± {self.diff_sd:.3f}"
-        if self.ci95:
-            text += f" [{self.ci95[0]:+.3f}, {self.ci95[1]:+.3f}]"
-        return text
+        return _cell(self.diff, self.diff_sd if len(self.diff_per_seed or {}) > 1 else None, self.ci95, "+")
 
 
 @dataclass(frozen=True)
@@ -185,6 +175,16 @@ class Comparison:
             "compare.baseline": doc["baseline"],
             "compare.diff": doc["differences"],
         }
+
+
+def _cell(value: float, sd: float | None, ci: list[float] | None, sign: str = "") -> str:
+    """A table cell: the value, then ± sd when given, then [interval] when there is one."""
+    text = f"{value:{sign}.3f}"
+    if sd is not None:
+        text += f" ± {sd:.3f}"
+    if ci:
+        text += f" [{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]"
+    return text
 
 
 def _scores(frame: pd.DataFrame, set_name: str, crops: np.ndarray, who: str) -> np.ndarray:

@@ -30,6 +30,7 @@ from PIL import Image, ImageChops, ImageEnhance
 
 from faceswap_ela import ela, parallel
 from faceswap_ela.images import save_png
+from faceswap_ela.params import ElaParams
 
 REPO = Path(__file__).resolve().parents[1]
 HELEN = REPO.parent / "shared" / "datasets" / "helen-train"
@@ -74,7 +75,7 @@ def _stage_ela_in_memory(crops: list[np.ndarray], quality: int, workers: int) ->
     import cv2
 
     def chunk_of(rgbs: list[np.ndarray]) -> list[np.ndarray]:
-        return [ela.ela_image(rgb, quality, "4:2:0") for rgb in rgbs]
+        return [ela.ela_image(rgb, quality) for rgb in rgbs]
 
     chunks = [crops[i : i + CHUNK] for i in range(0, len(crops), CHUNK)]
     threads = cv2.getNumThreads()
@@ -104,9 +105,7 @@ def bench_ela(n: int, quality: int) -> None:
         t_public_memory = time.perf_counter() - start
 
         start = time.perf_counter()
-        ela.write_tensors(
-            paths, tmp / "ela.npy", tmp / "rgb.npy", quality=quality, subsampling="4:2:0", workers=0
-        )
+        ela.write_tensors(paths, tmp / "ela.npy", tmp / "rgb.npy", ElaParams(quality=quality), workers=0)
         t_ours_files = time.perf_counter() - start
         start = time.perf_counter()
         for path in paths:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 import pandas as pd
+from skimage.transform import EuclideanTransform, SimilarityTransform
 
 INNER = slice(17, 68)  # brows, nose, eyes, mouth: the points fitted to the template
 N_INNER = 51
@@ -27,33 +28,26 @@ OUTSIDE_TOLERANCE = 0.05  # share of the face box a landmark may lie outside the
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray, *, estimate_scale: bool = True) -> np.ndarray:
-    """The 2x3 similarity [sR | T] mapping ``src`` onto ``dst`` in the least-squares sense.
+    """The 2x3 similarity [sR | T] mapping ``src`` onto ``dst`` in the least-squares sense
+    (scikit-image's Umeyama fit; a rotation and shift only without ``estimate_scale``).
 
-    Closed form (Umeyama 1991): R is a proper rotation (det +1) even when the best orthogonal
-    fit would be a reflection, so a mirrored face is never flipped back. Raises ValueError for
-    fewer than two distinct points or non-finite input."""
+    R is a proper rotation (det +1) even when the best orthogonal fit would be a reflection, so a
+    mirrored face is never flipped back. Raises ValueError for fewer than two distinct points or
+    non-finite input."""
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
         raise ValueError(f"need two matching (N, 2) point sets, got {src.shape} and {dst.shape}")
     if not (np.isfinite(src).all() and np.isfinite(dst).all()):
         raise ValueError("points are not finite")
-    mu_src, mu_dst = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - mu_src, dst - mu_dst
-    var_src = (src_c**2).sum() / len(src)
-    if var_src <= 1e-12 * max(1.0, float(np.abs(src).max()) ** 2):
+    spread = ((src - src.mean(axis=0)) ** 2).sum() / len(src)
+    if spread <= 1e-12 * max(1.0, float(np.abs(src).max()) ** 2):
         raise ValueError("source points coincide")
-    cov = dst_c.T @ src_c / len(src)
-    u, d, vt = np.linalg.svd(cov)
-    sign = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[1] = -1.0
-    rot = (u * sign) @ vt
-    scale = float((d * sign).sum() / var_src) if estimate_scale else 1.0
-    out = np.empty((2, 3))
-    out[:, :2] = scale * rot
-    out[:, 2] = mu_dst - scale * rot @ mu_src
-    return out
+    kind = SimilarityTransform if estimate_scale else EuclideanTransform
+    fitted = kind.from_estimate(src, dst)
+    if not fitted:
+        raise ValueError(f"no similarity fits the points: {fitted}")
+    return fitted.params[:2].copy()
 
 
 def transform(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:

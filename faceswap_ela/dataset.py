@@ -1,24 +1,23 @@
-"""Training input: the uint8 tensors of the ela stage, memory-mapped and streamed in batches.
+"""Training input: the uint8 tensors of the ela stage, written and memory-mapped.
 
 ``data/ela/{split}_ela.npy`` holds the ELA images and ``data/ela/{split}_rgb.npy`` the raw crops in the
 same order (the "direct detection" variant trains on those), ``data/ela/{split}.csv`` one row per
-crop (crop_id, photo_id, group, label). Nothing is loaded whole: a batch is gathered from the memory
-map and scaled to [0, 1] float32 when Keras asks for it.
+crop (crop_id, photo_id, group, label). Nothing is loaded whole: faceswap_ela.batches gathers a batch
+from the memory map and scales it to [0, 1] float32 when Keras asks for it.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 
 from faceswap_ela import seeding
+from faceswap_ela.testsets import TEST, set_order
 
 ARRAYS = ("ela", "rgb")
 COLUMNS = ("crop_id", "photo_id", "group", "label")
@@ -54,6 +53,12 @@ def tensor_path(folder: str | os.PathLike, split: str, array: str = "ela") -> Pa
     return Path(folder) / f"{split}_{array}.npy"
 
 
+def create_tensor(path: str | os.PathLike, shape: tuple[int, ...]) -> np.memmap:
+    """A writable memory map of a new uint8 .npy file (zero-filled, sparse) whose rows are filled in
+    later; once flushed it holds the bytes np.save would write."""
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+
+
 def load_split(folder: str | os.PathLike, split: str, array: str = "ela") -> Split:
     """Memory-map one split's tensor and read its table, checking that they agree."""
     path = tensor_path(folder, split, array)
@@ -82,26 +87,13 @@ def load_split(folder: str | os.PathLike, split: str, array: str = "ela") -> Spl
     return Split(images, table)
 
 
-def set_order(names: Sequence[str]) -> list[str]:
-    """test first, then test_matched, then the JPEG sets from the highest quality down."""
-
-    def key(name: str) -> tuple[int, int]:
-        if name == "test":
-            return (0, 0)
-        if name.startswith("test_jpeg"):
-            return (2, -int(name.removeprefix("test_jpeg")))
-        return (1, 0)
-
-    return sorted(dict.fromkeys(names), key=key)
-
-
 def test_sets(folder: str | os.PathLike) -> list[str]:
     """Every test set the ela stage wrote to ``folder`` (a {name}.csv beside its tensors), in
     ``set_order``; DatasetError when the standard test set is missing."""
     folder = Path(folder)
-    names = [path.stem for path in folder.glob("test*.csv") if tensor_path(folder, path.stem).is_file()]
-    if "test" not in names:
-        raise DatasetError(f"{tensor_path(folder, 'test')} not found (run the ela stage first)")
+    names = [path.stem for path in folder.glob(f"{TEST}*.csv") if tensor_path(folder, path.stem).is_file()]
+    if TEST not in names:
+        raise DatasetError(f"{tensor_path(folder, TEST)} not found (run the ela stage first)")
     return set_order(names)
 
 
@@ -122,69 +114,10 @@ def validation_split(
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-def one_hot(labels: np.ndarray, classes: int = 2) -> np.ndarray:
-    return np.eye(classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+def __getattr__(name: str) -> object:
+    # batches imports keras (4 s, 600 MB), which the ela stage and the materialize workers need not load
+    if name in ("CropSequence", "one_hot"):
+        from faceswap_ela import batches
 
-
-class CropSequence(keras.utils.PyDataset):
-    """Batches of (images in [0, 1] float32, one-hot labels) gathered from a uint8 memory map.
-
-    ``indices`` selects the rows to serve (all by default). With ``shuffle`` the order is drawn anew
-    each epoch by ``seeding.rng(seed, "shuffle", epoch)``, so it depends only on the seed and the
-    epoch; each batch is then read with sorted indices (sequential reads through the map). Without
-    ``labels`` a batch is the images alone (for predict).
-    """
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray | None = None,
-        *,
-        indices: np.ndarray | None = None,
-        batch_size: int = 100,
-        shuffle: bool = False,
-        seed: int = 0,
-        workers: int = 1,
-        max_queue_size: int = 10,
-    ):
-        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        self.images = images
-        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
-        self.indices = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
-        if self.labels is not None and len(self.labels) != len(images):
-            raise ValueError(f"{len(self.labels)} labels for {len(images)} images")
-        self.batch_size = int(batch_size)
-        self.shuffle = shuffle
-        self.seed = int(seed)
-        self.epoch = 0
-        self.order = self._order(0)
-
-    def _order(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return self.indices
-        return seeding.rng(self.seed, "shuffle", epoch).permutation(self.indices)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Serve the order of ``epoch`` (0-based) from now on."""
-        self.epoch = int(epoch)
-        self.order = self._order(self.epoch)
-
-    def on_epoch_end(self) -> None:
-        self.set_epoch(self.epoch + 1)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.indices) / self.batch_size)
-
-    def batch_indices(self, index: int) -> np.ndarray:
-        if not 0 <= index < len(self):
-            raise IndexError(f"batch {index} out of range (0..{len(self) - 1})")
-        return np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
-
-    def __getitem__(self, index: int):
-        rows = self.batch_indices(index)
-        x = np.divide(self.images[rows], 255, dtype=np.float32)
-        if self.labels is None:
-            return x
-        return x, one_hot(self.labels[rows])
+        return getattr(batches, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

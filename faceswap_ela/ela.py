@@ -21,15 +21,18 @@ import cv2
 import numpy as np
 import simplejpeg
 
+from faceswap_ela.dataset import create_tensor
 from faceswap_ela.parallel import ordered_thread_map
+from faceswap_ela.params import ElaParams
 
 SUBSAMPLING = {
     "4:4:4": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
     "4:2:2": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
     "4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
 }
-PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+PIL_SUBSAMPLING = {name: i for i, name in enumerate(SUBSAMPLING)}  # Image.save's subsampling=
 SCALES = ("max", "fixed")
+DEFAULTS = ElaParams()  # 4:2:0 (Pillow's default), max scaling, gain 20
 
 
 def _check(quality: int, subsampling: str) -> list[int]:
@@ -57,7 +60,7 @@ def _to_bgr(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(_as_image(rgb), cv2.COLOR_RGB2BGR)
 
 
-def jpeg_bytes(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> bytes:
+def jpeg_bytes(rgb: np.ndarray, quality: int, subsampling: str = DEFAULTS.subsampling) -> bytes:
     """An RGB uint8 image encoded as baseline JPEG at ``quality`` with explicit subsampling."""
     params = _check(quality, subsampling)
     ok, buffer = cv2.imencode(".jpg", _to_bgr(rgb), params)
@@ -81,12 +84,12 @@ def decode_jpeg(data: bytes | np.ndarray, colorspace: str = "RGB") -> np.ndarray
     return simplejpeg.decode_jpeg(data, colorspace=colorspace, fastdct=False, fastupsample=False)
 
 
-def jpeg_roundtrip(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
+def jpeg_roundtrip(rgb: np.ndarray, quality: int, subsampling: str = DEFAULTS.subsampling) -> np.ndarray:
     """The image after one in-memory JPEG save and load."""
     return decode_jpeg(jpeg_bytes(rgb, quality, subsampling), "RGB")
 
 
-def error_levels(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
+def error_levels(rgb: np.ndarray, quality: int, subsampling: str = DEFAULTS.subsampling) -> np.ndarray:
     """The raw ELA difference |X - decode(encode_jpeg(X))| of an RGB image, uint8, unscaled."""
     params = _check(quality, subsampling)
     return _error_levels(_as_image(rgb), _to_bgr(rgb), params)
@@ -116,7 +119,7 @@ def _table(diff: np.ndarray, scale: str, gain: float) -> np.ndarray:
     return _tables(scale, float(gain))[peak]
 
 
-def scale_levels(diff: np.ndarray, scale: str = "max", gain: float = 20.0) -> np.ndarray:
+def scale_levels(diff: np.ndarray, scale: str = DEFAULTS.scale, gain: float = DEFAULTS.gain) -> np.ndarray:
     """Stretch a raw difference to uint8: ``max`` multiplies by 255 / max (max over every pixel
     and channel, 1 when all zero), ``fixed`` by ``gain``; rounded to the nearest level, clipped
     to 255 (so the largest difference becomes exactly 255 in ``max`` mode)."""
@@ -124,10 +127,19 @@ def scale_levels(diff: np.ndarray, scale: str = "max", gain: float = 20.0) -> np
     return cv2.LUT(diff, _table(diff, scale, gain)).reshape(diff.shape)
 
 
+def compute(rgb: np.ndarray, settings: ElaParams) -> np.ndarray:
+    """``ela_image`` with params.yaml's validated ``ela`` settings."""
+    return ela_image(rgb, settings.quality, settings.subsampling, settings.scale, settings.gain)
+
+
 def ela_image(
-    rgb: np.ndarray, quality: int, subsampling: str = "4:2:0", scale: str = "max", gain: float = 20.0
+    rgb: np.ndarray,
+    quality: int,
+    subsampling: str = DEFAULTS.subsampling,
+    scale: str = DEFAULTS.scale,
+    gain: float = DEFAULTS.gain,
 ) -> np.ndarray:
-    """The ELA image of an RGB uint8 array (same shape, uint8)."""
+    """The ELA image of an RGB uint8 array (same shape, uint8), the settings given one by one."""
     return scale_levels(error_levels(rgb, quality, subsampling), scale, gain)
 
 
@@ -150,16 +162,10 @@ def read_crop(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(read_crop_bgr(path), cv2.COLOR_BGR2RGB)
 
 
-def ela_arrays(
-    paths: Sequence[str | os.PathLike],
-    quality: int,
-    subsampling: str = "4:2:0",
-    scale: str = "max",
-    gain: float = 20.0,
-) -> tuple[np.ndarray, np.ndarray]:
+def ela_arrays(paths: Sequence[str | os.PathLike], settings: ElaParams) -> tuple[np.ndarray, np.ndarray]:
     """(ELA stack, RGB stack) of crop files, uint8 N x H x W x 3 in RGB order: the values of
-    ``ela_image`` on each crop."""
-    params = _check(quality, subsampling)
+    ``compute`` on each crop."""
+    params = _check(settings.quality, settings.subsampling)
     bgrs = [read_crop_bgr(path) for path in paths]
     if len({bgr.shape for bgr in bgrs}) > 1:
         raise ValueError(f"crops of different sizes, e.g. {paths[0]}")
@@ -168,44 +174,19 @@ def ela_arrays(
     for i, bgr in enumerate(bgrs):
         cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=rgbs[i])
         diff = _error_levels(rgbs[i], bgr, params)
-        cv2.LUT(diff, _table(diff, scale, gain), dst=elas[i])
+        cv2.LUT(diff, _table(diff, settings.scale, settings.gain), dst=elas[i])
     return elas, rgbs
 
 
-def create_npy(path: str | os.PathLike, shape: tuple[int, ...], dtype=np.uint8) -> int:
-    """An .npy file of ``shape`` (zero-filled, sparse) whose rows are filled in later by
-    ``write_rows``; returns the header length. The finished file is byte-identical to np.save."""
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
-    with open(path, "wb") as fh:
-        np.lib.format.write_array_header_1_0(fh, header)
-        offset = fh.tell()
-        fh.truncate(offset + int(np.prod(shape)) * np.dtype(dtype).itemsize)
-    return offset
-
-
-def write_rows(path: str | os.PathLike, offset: int, first_row: int, block: np.ndarray) -> None:
-    """Write a C-contiguous block of rows at row ``first_row`` of an .npy made by create_npy."""
-    block = np.ascontiguousarray(block)
-    row_bytes = block[0].nbytes if len(block) else 0
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        view = memoryview(block).cast("B")
-        position, done = offset + first_row * row_bytes, 0
-        while done < len(view):
-            done += os.pwrite(fd, view[done:], position + done)
-    finally:
-        os.close(fd)
-
-
 def ela_task(task: tuple) -> int:
-    """Worker: ELA of one chunk of crops, written straight into its rows of the output files
+    """Worker: ELA of one chunk of crops, written straight into its rows of the output tensors
     (so memory stays flat whatever N); returns the number of rows written."""
-    paths, first_row, targets, settings, shape = task
-    elas, rgbs = ela_arrays(paths, **settings)
-    if elas.shape[1:] != shape:
-        raise ValueError(f"crop {paths[0]} is {elas.shape[1:]}, expected {shape}")
-    for (path, offset), block in zip(targets, (elas, rgbs), strict=False):
-        write_rows(path, offset, first_row, block)
+    paths, first_row, targets, settings = task
+    elas, rgbs = ela_arrays(paths, settings)
+    if elas.shape[1:] != targets[0].shape[1:]:
+        raise ValueError(f"crop {paths[0]} is {elas.shape[1:]}, expected {targets[0].shape[1:]}")
+    for target, block in zip(targets, (elas, rgbs), strict=False):
+        target[first_row : first_row + len(block)] = block
     return len(paths)
 
 
@@ -213,11 +194,8 @@ def write_tensors(
     paths: Sequence[str | os.PathLike],
     ela_path: str | os.PathLike,
     rgb_path: str | os.PathLike | None,
+    settings: ElaParams,
     *,
-    quality: int,
-    subsampling: str = "4:2:0",
-    scale: str = "max",
-    gain: float = 20.0,
     size: int | None = None,
     workers: int = 0,
     chunk: int = 64,
@@ -228,15 +206,12 @@ def write_tensors(
     place, so memory does not grow with N and the bytes do not depend on the number of workers.
     ``size`` is the crop side (read from the first crop when None). Returns N."""
     paths = [str(p) for p in paths]
-    settings = {"quality": quality, "subsampling": subsampling, "scale": scale, "gain": gain}
-    _check(quality, subsampling)
+    _check(settings.quality, settings.subsampling)
     if size is None:
         size = read_crop_bgr(paths[0]).shape[0] if paths else 0
     shape = (len(paths), size, size, 3)
-    targets = [(str(ela_path), create_npy(ela_path, shape))]
-    if rgb_path is not None:
-        targets.append((str(rgb_path), create_npy(rgb_path, shape)))
-    tasks = [(paths[i : i + chunk], i, targets, settings, shape[1:]) for i in range(0, len(paths), chunk)]
+    targets = [create_tensor(path, shape) for path in (ela_path, rgb_path) if path is not None]
+    tasks = [(paths[i : i + chunk], i, targets, settings) for i in range(0, len(paths), chunk)]
     # OpenCV's codecs release the GIL: threads spread the chunks over the cores without the
     # start-up and pickling costs of processes, and OpenCV's own threads would only compete.
     threads = cv2.getNumThreads()
@@ -245,6 +220,8 @@ def write_tensors(
         written = sum(ordered_thread_map(ela_task, tasks, workers=workers, desc=desc))
     finally:
         cv2.setNumThreads(threads)
+        for target in targets:
+            target.flush()
     if written != len(paths):
         raise ValueError(f"wrote {written} ELA rows, expected {len(paths)}")
     return written

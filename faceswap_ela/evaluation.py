@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from faceswap_ela import dataset, seeding
+from faceswap_ela import batches, seeding
 from faceswap_ela.model import CLASSES
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,8 @@ def predict_fake(
     net: keras.Model, images: np.ndarray, batch_size: int = 100, verbose: int | str = 0
 ) -> np.ndarray:
     """p(fake) for every image of a uint8 (memory-mapped) tensor, streamed in batches, in row order."""
-    batches = dataset.CropSequence(images, batch_size=batch_size)
-    probabilities = np.asarray(net.predict(batches, verbose=verbose), dtype=np.float64)
+    sequence = batches.CropSequence(images, batch_size=batch_size)
+    probabilities = np.asarray(net.predict(sequence, verbose=verbose), dtype=np.float64)
     if probabilities.shape != (len(images), len(CLASSES)):
         raise ValueError(f"model returned {probabilities.shape} for {len(images)} images")
     return probabilities[:, 1]

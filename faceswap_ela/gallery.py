@@ -15,6 +15,7 @@ import pandas as pd
 
 from faceswap_ela import ela
 from faceswap_ela.images import load_rgb, save_png
+from faceswap_ela.params import ElaParams
 
 SAMPLE_COLUMNS = ["crop_id", "photo_id", "label", "original", "rendered", "crop"]
 
@@ -35,17 +36,9 @@ def write_samples(folder: str | os.PathLike, samples: list[tuple[dict, dict[str,
     frame.to_csv(folder / "index.csv", index=False, lineterminator="\n")
 
 
-def make_gallery(
-    samples_dir: str | os.PathLike,
-    out_png: str | os.PathLike,
-    *,
-    quality: int,
-    subsampling: str = "4:2:0",
-    scale: str = "max",
-    gain: float = 20.0,
-) -> int:
+def make_gallery(samples_dir: str | os.PathLike, out_png: str | os.PathLike, settings: ElaParams) -> int:
     """Draw the gallery from a samples folder into ``out_png``; returns the number of columns.
-    The ELA row goes through ``ela.ela_image`` with the stage's settings."""
+    The ELA row goes through ``ela.compute`` with the stage's settings."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +47,8 @@ def make_gallery(
     samples_dir = Path(samples_dir)
     index = samples_dir / "index.csv"
     frame = pd.read_csv(index, dtype=str) if index.exists() else pd.DataFrame(columns=SAMPLE_COLUMNS)
-    rows = ["original photo", "rendering", "ROI crop", f"ELA (q={quality}, {subsampling}, {scale})"]
+    ela_row = f"ELA (q={settings.quality}, {settings.subsampling}, {settings.scale})"
+    rows = ["original photo", "rendering", "ROI crop", ela_row]
     n = max(1, len(frame))
     fig, axes = plt.subplots(len(rows), n, figsize=(2.0 * n, 2.1 * len(rows)), squeeze=False)
     for ax in axes.ravel():
@@ -68,7 +62,7 @@ def make_gallery(
             load_rgb(samples_dir / sample.original),
             load_rgb(samples_dir / sample.rendered),
             crop,
-            ela.ela_image(crop, quality, subsampling, scale, gain),
+            ela.compute(crop, settings),
         ]
         kind = "fake" if int(sample.label) == 1 else "real"
         for row, image in enumerate(images):

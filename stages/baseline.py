@@ -8,16 +8,15 @@ each test set at eval.threshold), all or none.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from faceswap_ela import baseline, dataset, evaluation, stage
+from faceswap_ela import baseline, dataset, evaluation, outputs, stage
 from faceswap_ela import params as P
-from faceswap_ela.outputs import atomic_outputs
+from faceswap_ela.testsets import TRAIN
 
 DATA = Path("data/ela")
 PREDICTIONS = Path("data/predictions/baseline.csv")
@@ -33,25 +32,22 @@ def split_features(name: str) -> tuple[dataset.Split, object]:
 
 
 def run(p: P.Params) -> None:
-    train, x_train = split_features("train")
+    train, x_train = split_features(TRAIN)
     model = baseline.fit(x_train, train.labels)
-    names = dataset.test_sets(DATA)
-    frames, metrics = (
-        [],
-        {"features": list(baseline.FEATURES), "coefficients": baseline.coefficients(model), "sets": {}},
-    )
-    for name in names:
+    frames = []
+    metrics = {"features": list(baseline.FEATURES), "coefficients": baseline.coefficients(model), "sets": {}}
+    for name in dataset.test_sets(DATA):
         split, x = split_features(name)
         p_fake = baseline.p_fake(model, x)
         metrics["sets"][name] = evaluation.evaluate(split.labels, p_fake, p.eval.threshold)
         frames.append(evaluation.prediction_frame(split.table, name, p_fake))
         auc = metrics["sets"][name]["roc_auc"]
         log.info("baseline on %s: AUC %s", name, "n/a" if auc is None else f"{auc:.4f}")
-    with atomic_outputs(PREDICTIONS, METRICS) as (predictions_tmp, metrics_tmp):
+    with outputs.atomic_outputs(PREDICTIONS, METRICS) as (predictions_tmp, metrics_tmp):
         pd.concat(frames, ignore_index=True).to_csv(
             predictions_tmp, index=False, lineterminator="\n", float_format="%.7g"
         )
-        metrics_tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        outputs.write_json(metrics_tmp, metrics)
 
 
 if __name__ == "__main__":

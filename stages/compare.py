@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from faceswap_ela import comparison, evaluation, figures, layout, stage, tracking
+from faceswap_ela import comparison, evaluation, figures, layout, outputs, stage, tracking
 from faceswap_ela import params as P
-from faceswap_ela.outputs import atomic_outputs
+from faceswap_ela.testsets import TEST
 
 BASELINE = Path("data/predictions/baseline.csv")
 COMPARE_JSON = Path("metrics/compare.json")
@@ -63,7 +63,7 @@ def load_model_result(input_kind: str, seed: int, name: str) -> comparison.Model
 
 
 def roc_points(predictions: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    rows = predictions[predictions["set"] == "test"]
+    rows = predictions[predictions["set"] == TEST]
     table = evaluation.roc_table(rows["label"].to_numpy(), rows["p_fake"].to_numpy())
     return table["fpr"], table["tpr"]
 
@@ -79,44 +79,44 @@ def model_runs(name: str) -> tuple[object, object]:
 def run(p: P.Params) -> None:
     models = [load_model_result(kind, seed, name) for kind, seed, name in layout.model_names(p)]
     base = read_predictions(BASELINE) if BASELINE.is_file() else None
-    doc = comparison.compare(
+    result = comparison.compare(
         models, base, resamples=p.eval.bootstrap, seed=p.seed, threshold=p.eval.threshold
     )
     primary = next(m for m in models if m.name == layout.primary(p))
-    test = primary.predictions[primary.predictions["set"] == "test"]
+    test = primary.predictions[primary.predictions["set"] == TEST]
     labels, p_fake = test["label"].to_numpy(), test["p_fake"].to_numpy()
-    headline = comparison.headline(doc, primary, evaluation.evaluate(labels, p_fake, p.eval.threshold))
+    headline = comparison.headline(result, primary, evaluation.evaluate(labels, p_fake, p.eval.threshold))
     roc = evaluation.roc_table(labels, p_fake)
     confusion = evaluation.confusion_table(labels, evaluation.predict_labels(p_fake, p.eval.threshold))
     curves = comparison.curves(models)
-    robustness = comparison.robustness(doc)
+    robustness = comparison.robustness(result)
     roc_curves = {}
     for m in (m for m in models if m.seed == p.train.seeds[0]):
-        auc = comparison.number(doc["inputs"][m.input]["sets"]["test"]["auc_per_seed"][0], 3)
+        auc = comparison.number(result.auc(m.input, TEST).auc_per_seed[0], 3)
         roc_curves[f"{comparison.LABELS[m.input]} {m.name} (AUC {auc})"] = roc_points(m.predictions)
     if base is not None:
-        auc = comparison.number(doc["baseline"]["sets"]["test"]["auc_mean"], 3)
-        roc_curves[f"{comparison.LABELS['baseline']} (AUC {auc})"] = roc_points(base)
+        auc = comparison.number(result.auc(comparison.BASELINE, TEST).auc_mean, 3)
+        roc_curves[f"{comparison.LABELS[comparison.BASELINE]} (AUC {auc})"] = roc_points(base)
 
     outs = (COMPARE_JSON, COMPARE_MD, EVAL_JSON, ROC_CSV, ROC_PNG, CONFUSION_CSV, CONFUSION_PNG,
             CURVES_CSV, CURVES_PNG, ROBUSTNESS_CSV, ROBUSTNESS_PNG)  # fmt: skip
-    kinds = list(doc["inputs"])
-    with atomic_outputs(*outs) as paths:
+    kinds = list(result.inputs)
+    with outputs.atomic_outputs(*outs) as paths:
         tmp = dict(zip(outs, paths, strict=True))
-        tmp[COMPARE_JSON].write_text(json.dumps(doc, indent=2) + "\n")
-        tmp[COMPARE_MD].write_text(comparison.markdown(doc))
-        tmp[EVAL_JSON].write_text(json.dumps(headline, indent=2, sort_keys=True) + "\n")
-        roc.to_csv(tmp[ROC_CSV], index=False, lineterminator="\n")
+        tmp[COMPARE_JSON].write_text(json.dumps(result.to_json(), indent=2) + "\n")  # keys in document order
+        tmp[COMPARE_MD].write_text(comparison.markdown(result))
+        outputs.write_json(tmp[EVAL_JSON], headline)
+        outputs.write_csv(tmp[ROC_CSV], roc)
         figures.roc_figure(roc_curves, tmp[ROC_PNG])
-        confusion.to_csv(tmp[CONFUSION_CSV], index=False, lineterminator="\n")
+        outputs.write_csv(tmp[CONFUSION_CSV], confusion)
         figures.confusion_figure(headline["confusion_matrix"], tmp[CONFUSION_PNG])
-        curves.to_csv(tmp[CURVES_CSV], index=False, lineterminator="\n")
+        outputs.write_csv(tmp[CURVES_CSV], curves)
         panels = {
             "validation accuracy": [f"{k}_val_accuracy" for k in kinds],
             "validation loss": [f"{k}_val_loss" for k in kinds],
         }
         figures.lines_figure(curves, "epoch", panels, tmp[CURVES_PNG])
-        robustness.to_csv(tmp[ROBUSTNESS_CSV], index=False, lineterminator="\n")
+        outputs.write_csv(tmp[ROBUSTNESS_CSV], robustness)
         auc_columns = [c for c in robustness.columns if c.endswith("_auc")]
         panels = {"test AUC, photos re-saved as JPEG": auc_columns}
         figures.lines_figure(robustness, "quality", panels, tmp[ROBUSTNESS_PNG], "JPEG quality")
@@ -126,9 +126,8 @@ def run(p: P.Params) -> None:
         tracker.log_metrics(
             tracking.numeric_leaves({k: v for k, v in headline.items() if k != "confusion_matrix"}, "test")
         )
-        tracker.log_metrics(tracking.numeric_leaves(doc["inputs"], "compare"))
-        tracker.log_metrics(tracking.numeric_leaves(doc["baseline"], "compare.baseline"))
-        tracker.log_metrics(tracking.numeric_leaves(doc["differences"], "compare.diff"))
+        for prefix, part in result.tracked().items():
+            tracker.log_metrics(tracking.numeric_leaves(part, prefix))
         for path in (COMPARE_JSON, COMPARE_MD, EVAL_JSON):
             tracker.log_artifact(path, "metrics")
         for path in (ROC_PNG, CONFUSION_PNG, CURVES_PNG, ROBUSTNESS_PNG, GALLERY, ROBUSTNESS_CSV):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from faceswap_ela import ela, gallery, outputs, stage
+from faceswap_ela import dataset, ela, gallery, outputs, stage
 from faceswap_ela import params as P
 from faceswap_ela.materialize import set_names
 from faceswap_ela.stage import StageError
@@ -43,12 +43,6 @@ def read_index() -> pd.DataFrame:
 
 def run(p: P.Params) -> dict[str, int]:
     start = time.perf_counter()
-    settings = {
-        "quality": p.ela.quality,
-        "subsampling": p.ela.subsampling,
-        "scale": p.ela.scale,
-        "gain": p.ela.gain,
-    }
     counts = {}
     # Old outputs go first: a failed run leaves none behind (as under dvc repro)
     with outputs.atomic_outputs(f"{ELA_DIR}/", GALLERY) as (ela_tmp, gallery_tmp):
@@ -65,14 +59,13 @@ def run(p: P.Params) -> dict[str, int]:
             paths = [CROPS / path for path in rows["path"]]
             try:
                 counts[split] = ela.write_tensors(
-                    paths, ela_tmp / f"{split}_ela.npy", ela_tmp / f"{split}_rgb.npy",
-                    size=size, workers=p.ela.workers, desc=f"ela {split}", **settings,
+                    paths, ela_tmp / f"{split}_ela.npy", ela_tmp / f"{split}_rgb.npy", p.ela,
+                    size=size, workers=p.ela.workers, desc=f"ela {split}",
                 )  # fmt: skip
             except ValueError as exc:
                 raise StageError(str(exc)) from None
-            table = rows[["crop_id", "photo_id", "group", "label"]]
-            table.to_csv(ela_tmp / f"{split}.csv", index=False, lineterminator="\n")
-        gallery.make_gallery(CROPS / "samples", gallery_tmp, **settings)
+            outputs.write_csv(ela_tmp / f"{split}.csv", rows[list(dataset.COLUMNS)])
+        gallery.make_gallery(CROPS / "samples", gallery_tmp, p.ela)
     log.info("ELA of %s crops in %.1f s", counts, time.perf_counter() - start)
     return counts
 

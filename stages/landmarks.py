@@ -2,15 +2,13 @@
 data/landmark_rejects.csv (id, group, path, reason) and metrics/landmarks.json. See
 faceswap_ela.landmarks."""
 
-import json
 import logging
 import sys
 from pathlib import Path
 
 from faceswap_ela import landmarks as L
+from faceswap_ela import outputs, stage
 from faceswap_ela import params as P
-from faceswap_ela import stage
-from faceswap_ela.outputs import atomic_outputs
 
 RAW = Path("data/raw")
 LANDMARKS = Path("data/landmarks.csv")
@@ -31,10 +29,10 @@ def run(p: P.Params) -> None:
         retry_full_size=lp.retry_full_size,
         workers=lp.workers,
     )
-    with atomic_outputs(LANDMARKS, REJECTS, METRICS) as (landmarks_tmp, rejects_tmp, metrics_tmp):
-        located.landmarks.to_csv(landmarks_tmp, index=False, lineterminator="\n")
-        located.rejects.to_csv(rejects_tmp, index=False, lineterminator="\n")
-        metrics_tmp.write_text(json.dumps(located.metrics, indent=2, sort_keys=True) + "\n")
+    with outputs.atomic_outputs(LANDMARKS, REJECTS, METRICS) as (landmarks_tmp, rejects_tmp, metrics_tmp):
+        outputs.write_csv(landmarks_tmp, located.landmarks)
+        outputs.write_csv(rejects_tmp, located.rejects)
+        outputs.write_json(metrics_tmp, located.metrics)
     m = located.metrics
     logging.info(
         "%d of %d photos with landmarks (%d no face, %d several faces, %d unreadable), %.1f photos/s",

@@ -62,6 +62,33 @@ def test_umeyama_never_reflects():
             assert residual <= np.linalg.norm(alignment.transform(src, other) - mirrored) + 1e-9
 
 
+def closed_form(src: np.ndarray, dst: np.ndarray, estimate_scale: bool = True) -> np.ndarray:
+    """Umeyama (1991) written out, as the project computed it before calling scikit-image."""
+    mu_src, mu_dst = src.mean(axis=0), dst.mean(axis=0)
+    src_c, dst_c = src - mu_src, dst - mu_dst
+    u, d, vt = np.linalg.svd(dst_c.T @ src_c / len(src))
+    sign = np.array([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    rot = (u * sign) @ vt
+    scale = float((d * sign).sum() / ((src_c**2).sum() / len(src))) if estimate_scale else 1.0
+    return np.column_stack([scale * rot, mu_dst - scale * rot @ mu_src])
+
+
+@pytest.mark.parametrize("estimate_scale", [True, False])
+@pytest.mark.parametrize("mirror", [1, -1])
+def test_umeyama_agrees_with_the_closed_form(estimate_scale, mirror):
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        src = rng.uniform(-100, 100, (51, 2))
+        dst = alignment.transform(
+            src * [mirror, 1], similarity(rng.uniform(0.1, 5), rng.uniform(-3, 3), (4, -7))
+        )
+        dst += rng.normal(0, 1.0, dst.shape)
+        expected = closed_form(src, dst, estimate_scale)
+        np.testing.assert_allclose(
+            alignment.umeyama(src, dst, estimate_scale=estimate_scale), expected, atol=1e-9
+        )
+
+
 def test_umeyama_refuses_bad_input():
     with pytest.raises(ValueError):
         alignment.umeyama(np.ones((10, 2)), np.random.default_rng(0).random((10, 2)))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from faceswap_ela import comparison
 
+GOLDEN = Path(__file__).parent / "golden"
 SETS = ["test_jpeg70", "test", "test_matched", "test_jpeg95"]
 
 
@@ -42,14 +46,19 @@ def _model(kind: str, seed: int, strength: float) -> comparison.ModelResult:
     return comparison.ModelResult(kind, seed, train, history, _predictions(strength, seed * 10 + len(kind)))
 
 
+def _models() -> list[comparison.ModelResult]:
+    return [_model("ela", s, 6.0) for s in (1, 2)] + [_model("rgb", s, 1.0) for s in (1, 2)]
+
+
 @pytest.fixture(scope="module")
-def doc():
-    models = [_model("ela", s, 6.0) for s in (1, 2)] + [_model("rgb", s, 1.0) for s in (1, 2)]
+def result():
+    models = _models()
     return comparison.compare(models, _predictions(0.0, 99), resamples=300, seed=0), models
 
 
-def test_sets_in_order_and_seed_statistics(doc):
-    doc, models = doc
+def test_sets_in_order_and_seed_statistics(result):
+    result, _ = result
+    doc = result.to_json()
     assert doc["sets"] == ["test", "test_matched", "test_jpeg95", "test_jpeg70"]
     ela = doc["inputs"]["ela"]
     assert ela["seeds"] == [1, 2] and ela["params"] == 29520034 and ela["size_mib"] == 112.7
@@ -61,15 +70,18 @@ def test_sets_in_order_and_seed_statistics(doc):
     assert low <= test["auc_mean"] <= high
 
 
-def test_paired_differences_and_verdict(doc):
-    doc, _ = doc
+def test_paired_differences_and_verdict(result):
+    result, _ = result
+    doc = result.to_json()
     diff = doc["differences"]["test"]["ela_minus_rgb"]
     assert diff["diff"] > 0.2 and diff["ci95"][0] > 0 and diff["verdict"] == "ELA better"
     assert doc["baseline"]["sets"]["test"]["auc_mean"] < doc["inputs"]["rgb"]["sets"]["test"]["auc_mean"]
     assert {"ela_minus_rgb", "ela_minus_baseline", "rgb_minus_baseline"} == set(doc["differences"]["test"])
     assert doc["bootstrap"] == {"resamples": 300, "unit": "test photo", "photos": 30, "level": 0.95}
-    assert "beats raw RGB" in comparison.claim(doc)
-    assert "ELA was ahead with 2 of 2 seeds" in comparison.claim(doc)
+    assert "beats raw RGB" in comparison.claim(result)
+    assert "ELA was ahead with 2 of 2 seeds" in comparison.claim(result)
+    assert result.auc("ela", "test").auc_mean == doc["inputs"]["ela"]["sets"]["test"]["auc_mean"]
+    assert result.auc("baseline", "test").auc_mean == doc["baseline"]["sets"]["test"]["auc_mean"]
     aucs = {k: doc["inputs"][k]["sets"]["test"]["auc_per_seed"] for k in ("ela", "rgb")}
     expected = {str(s): e - r for s, e, r in zip((1, 2), aucs["ela"], aucs["rgb"], strict=True)}
     assert diff["diff_per_seed"] == pytest.approx(expected, abs=2e-4)
@@ -81,12 +93,13 @@ def test_equal_models_show_no_difference():
         _model("ela", 1, 2.0),
         comparison.ModelResult("rgb", 1, {}, _model("rgb", 1, 0).history, _model("ela", 1, 2.0).predictions),
     ]
-    doc = comparison.compare(models, None, resamples=100, seed=0)
-    item = doc["differences"]["test"]["ela_minus_rgb"]
+    result = comparison.compare(models, None, resamples=100, seed=0)
+    item = result.to_json()["differences"]["test"]["ela_minus_rgb"]
     assert item["diff"] == 0 and item["ci95"] == [0.0, 0.0] and item["verdict"] == "no difference shown"
-    assert "does not measurably beat" in comparison.claim(doc) and "seeds" not in comparison.claim(doc)
+    claim = comparison.claim(result)
+    assert "does not measurably beat" in claim and "seeds" not in claim
     assert item["diff_per_seed"] == {"1": 0.0} and item["seeds_ela_ahead"] == 0
-    assert doc["baseline"]["sets"] == {}
+    assert result.to_json()["baseline"]["sets"] == {}
 
 
 def test_misaligned_predictions_are_refused():
@@ -97,21 +110,22 @@ def test_misaligned_predictions_are_refused():
         comparison.compare([good, bad], None, resamples=10, seed=0)
 
 
-def test_tables_and_plots(doc):
-    doc, models = doc
-    text = comparison.markdown(doc)
+def test_tables_and_plots(result):
+    result, models = result
+    doc = result.to_json()
+    text = comparison.markdown(result)
     for needle in ("ELA-CNN (seeds 1, 2)", "RGB-CNN", "sharpness baseline", "VGG16 (paper)", "0.976",
                    "| ELA − RGB | +", "test_matched", "test_jpeg70"):  # fmt: skip
         assert needle in text, needle
     ela_minus_rgb = next(line for line in text.splitlines() if line.startswith("| ELA − RGB |"))
     assert ela_minus_rgb.count(" ± ") == len(doc["sets"])
-    robust = comparison.robustness(doc)
+    robust = comparison.robustness(result)
     assert list(robust["quality"]) == [95, 70]
     assert list(robust.columns) == ["quality", "ela_auc", "rgb_auc", "baseline_auc"]
     curves = comparison.curves(models)
     assert list(curves["epoch"]) == [1, 2, 3] and curves["ela_val_accuracy"].tolist() == [0.7, 0.95, 0.9]
     primary = models[0]
-    headline = comparison.headline(doc, primary, {"roc_auc": 0.9, "accuracy": 0.8})
+    headline = comparison.headline(result, primary, {"roc_auc": 0.9, "accuracy": 0.8})
     assert headline["model"] == "ela-s1" and headline["roc_auc"] == 0.9
     assert headline["margin_over_baseline"] == pytest.approx(
         doc["inputs"]["ela"]["sets"]["test"]["auc_mean"] - doc["baseline"]["sets"]["test"]["auc_mean"],
@@ -123,10 +137,17 @@ def test_tables_and_plots(doc):
 def test_plot_tables_keep_their_columns_with_one_input():
     """dvc.yaml's plots name ela_* and rgb_* columns: they must exist when only ELA is trained."""
     models = [_model("ela", 1, 6.0)]
-    doc = comparison.compare(models, None, resamples=0, seed=0)
+    result = comparison.compare(models, None, resamples=0, seed=0)
     curves = comparison.curves(models)
     assert curves["rgb_val_accuracy"].isna().all() and curves["ela_val_accuracy"].notna().all()
-    robust = comparison.robustness(doc)
+    robust = comparison.robustness(result)
     assert list(robust.columns) == ["quality", "ela_auc", "rgb_auc", "baseline_auc"]
     assert robust["rgb_auc"].isna().all() and robust["baseline_auc"].isna().all()
     assert robust["ela_auc"].notna().all()
+
+
+def test_outputs_match_the_golden_files(result):
+    """compare.json and compare.md of the fixture, byte for byte as the hand-built tables wrote them."""
+    result, _ = result
+    assert json.dumps(result.to_json(), indent=2) + "\n" == (GOLDEN / "compare.json").read_text()
+    assert comparison.markdown(result) == (GOLDEN / "compare.md").read_text()

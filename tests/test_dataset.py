@@ -3,13 +3,15 @@ group-disjoint validation split."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from faceswap_ela import dataset
+from faceswap_ela import batches, dataset
 
 
 def write_split(folder, split: str, n: int, seed: int = 0, size: int = 16) -> np.ndarray:
@@ -77,7 +79,7 @@ def test_batches_are_scaled_and_one_hot():
     images[0] = 0
     images[1] = 255
     labels = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 0])
-    seq = dataset.CropSequence(images, labels, batch_size=4)
+    seq = batches.CropSequence(images, labels, batch_size=4)
     assert len(seq) == 3
     x, y = seq[0]
     assert x.dtype == np.float32 and x.shape == (4, 8, 8, 3)
@@ -89,17 +91,17 @@ def test_batches_are_scaled_and_one_hot():
     assert len(x_last) == len(y_last) == 2  # the last batch holds the rest
     with pytest.raises(IndexError):
         seq[3]
-    assert dataset.CropSequence(images, batch_size=4)[0].shape == (4, 8, 8, 3)  # predict: images only
+    assert batches.CropSequence(images, batch_size=4)[0].shape == (4, 8, 8, 3)  # predict: images only
 
 
 def test_every_row_once_per_epoch_in_sorted_batches():
     images = np.zeros((23, 2, 2, 3), dtype=np.uint8)
     indices = np.arange(3, 23)
-    seq = dataset.CropSequence(images, np.zeros(23), indices=indices, batch_size=6, shuffle=True, seed=7)
+    seq = batches.CropSequence(images, np.zeros(23), indices=indices, batch_size=6, shuffle=True, seed=7)
     for _ in range(2):
-        batches = [seq.batch_indices(i) for i in range(len(seq))]
-        assert all(np.array_equal(b, np.sort(b)) for b in batches)
-        assert sorted(np.concatenate(batches).tolist()) == indices.tolist()
+        served = [seq.batch_indices(i) for i in range(len(seq))]
+        assert all(np.array_equal(b, np.sort(b)) for b in served)
+        assert sorted(np.concatenate(served).tolist()) == indices.tolist()
         seq.on_epoch_end()
 
 
@@ -108,7 +110,7 @@ def test_shuffle_is_seeded_per_epoch():
     labels = np.zeros(50)
 
     def order(seed: int, epochs_ended: int = 0) -> list[int]:
-        seq = dataset.CropSequence(images, labels, batch_size=5, shuffle=True, seed=seed)
+        seq = batches.CropSequence(images, labels, batch_size=5, shuffle=True, seed=seed)
         for _ in range(epochs_ended):
             seq.on_epoch_end()
         return seq.order.tolist()
@@ -118,17 +120,17 @@ def test_shuffle_is_seeded_per_epoch():
     assert order(3) != order(3, 1)  # the next epoch draws a new order
     assert order(3) != order(4)
     assert order(3) != list(range(50))
-    seq = dataset.CropSequence(images, labels, batch_size=5, shuffle=True, seed=3)
+    seq = batches.CropSequence(images, labels, batch_size=5, shuffle=True, seed=3)
     seq.set_epoch(1)
     assert seq.order.tolist() == order(3, 1)
-    assert dataset.CropSequence(images, labels, batch_size=5).order.tolist() == list(range(50))
+    assert batches.CropSequence(images, labels, batch_size=5).order.tolist() == list(range(50))
 
 
 def test_batches_read_from_the_memory_map_without_loading_it(tmp_path):
     n, size = 200, 64  # 200 x 12 KiB = 2.4 MiB on disk
     np.save(tmp_path / "big.npy", np.full((n, size, size, 3), 255, dtype=np.uint8))
     images = np.load(tmp_path / "big.npy", mmap_mode="r")
-    seq = dataset.CropSequence(images, np.ones(n), batch_size=4, shuffle=True, seed=0)
+    seq = batches.CropSequence(images, np.ones(n), batch_size=4, shuffle=True, seed=0)
     assert seq.images is images
     tracemalloc.start()
     try:
@@ -143,7 +145,29 @@ def test_batches_read_from_the_memory_map_without_loading_it(tmp_path):
 
 
 def test_one_hot():
-    assert dataset.one_hot(np.array([1, 0, 1])).tolist() == [[0, 1], [1, 0], [0, 1]]
+    encoded = batches.one_hot(np.array([1, 0, 1]))
+    assert encoded.tolist() == [[0, 1], [1, 0], [0, 1]] and encoded.dtype == np.float32
+
+
+def test_dataset_still_names_the_batches():
+    assert dataset.CropSequence is batches.CropSequence and dataset.one_hot is batches.one_hot
+
+
+def test_writing_tensors_does_not_load_keras():
+    """The ela stage and the materialize workers write tensors and JPEGs: keras (4 s, 600 MB) stays out."""
+    code = "import sys, faceswap_ela.ela, faceswap_ela.materialize; print('keras' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_create_tensor_writes_the_bytes_of_np_save(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
+    tensor = dataset.create_tensor(tmp_path / "t.npy", images.shape)
+    tensor[2:] = images[2:]
+    tensor[:2] = images[:2]
+    tensor.flush()
+    np.save(tmp_path / "saved.npy", images)
+    assert (tmp_path / "t.npy").read_bytes() == (tmp_path / "saved.npy").read_bytes()
 
 
 def test_validation_split_holds_out_whole_groups():

@@ -8,6 +8,7 @@ from PIL import Image
 
 from faceswap_ela import alignment, ela, forgery
 from faceswap_ela.images import save_png
+from faceswap_ela.params import ElaParams
 
 
 def colourful() -> np.ndarray:
@@ -34,7 +35,7 @@ def test_resaved_image_has_lower_error_levels():
 def test_pasted_region_has_different_error_levels(portraits):
     rgb, points = portraits[0]
     template = alignment.procrustes_template([p for _, p in portraits])
-    fake, mask = forgery.make_fake(rgb, points, template, size=80, mask="square")
+    fake, mask = forgery.warp(rgb, points, template, size=80, mask="square")
     diff = ela.error_levels(fake, 90).astype(float).mean(axis=2)
     inside = cv2.erode(mask.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
     ring = (cv2.dilate(mask.astype(np.uint8), np.ones((41, 41), np.uint8)) > 0) & ~mask
@@ -117,13 +118,13 @@ def test_write_tensors_streams_the_same_bytes_as_np_save(tmp_path):
         save_png(path, source[y : y + 32, x : x + 32])
         paths.append(path)
     crops = np.stack([ela.read_crop(p) for p in paths])
-    expected = np.stack([ela.ela_image(c, 90, "4:4:4") for c in crops])
+    settings = ElaParams(quality=90, subsampling="4:4:4")
+    expected = np.stack([ela.compute(c, settings) for c in crops])
+    assert np.array_equal(expected, np.stack([ela.ela_image(c, 90, "4:4:4") for c in crops]))
     outputs = {}
     for workers, chunk in ((1, 64), (1, 5), (2, 4)):
         ela_path, rgb_path = tmp_path / f"e{workers}{chunk}.npy", tmp_path / f"r{workers}{chunk}.npy"
-        n = ela.write_tensors(
-            paths, ela_path, rgb_path, quality=90, subsampling="4:4:4", workers=workers, chunk=chunk
-        )
+        n = ela.write_tensors(paths, ela_path, rgb_path, settings, workers=workers, chunk=chunk)
         assert n == len(paths)
         outputs[workers, chunk] = (ela_path.read_bytes(), rgb_path.read_bytes())
     for ela_bytes, rgb_bytes in outputs.values():
@@ -133,5 +134,5 @@ def test_write_tensors_streams_the_same_bytes_as_np_save(tmp_path):
     assert outputs[1, 64][0] == buffer.getvalue()
     np.testing.assert_array_equal(np.load(tmp_path / "r164.npy"), crops)
     empty = tmp_path / "empty.npy"
-    assert ela.write_tensors([], empty, None, quality=90, size=32) == 0
+    assert ela.write_tensors([], empty, None, settings, size=32) == 0
     assert np.load(empty).shape == (0, 32, 32, 3)

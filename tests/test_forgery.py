@@ -32,7 +32,7 @@ def shrink(mask: np.ndarray, pixels: int) -> np.ndarray:
 @pytest.mark.parametrize("size", [64, 127])
 def test_fake_changes_only_the_masked_face_and_blurs_it(portraits, template, mask_mode, feather, size):
     for rgb, points in portraits:
-        fake, mask = forgery.make_fake(rgb, points, template, size=size, mask=mask_mode, feather=feather)
+        fake, mask = forgery.warp(rgb, points, template, size=size, mask=mask_mode, feather=feather)
         assert fake.shape == rgb.shape and fake.dtype == np.uint8
         assert mask.dtype == bool and 0.01 < mask.mean() < 0.5
         outside = ~grow(mask, feather)
@@ -49,8 +49,8 @@ def test_fake_changes_only_the_masked_face_and_blurs_it(portraits, template, mas
 
 def test_hull_mask_lies_inside_the_square(portraits, template):
     rgb, points = portraits[0]
-    _, square = forgery.make_fake(rgb, points, template, size=100, mask="square")
-    _, hull = forgery.make_fake(rgb, points, template, size=100, mask="hull")
+    _, square = forgery.warp(rgb, points, template, size=100, mask="square")
+    _, hull = forgery.warp(rgb, points, template, size=100, mask="hull")
     assert hull.sum() < square.sum() and not (hull & ~square).any()
 
 
@@ -58,34 +58,18 @@ def test_larger_aligned_size_blurs_less(portraits, template):
     rgb, points = portraits[1]
     energies = []
     for size in (64, 127, 400):
-        fake, mask = forgery.make_fake(rgb, points, template, size=size, mask="square")
+        fake, mask = forgery.warp(rgb, points, template, size=size, mask="square")
         energies.append(laplacian_variance(fake, shrink(mask, 3)))
     assert energies[0] < energies[1] < energies[2]
 
 
 def test_make_fake_is_deterministic_and_checks_the_mask(portraits, template):
     rgb, points = portraits[0]
-    first, _ = forgery.make_fake(rgb, points, template, size=90, mask="hull", feather=3)
-    second, _ = forgery.make_fake(rgb, points, template, size=90, mask="hull", feather=3)
+    first, _ = forgery.warp(rgb, points, template, size=90, mask="hull", feather=3)
+    second, _ = forgery.warp(rgb, points, template, size=90, mask="hull", feather=3)
     np.testing.assert_array_equal(first, second)
     with pytest.raises(ValueError, match="mask"):
-        forgery.make_fake(rgb, points, template, size=90, mask="random")
-
-
-def test_labels_per_photo():
-    for variants in (2, 4, 6):
-        for photo in ("a", "b", "c"):
-            labels = forgery.assign_labels(42, photo, variants, 0.5)
-            assert sorted(labels) == [0] * (variants // 2) + [1] * (variants // 2)
-    assert forgery.assign_labels(42, "a", 4, 0.0) == [0, 0, 0, 0]
-    assert forgery.assign_labels(42, "a", 4, 1.0) == [1, 1, 1, 1]
-    assert forgery.assign_labels(42, "a", 4, 0.5) == forgery.assign_labels(42, "a", 4, 0.5)
-    positions = {tuple(forgery.assign_labels(42, f"p{i}", 4, 0.5)) for i in range(50)}
-    assert len(positions) > 3  # which variants are fakes varies from photo to photo
-    single = [forgery.assign_labels(42, f"p{i}", 1, 0.5)[0] for i in range(400)]
-    assert 0.4 < np.mean(single) < 0.6
-    odd = [sum(forgery.assign_labels(7, f"p{i}", 3, 0.5)) for i in range(400)]
-    assert set(odd) == {1, 2} and 1.35 < np.mean(odd) < 1.65
+        forgery.warp(rgb, points, template, size=90, mask="random")
 
 
 def test_matched_sigma_follows_the_fakes_softness(portraits, template):
@@ -101,7 +85,7 @@ def test_matched_sigma_follows_the_fakes_softness(portraits, template):
 def test_blur_region_softens_the_fakes_region_like_a_fake(portraits, template, mask_mode, feather):
     for rgb, points in portraits:
         region = forgery.fake_region(rgb.shape, points, template, size=64, mask=mask_mode)
-        fake, fake_mask = forgery.make_fake(rgb, points, template, size=64, mask=mask_mode, feather=feather)
+        fake, fake_mask = forgery.warp(rgb, points, template, size=64, mask=mask_mode, feather=feather)
         np.testing.assert_array_equal(region, fake_mask)
         sigma = forgery.matched_sigma(points, template, 64, 5)
         soft = forgery.blur_region(rgb, region, sigma, feather)
@@ -117,12 +101,3 @@ def test_blur_region_softens_the_fakes_region_like_a_fake(portraits, template, m
         assert blurred < 0.6 * sharp and faked < 0.6 * sharp
         assert 0.33 < blurred / faked < 3  # about as soft as the fake
     np.testing.assert_array_equal(forgery.blur_region(rgb, region, 0.0), rgb)
-
-
-def test_derived_set_names():
-    from faceswap_ela.params import ExtraSetsParams
-
-    assert forgery.derived_sets(ExtraSetsParams()) == [
-        "test_matched", "test_jpeg100", "test_jpeg95", "test_jpeg90", "test_jpeg80", "test_jpeg70",
-    ]  # fmt: skip
-    assert forgery.derived_sets(ExtraSetsParams(matched_blur=False, jpeg_qualities=(50,))) == ["test_jpeg50"]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from faceswap_ela import alignment, ela, forgery
+from faceswap_ela import alignment, ela, materialize
 from faceswap_ela.images import load_rgb
 from faceswap_ela.params import Params
 from tests.sample_data import dlib_shapes, portrait
@@ -282,7 +282,7 @@ def test_ela_outputs(pipeline):
         for i, path in enumerate(rows["path"]):
             crop = load_rgb(pipeline / "data/crops" / path)
             np.testing.assert_array_equal(rgb[i], crop)
-            expected = ela.ela_image(crop, p.ela.quality, p.ela.subsampling, p.ela.scale, p.ela.gain)
+            expected = ela.compute(crop, p.ela)
             np.testing.assert_array_equal(tensor[i], expected)
             assert tensor[i].max() == 255
 
@@ -331,6 +331,22 @@ def test_bad_params_or_inputs_leave_no_outputs(photos, tmp_path):
     assert not [p.name for p in folder.rglob(".*.tmp")]
 
 
+def test_labels_per_photo():
+    for variants in (2, 4, 6):
+        for photo in ("a", "b", "c"):
+            labels = materialize.assign_labels(42, photo, variants, 0.5)
+            assert sorted(labels) == [0] * (variants // 2) + [1] * (variants // 2)
+    assert materialize.assign_labels(42, "a", 4, 0.0) == [0, 0, 0, 0]
+    assert materialize.assign_labels(42, "a", 4, 1.0) == [1, 1, 1, 1]
+    assert materialize.assign_labels(42, "a", 4, 0.5) == materialize.assign_labels(42, "a", 4, 0.5)
+    positions = {tuple(materialize.assign_labels(42, f"p{i}", 4, 0.5)) for i in range(50)}
+    assert len(positions) > 3  # which variants are fakes varies from photo to photo
+    single = [materialize.assign_labels(42, f"p{i}", 1, 0.5)[0] for i in range(400)]
+    assert 0.4 < np.mean(single) < 0.6
+    odd = [sum(materialize.assign_labels(7, f"p{i}", 3, 0.5)) for i in range(400)]
+    assert set(odd) == {1, 2} and 1.35 < np.mean(odd) < 1.65
+
+
 def test_render_photo_skips_bad_input_with_reasons(photos, tmp_path):
     raw = tmp_path / "raw"
     write_workspace(tmp_path, photos)
@@ -339,18 +355,18 @@ def test_render_photo_skips_bad_input_with_reasons(photos, tmp_path):
     (out / "train").mkdir(parents=True)
     (out / "test").mkdir()
     p = Params()
-    config = forgery.RenderConfig(
+    render = materialize.Renderer(
         p.seed, p.fakes, p.roi, p.augment, template, str(tmp_path / "data/raw"), str(out)
     )
-    forgery.init_render(config)
     for photo_id, (split, reason) in BAD.items():
-        task = forgery.PhotoTask(photo_id, photo_id, split, f"{photo_id}.jpg", photos[photo_id][1], (0, 1))
-        rows, samples = forgery.render_photo(task)
+        landmarks = photos[photo_id][1]
+        task = materialize.PhotoTask(photo_id, photo_id, split, f"{photo_id}.jpg", landmarks, (0, 1))
+        rows, samples = render(task)
         assert [r["status"] for r in rows] == ["skipped", "skipped"] and samples == {}
         assert all(r["reason"].startswith(reason) for r in rows), rows[0]["reason"]
     assert not list(out.rglob("*.png")) and not raw.exists()
-    task = forgery.PhotoTask("astro_1", "astro", "train", "astro_1.jpg", photos["astro_1"][1], (0, 1, 1))
-    rows, _ = forgery.render_photo(task)
+    task = materialize.PhotoTask("astro_1", "astro", "train", "astro_1.jpg", photos["astro_1"][1], (0, 1, 1))
+    rows, _ = render(task)
     assert [r["status"] for r in rows] == ["ok"] * 3 and len(list(out.rglob("*.png"))) == 3
-    again, _ = forgery.render_photo(task)
+    again, _ = render(task)
     assert again == rows

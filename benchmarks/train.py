@@ -2,7 +2,7 @@
 each input path, in paired rounds in one process.
 
 Input paths, all serving batches of float32 images in [0, 1] and one-hot labels:
-- `streamed`: the train stage's own `dataset.CropSequence` over a uint8 memory map;
+- `streamed`: the train stage's own `batches.CropSequence` over a uint8 memory map;
 - `memory`: every sample loaded into one float32 array first, then `model.fit(x, y)`;
 - `tfdata` (TensorFlow backend only): a `tf.data` pipeline gathering batches from the memory map,
   with prefetch.
@@ -84,7 +84,7 @@ def input_paths(images: np.ndarray, labels: np.ndarray, batch: int, backend: str
     """A function of the shuffle seed giving fit()'s arguments, for each input path."""
     import keras
 
-    from faceswap_ela import dataset
+    from faceswap_ela import batches
 
     y = keras.utils.to_categorical(labels, 2).astype(np.float32)
 
@@ -94,7 +94,7 @@ def input_paths(images: np.ndarray, labels: np.ndarray, batch: int, backend: str
 
     paths = {
         "streamed": lambda seed: {
-            "x": dataset.CropSequence(images, labels, batch_size=batch, shuffle=True, seed=seed)
+            "x": batches.CropSequence(images, labels, batch_size=batch, shuffle=True, seed=seed)
         },
         "memory": lambda seed: {"x": loaded(), "y": y, "batch_size": batch, "shuffle": True},
     }

@@ -112,12 +112,3 @@ def validation_split(
     held = seeding.rng(seed, "val").permutation(unique)[:n_val]
     is_val = np.isin(groups, held)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
-
-def __getattr__(name: str) -> object:
-    # batches imports keras (4 s, 600 MB), which the ela stage and the materialize workers need not load
-    if name in ("CropSequence", "one_hot"):
-        from faceswap_ela import batches
-
-        return getattr(batches, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -141,6 +141,3 @@ def blur_region(rgb: np.ndarray, region: np.ndarray, sigma: float, feather: int 
     soft = rgb.copy()
     soft[y1:y2, x1:x2] = cv2.GaussianBlur(rgb[y1:y2, x1:x2], (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
     return _composite(rgb, soft, region, feather)
-
-
-make_fake = warp  # the name tests/test_predict.py uses

@@ -1,6 +1,6 @@
 """Classify the faces of ordinary photos with a trained model: photo -> faces -> ROI crops -> ELA
 -> p(fake), through the same code as the pipeline (landmarks.detect_faces, roi.roi_box / crop /
-resize, ela.ela_image, evaluation.predict_fake) with the settings of params.yaml.
+resize, ela.compute, evaluation.predict_fake) with the settings of params.yaml.
 
 Every face dlib finds is scored. The ROI is the deterministic centred box (``roi_box`` with
 rng=None), or with ``rois`` > 1 the mean p(fake) over that many random ROIs drawn like the training
@@ -217,8 +217,7 @@ def roi_boxes(
 
 def ela_input(crop: np.ndarray, params: Params) -> np.ndarray:
     """The network's input for a resized crop: its ELA image with params.ela's settings."""
-    e = params.ela
-    return ela.ela_image(crop, e.quality, e.subsampling, e.scale, e.gain)
+    return ela.compute(crop, params.ela)
 
 
 def face_crops(

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from faceswap_ela import dataset, hardware
+from faceswap_ela import batches, dataset, hardware
 from faceswap_ela import model as cnn
 from faceswap_ela.params import TrainParams
 
@@ -87,7 +87,7 @@ def train(
     train_idx, val_idx = dataset.validation_split(
         table["group"].to_numpy(dtype=str), settings.val_fraction, seed if val_seed is None else val_seed
     )
-    train_data = dataset.CropSequence(
+    train_data = batches.CropSequence(
         images,
         labels,
         indices=train_idx,
@@ -96,7 +96,7 @@ def train(
         seed=seed,
         workers=workers,
     )
-    val_data = dataset.CropSequence(
+    val_data = batches.CropSequence(
         images, labels, indices=val_idx, batch_size=settings.batch_size, workers=workers
     )
 

@@ -149,10 +149,6 @@ def test_one_hot():
     assert encoded.tolist() == [[0, 1], [1, 0], [0, 1]] and encoded.dtype == np.float32
 
 
-def test_dataset_still_names_the_batches():
-    assert dataset.CropSequence is batches.CropSequence and dataset.one_hot is batches.one_hot
-
-
 def test_writing_tensors_does_not_load_keras():
     """The ela stage and the materialize workers write tensors and JPEGs: keras (4 s, 600 MB) stays out."""
     code = "import sys, faceswap_ela.ela, faceswap_ela.materialize; print('keras' in sys.modules)"

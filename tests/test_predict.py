@@ -58,7 +58,7 @@ def trained(tmp_path_factory) -> Trained:
     write the model, its params and held-out photos (a fake at a scale not drawn for training)."""
     pytest.importorskip("dlib")
     keras = pytest.importorskip("keras")
-    from faceswap_ela import dataset, training
+    from faceswap_ela import batches, training
     from faceswap_ela import model as cnn
 
     base = tmp_path_factory.mktemp("predict")
@@ -79,10 +79,10 @@ def trained(tmp_path_factory) -> Trained:
             rng = seeding.rng(SEED, "test-predict", name, variant)
             scale = int(rng.integers(64, 128))
             mask = forgery.MASKS[variant % 2]
-            forged, _ = forgery.make_fake(rgb, points[name], template, size=scale, mask=mask)
+            forged, _ = forgery.warp(rgb, points[name], template, size=scale, mask=mask)
             images += [crop_ela(rgb, points[name], rng), crop_ela(forged, points[name], rng)]
             labels += [0, 1]
-        forged, _ = forgery.make_fake(rgb, points[name], template, size=90, mask="hull")
+        forged, _ = forgery.warp(rgb, points[name], template, size=90, mask="hull")
         real[name], fake[name] = base / f"{name}.png", base / f"{name}_fake.png"
         save_png(real[name], rgb)
         save_png(fake[name], forged)
@@ -90,7 +90,7 @@ def trained(tmp_path_factory) -> Trained:
     keras.utils.set_random_seed(SEED)
     net = cnn.build_model((SIZE, SIZE, 3))
     cnn.compile_model(net, p.train.lr, p.train.rho, p.train.epsilon)
-    batches = dataset.CropSequence(np.stack(images), np.array(labels), batch_size=16, shuffle=True, seed=SEED)
+    batches = batches.CropSequence(np.stack(images), np.array(labels), batch_size=16, shuffle=True, seed=SEED)
     net.fit(batches, epochs=EPOCHS, verbose=0)
     model_path = base / "model.keras"
     training.save_model(training.inference_copy(net), model_path)

@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--params", type=Path, metavar="FILE",
         help="params.yaml the model was trained with (default: <repo root>/params.yaml)",
     )  # fmt: skip
+    predict.add_argument(
+        "--precision", choices=("auto", "float32", "bfloat16", "float16"),
+        help="numeric precision of the forward pass (default: params.yaml train.precision)",
+    )  # fmt: skip
     predict.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
     predict.add_argument(
         "--verbose", action="store_true", help="let TensorFlow's start-up messages through to stderr"
@@ -95,9 +99,19 @@ def run_predict(args: argparse.Namespace) -> int:
     try:
         params = P.load(params_path)
         predictor = predict.Predictor(
-            params, args.model, threshold=args.threshold, rois=args.rois, verbose=args.verbose
+            params,
+            args.model,
+            threshold=args.threshold,
+            rois=args.rois,
+            verbose=args.verbose,
+            precision=args.precision,
         )
         rows = predictor.predict(args.paths, heatmap_dir=args.heatmap, progress=args.progress)
+        if args.verbose and predictor.precision_choice is not None:
+            choice = predictor.precision_choice
+            print(
+                f"{PROG}: precision {choice.precision} ({choice.reason}) on {choice.device}", file=sys.stderr
+            )
     except (P.ParamsError, predict.PredictError) as exc:
         _error(str(exc))
         return 2

@@ -277,9 +277,10 @@ def _not_a_model(path: Path) -> str | None:
     return None
 
 
-def load_model(path: str | os.PathLike, size: int, *, quiet: bool = True) -> Any:
-    """The Keras model at ``path`` (imports Keras), checked to take ``size`` x ``size`` x 3 input
-    and to give two class probabilities; with ``quiet``, TensorFlow's start-up chatter is dropped."""
+def load_model(path: str | os.PathLike, size: int, *, policy: str = "float32", quiet: bool = True) -> Any:
+    """The Keras model at ``path`` (imports Keras) computing under the dtype ``policy``, checked to
+    take ``size`` x ``size`` x 3 input and to give two class probabilities; with ``quiet``,
+    TensorFlow's start-up chatter is dropped."""
     path = Path(path)
     problem = _not_a_model(path)
     if problem:
@@ -287,9 +288,9 @@ def load_model(path: str | os.PathLike, size: int, *, quiet: bool = True) -> Any
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         with quiet_stderr(quiet):
-            import keras
+            from faceswap_ela.model import load_for_inference
 
-            net = keras.saving.load_model(path, compile=False)
+            net = load_for_inference(path, policy)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if reason.startswith("File not found"):
@@ -313,6 +314,8 @@ class Predictor:
     and the Keras model are loaded on first use and kept (predict loads the Keras model first).
     PredictError when the model file is missing or ``rois`` < 1. ``verbose`` lets TensorFlow's
     start-up lines through. Heatmaps that could not be written are listed in ``heatmap_errors``.
+    The forward pass runs under ``precision`` (default params.train.precision, resolved for this
+    machine as training and evaluation resolve it); the choice is in ``precision_choice``.
     """
 
     def __init__(
@@ -323,8 +326,11 @@ class Predictor:
         threshold: float | None = None,
         rois: int = 1,
         verbose: bool = False,
+        precision: str | None = None,
     ):
         self.params = params
+        self.precision = params.train.precision if precision is None else precision
+        self.precision_choice: Any = None
         self.model_path = Path(model) if model is not None else default_model(params)
         if not self.model_path.exists():
             raise PredictError(f"model {self.model_path} not found: run dvc repro first or pass --model")
@@ -343,7 +349,14 @@ class Predictor:
     def net(self) -> Any:
         """The Keras model (loaded on first use)."""
         if self._net is None:
-            self._net = load_model(self.model_path, self.params.roi.size, quiet=not self.verbose)
+            with quiet_stderr(not self.verbose):
+                from faceswap_ela import hardware
+
+                self.precision_choice = hardware.resolve_precision(self.precision)
+            policy = self.precision_choice.policy
+            self._net = load_model(
+                self.model_path, self.params.roi.size, policy=policy, quiet=not self.verbose
+            )
         return self._net
 
     def faces(self, rgb: np.ndarray, name: str) -> list[FaceCrops]:

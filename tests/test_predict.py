@@ -90,8 +90,10 @@ def trained(tmp_path_factory) -> Trained:
     keras.utils.set_random_seed(SEED)
     net = cnn.build_model((SIZE, SIZE, 3))
     cnn.compile_model(net, p.train.lr, p.train.rho, p.train.epsilon)
-    batches = batches.CropSequence(np.stack(images), np.array(labels), batch_size=16, shuffle=True, seed=SEED)
-    net.fit(batches, epochs=EPOCHS, verbose=0)
+    sequence = batches.CropSequence(
+        np.stack(images), np.array(labels), batch_size=16, shuffle=True, seed=SEED
+    )
+    net.fit(sequence, epochs=EPOCHS, verbose=0)
     model_path = base / "model.keras"
     training.save_model(training.inference_copy(net), model_path)
     return Trained(model_path, params_path, real, fake)
@@ -130,6 +132,21 @@ def test_fake_scores_above_its_real_photo(trained, capsys):
             assert row["label"] == ("fake" if row["p_fake"] >= threshold else "real")
         assert fake[0]["p_fake"] > real[0]["p_fake"], (name, real, fake)
     assert "4 face(s) scored" in err
+
+
+def test_any_precision_scores_the_same_model(trained, capsys):
+    photos = [trained.fake[PORTRAITS[0]], trained.real[PORTRAITS[0]]]
+    scores = {}
+    for precision in ("float32", "bfloat16"):
+        code, out, err = run(capsys, *photos, *using(trained), "--format", "json", "--precision", precision)
+        assert code == 0, err
+        scores[precision] = [row["p_fake"] for row in json.loads(out)]
+    assert np.allclose(scores["float32"], scores["bfloat16"], atol=0.05), scores
+    code, _, err = run(capsys, photos[0], *using(trained), "--precision", "float32", "--verbose")
+    assert code == 0 and "precision float32 (asked for) on " in err
+    with pytest.raises(SystemExit) as exit_info:
+        run(capsys, photos[0], *using(trained), "--precision", "half")
+    assert exit_info.value.code == 2 and "invalid choice: 'half'" in capsys.readouterr().err
 
 
 def test_rois_and_heatmaps(trained, capsys, tmp_path):

@@ -41,16 +41,13 @@ def build_model(input_shape: tuple[int, int, int] = INPUT_SHAPE, *, policy: str 
 
 
 def with_policy(net: keras.Model, policy: str) -> keras.Model:
-    """``net``'s architecture and weights with every layer but the output computing under
-    ``policy``: a saved model, whatever policy it was trained under, predicts under any policy."""
-    last = net.layers[-1]
-
-    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
-        config = layer.get_config()
-        config["dtype"] = "float32" if layer is last else policy
-        return layer.__class__.from_config(config)
-
-    copy = keras.models.clone_model(net, clone_function=clone)
+    """``net``'s architecture and weights, uncompiled, with every layer but the output computing
+    under ``policy``: a saved model, whatever policy it was trained under, predicts under any."""
+    config = net.get_config()
+    layers = [layer for layer in config["layers"] if layer["class_name"] != "InputLayer"]
+    for layer in layers:
+        layer["config"]["dtype"] = "float32" if layer is layers[-1] else policy
+    copy = net.__class__.from_config(config)
     copy.set_weights(net.get_weights())
     return copy
 

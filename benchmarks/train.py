@@ -68,14 +68,27 @@ def cpu_clock_ghz() -> float | None:
     return None
 
 
+def cpu_family() -> int | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu family"):
+                return int(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def fma_units() -> tuple[int, str]:
-    """512-bit FMA operations per cycle and core: 2 on Intel Xeons with AVX-512 (ports 0 and 5),
-    1 on AMD Zen 4 (two 256-bit pipes that a 512-bit FMA takes together)."""
+    """512-bit FMA operations per cycle and core: 2 on Intel Xeons with AVX-512 (ports 0 and 5) and
+    on AMD Zen 5 (family 26, a full 512-bit datapath), 1 on AMD Zen 4 (family 25: two 256-bit
+    pipes that a 512-bit FMA takes together)."""
     from faceswap_ela import hardware
 
     if "avx512f" not in hardware.cpu_flags():
         return 1, "no AVX-512: counted as one 512-bit FMA per cycle"
     if "AMD" in hardware.cpu_name().upper():
+        if (cpu_family() or 0) >= 26:
+            return 2, "AMD Zen 5: two 512-bit FMA pipes"
         return 1, "AMD Zen 4: two 256-bit FMA pipes, one 512-bit FMA per cycle"
     return 2, "two AVX-512 FMA units"
 
@@ -233,7 +246,11 @@ def paired_rounds(data: Path, args: argparse.Namespace) -> int:
 
 
 def peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    """This process's peak resident set (VmHWM: ru_maxrss would carry the parent's peak over)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def rss_worker(variant: str, data: Path, batch: int, steps: int) -> dict:

@@ -15,6 +15,7 @@ from faceswap_ela.model import CLASSES
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("set", "crop_id", "photo_id", "label", "p_fake")
+PREDICT_BATCH = 100  # memory only: the predictions do not depend on it
 
 
 def prediction_frame(table: pd.DataFrame, set_name: str, p_fake: np.ndarray) -> pd.DataFrame:
@@ -25,7 +26,7 @@ def prediction_frame(table: pd.DataFrame, set_name: str, p_fake: np.ndarray) -> 
 
 
 def predict_fake(
-    net: keras.Model, images: np.ndarray, batch_size: int = 100, verbose: int | str = 0
+    net: keras.Model, images: np.ndarray, batch_size: int = PREDICT_BATCH, verbose: int | str = 0
 ) -> np.ndarray:
     """p(fake) for every image of a uint8 (memory-mapped) tensor, streamed in batches, in row order."""
     sequence = batches.CropSequence(images, batch_size=batch_size)

@@ -45,7 +45,6 @@ TOO_SMALL = "face too small"
 ERROR = "error"
 COLUMNS = ("photo", "face", "box", "p_fake", "label", "status", "error")
 FORMATS = ("table", "json", "csv")
-PREDICT_BATCH = 100  # memory only: the scores do not depend on it
 
 
 class PredictError(ValueError):
@@ -381,7 +380,7 @@ class Predictor:
         with quiet_stderr(not self.verbose):
             from faceswap_ela.evaluation import predict_fake
 
-            return predict_fake(net, np.ascontiguousarray(elas), batch_size=PREDICT_BATCH)
+            return predict_fake(net, np.ascontiguousarray(elas))
 
     def label(self, p_fake: float) -> str:
         return "fake" if p_fake >= self.threshold else "real"

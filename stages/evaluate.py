@@ -26,7 +26,6 @@ from faceswap_ela import params as P
 from faceswap_ela.outputs import atomic_outputs
 
 DATA = Path("data/ela")
-PREDICT_BATCH = 100  # memory only: the predictions do not depend on it
 
 log = logging.getLogger("evaluate")
 
@@ -61,7 +60,7 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
         frames = []
         for set_name in dataset.test_sets(DATA):
             split = dataset.load_split(DATA, set_name, input_kind)
-            p_fake = evaluation.predict_fake(net, split.images, batch_size=PREDICT_BATCH)
+            p_fake = evaluation.predict_fake(net, split.images)
             metrics["sets"][set_name] = evaluation.evaluate(split.labels, p_fake, p.eval.threshold)
             frames.append(evaluation.prediction_frame(split.table, set_name, p_fake))
             auc = metrics["sets"][set_name]["roc_auc"]

@@ -44,9 +44,7 @@ def run(p: P.Params) -> None:
         auc = metrics["sets"][name]["roc_auc"]
         log.info("baseline on %s: AUC %s", name, "n/a" if auc is None else f"{auc:.4f}")
     with outputs.atomic_outputs(PREDICTIONS, METRICS) as (predictions_tmp, metrics_tmp):
-        pd.concat(frames, ignore_index=True).to_csv(
-            predictions_tmp, index=False, lineterminator="\n", float_format="%.7g"
-        )
+        outputs.write_csv(predictions_tmp, pd.concat(frames, ignore_index=True), float_format="%.7g")
         outputs.write_json(metrics_tmp, metrics)
 
 

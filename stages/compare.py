@@ -124,7 +124,7 @@ def run(p: P.Params) -> None:
 
     with tracking.start_run(p, tags={"role": "comparison", "primary_model": primary.name}) as tracker:
         tracker.log_metrics(
-            tracking.numeric_leaves({k: v for k, v in headline.items() if k != "confusion_matrix"}, "test")
+            tracking.numeric_leaves({k: v for k, v in headline.items() if k != "confusion_matrix"}, TEST)
         )
         for prefix, part in result.tracked().items():
             tracker.log_metrics(tracking.numeric_leaves(part, prefix))

@@ -39,7 +39,7 @@ import urllib3
 from tqdm import tqdm
 
 from faceswap_ela import muct
-from faceswap_ela.images import IMAGE_SUFFIXES, ImageError, probe
+from faceswap_ela.images import IMAGE_SUFFIXES, ImageError, probe, walk_photos
 from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
 from faceswap_ela.parallel import ordered_map
 from faceswap_ela.params import DataParams
@@ -409,14 +409,14 @@ def group_of(pattern: re.Pattern[str], file_name: str, fallback: str) -> str:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    """Every photo under ``folder`` (hidden files and folders skipped), in a stable order."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                found.append(Path(dirpath) / name)
-    return found
+    """Every photo under ``folder`` (hidden files and folders left out) in name order, or
+    DownloadError naming each entry that should have been a photo or folder and can't be read."""
+    found = walk_photos(folder, skip_hidden=True)
+    bad = [f"{path}: {error}" for path, error in found if error is not None]
+    if bad:
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise DownloadError(f"{len(bad)} entries of {folder} can't be read: {'; '.join(bad[:5])}{more}")
+    return [path for path, _ in found]
 
 
 def copy_folder(folder: Path, photos_dir: Path) -> list[Photo]:

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import io
 import json
 import os
-import stat
 import sys
 import tempfile
 import zipfile
@@ -36,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from faceswap_ela import ela, landmarks, layout, roi, seeding
-from faceswap_ela.images import IMAGE_SUFFIXES, ImageError, load_rgb
+from faceswap_ela.images import ImageError, find_photos, load_rgb, os_reason
 from faceswap_ela.params import Params
 
 OK = "ok"
@@ -100,90 +98,6 @@ def default_model(params: Params, root: str | os.PathLike | None = None) -> Path
     return Path(root if root is not None else repo_root()) / layout.model_file(layout.primary(params))
 
 
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc) or type(exc).__name__
-
-
-def _irregular(mode: int) -> str | None:
-    """Why a file of this mode can't be a photo (a FIFO would block its reader), or None."""
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISFIFO(mode):
-        kind = "a FIFO"
-    elif stat.S_ISSOCK(mode):
-        kind = "a socket"
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        kind = "a device"
-    else:
-        kind = "a special file"
-    return f"not a regular file ({kind})"
-
-
-def _stat(path: Path) -> tuple[os.stat_result | None, str | None]:
-    """The stat of ``path`` through its links, or None and why it can't be had."""
-    try:
-        return path.stat(), None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return None, "symbolic link loop"
-        if exc.errno == errno.ENOENT and path.is_symlink():
-            return None, f"broken symbolic link (to {os.readlink(path)!r})"
-        if exc.errno == errno.ENOENT:
-            return None, "file not found"
-        return None, _reason(exc)
-
-
-def _walk(folder: Path, found: list[tuple[Path, str | None]], ancestors: frozenset[tuple[int, int]]) -> None:
-    """Depth first in name order: photo files, and one error row per entry that should have been
-    one or a folder and can't be read (a broken or looping link named like a photo or without a
-    suffix, a FIFO or device named like a photo, a folder that can't be listed, a link back to a
-    folder above). Other files are left out."""
-    try:
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda entry: entry.name)
-    except OSError as exc:
-        found.append((folder, f"can't read this folder: {_reason(exc)}"))
-        return
-    for entry in entries:
-        path = Path(entry.path)
-        is_photo = path.suffix.lower() in IMAGE_SUFFIXES
-        info, problem = _stat(path)
-        if info is None:
-            if is_photo or not path.suffix:  # a link without a suffix may have been a folder
-                found.append((path, problem))
-            continue
-        if stat.S_ISDIR(info.st_mode):
-            key = (info.st_dev, info.st_ino)
-            if key in ancestors:
-                found.append((path, "symbolic link loop (links back to a folder above it)"))
-            else:
-                _walk(path, found, ancestors | {key})
-        elif is_photo:
-            found.append((path, _irregular(info.st_mode)))
-
-
-def find_photos(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str | None]]:
-    """The photos named by ``paths`` as (path, error): a file is taken as it is (its content decides
-    whether it is an image), a folder is walked recursively for .jpg/.jpeg/.png files (any case,
-    in name order). A missing path, a broken or looping link, a FIFO or device, a folder that
-    can't be read or holds no photos: each comes back with its error, never skipped."""
-    found: list[tuple[Path, str | None]] = []
-    for item in paths:
-        path = Path(item)
-        info, problem = _stat(path)
-        if info is None:
-            found.append((path, problem))
-        elif stat.S_ISDIR(info.st_mode):
-            inside: list[tuple[Path, str | None]] = []
-            _walk(path, inside, frozenset({(info.st_dev, info.st_ino)}))
-            if not inside:
-                inside.append((path, f"no {'/'.join(IMAGE_SUFFIXES)} files in this folder"))
-            found.extend(inside)
-        else:
-            found.append((path, _irregular(info.st_mode)))
-    return found
-
-
 def check_heatmap_dir(folder: str | os.PathLike) -> Path:
     """Create the heatmap folder if need be and check that a file can be written in it, before any
     photo is scored; PredictError if not."""
@@ -196,7 +110,7 @@ def check_heatmap_dir(folder: str | os.PathLike) -> Path:
         os.close(fd)
         os.unlink(name)
     except OSError as exc:
-        raise PredictError(f"can't write heatmaps to {folder}: {_reason(exc)}") from None
+        raise PredictError(f"can't write heatmaps to {folder}: {os_reason(exc)}") from None
     return folder
 
 
@@ -440,7 +354,9 @@ class Predictor:
                         heatmap(target, face.crops[0], face.elas[0], p_fake, self.label(p_fake), path.name,
                                 face.index, len(face.elas))  # fmt: skip
                     except Exception as exc:
-                        reason = _reason(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+                        reason = (
+                            os_reason(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+                        )
                         self.heatmap_errors.append(f"{target}: heatmap not written: {reason}")
         return [row for row in rows if row is not None]
 

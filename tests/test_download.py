@@ -409,6 +409,24 @@ def test_duplicate_ids_are_refused(tmp_path):
     _assert_no_outputs(repo)
 
 
+def test_entries_of_a_folder_source_that_cannot_be_read_are_named(tmp_path):
+    repo = tmp_path / "repo"
+    src = repo / "faces"
+    _face_jpeg(src / "a.jpg")
+    (src / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    os.mkfifo(src / "pipe.png")
+    (src / "sub").mkdir()
+    (src / "sub" / "up").symlink_to(src)
+    with pytest.raises(DownloadError) as err:
+        _run(repo, _data("faces"))
+    message = str(err.value)
+    assert message.startswith(f"3 entries of {src} can't be read: ")
+    assert f"{src / 'gone.jpg'}: broken symbolic link" in message
+    assert f"{src / 'pipe.png'}: not a regular file (a FIFO)" in message
+    assert f"{src / 'sub' / 'up'}: symbolic link loop" in message
+    _assert_no_outputs(repo)
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     repo = tmp_path / "repo"
     (repo / "faces").mkdir(parents=True)

@@ -277,22 +277,18 @@ def fetch(
     raise DownloadError(f"could not download {url} after {retries + 1} attempts: {problem}")
 
 
-def _member_problem(member: tarfile.TarInfo) -> str | None:
-    name = member.name
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+def _member_problem(member: tarfile.TarInfo, dest: str) -> str | None:
+    """Why ``member`` may not be unpacked into ``dest``: what tarfile's data filter refuses (a path
+    or link leading out of ``dest``, a device, FIFO or other special file), and what it lets
+    through that the project refuses: an absolute name (the filter strips its "/") and a link."""
+    if member.name.startswith(("/", "\\")):
         return "an absolute path"
-    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
-        return "a path with a '..' component"
-    if member.issym():
-        return f"a symbolic link (to {member.linkname!r})"
-    if member.islnk():
-        return f"a hard link (to {member.linkname!r})"
-    if member.ischr() or member.isblk():
-        return "a device file"
-    if member.isfifo():
-        return "a FIFO"
-    if not (member.isfile() or member.isdir()):
-        return f"an unsupported member type ({member.type!r})"
+    try:
+        tarfile.data_filter(member, dest)
+    except tarfile.FilterError as exc:
+        return f"unsafe ({exc})"
+    if member.issym() or member.islnk():
+        return f"a {'symbolic' if member.issym() else 'hard'} link (to {member.linkname!r})"
     return None
 
 
@@ -312,13 +308,17 @@ def _drain(tar: tarfile.TarFile, name: str) -> None:
 
 
 def _checked_members(
-    tar: tarfile.TarFile, name: str, max_member_bytes: int | None, max_total_bytes: int | None
+    tar: tarfile.TarFile,
+    name: str,
+    max_member_bytes: int | None,
+    max_total_bytes: int | None,
+    dest: str = os.path.join(os.sep, "unpacked"),  # where check_archive pictures it unpacked
 ) -> list[tarfile.TarInfo]:
     members: list[tarfile.TarInfo] = []
     seen: dict[str, tarfile.TarInfo] = {}
     total = 0
     for member in tar:  # one header at a time: a member over the cap is refused before its data is read
-        problem = _member_problem(member)
+        problem = _member_problem(member, dest)
         key = posixpath.normpath(member.name)
         if not problem and key in seen and not (member.isdir() and seen[key].isdir()):
             problem = "in the archive more than once (a later copy would replace the first)"
@@ -372,11 +372,12 @@ def safe_extract(
     """Unpack a tar archive into ``dest`` after checking every member and reading the whole
     stream (see check_archive); return the member names. Absolute paths, ``..`` components,
     links, devices, FIFOs, repeated names and members over the caps raise UnsafeArchiveError
-    naming the member, before anything is written; tarfile's ``data`` filter is a second guard.
+    naming the member, before anything is written (tarfile's ``data`` filter, applied to each member
+    up front, and again as it unpacks).
     A corrupt archive (a bad CRC too) raises CorruptArchiveError."""
     archive, dest = Path(archive), Path(dest)
     with _archive_errors(archive.name), tarfile.open(archive, "r:*") as tar:
-        members = _checked_members(tar, archive.name, max_member_bytes, max_total_bytes)
+        members = _checked_members(tar, archive.name, max_member_bytes, max_total_bytes, str(dest))
         dest.mkdir(parents=True, exist_ok=True)
         tar.extractall(dest, members=members, filter="data")
     return [member.name for member in members]

@@ -482,6 +482,23 @@ def _caps(data: DataParams | None) -> dict[str, int | None]:
     return {"max_member_bytes": data.max_member_mib * MIB, "max_total_bytes": data.max_unpacked_mib * MIB}
 
 
+def _unpack(archive: Path, unpacked: Path, data: DataParams | None) -> dict[str, np.ndarray]:
+    """Unpack one archive into ``unpacked``; the landmarks of its muct76-opencv.csv files. An
+    archive that fails is deleted from the cache."""
+    shapes: dict[str, np.ndarray] = {}
+    try:
+        safe_extract(archive, unpacked, **_caps(data))
+        for csv_path in sorted(unpacked.rglob(muct.LANDMARKS_CSV)):
+            try:
+                shapes.update(muct.read_landmarks_csv(csv_path))
+            except ValueError as exc:
+                raise DownloadError(f"{archive.name}: {exc}") from None
+    except DownloadError:
+        archive.unlink(missing_ok=True)
+        raise
+    return shapes
+
+
 def unpack_muct(
     archives: Sequence[Path], work_dir: Path, photos_dir: Path, data: DataParams | None = None
 ) -> list[Photo]:
@@ -494,16 +511,7 @@ def unpack_muct(
     owner: dict[Path, str] = {}
     for archive in archives:
         unpacked = work_dir / archive.name
-        try:
-            safe_extract(archive, unpacked, **_caps(data))
-            for csv_path in sorted(unpacked.rglob(muct.LANDMARKS_CSV)):
-                try:
-                    shapes.update(muct.read_landmarks_csv(csv_path))
-                except ValueError as exc:
-                    raise DownloadError(f"{archive.name}: {exc}") from None
-        except DownloadError:
-            archive.unlink(missing_ok=True)
-            raise
+        shapes.update(_unpack(archive, unpacked, data))
         jpg_dir = unpacked / "jpg"
         if not jpg_dir.is_dir():
             continue

@@ -19,8 +19,6 @@ a model that doesn't fit ``roi.size``, a heatmap folder that can't be written) r
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import os
 import sys
@@ -32,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from tabulate import tabulate
 
 from faceswap_ela import ela, landmarks, layout, roi, seeding
 from faceswap_ela.images import ImageError, find_photos, load_rgb, os_reason
@@ -42,6 +42,7 @@ NO_FACE = "no face"
 TOO_SMALL = "face too small"
 ERROR = "error"
 COLUMNS = ("photo", "face", "box", "p_fake", "label", "status", "error")
+TABLE_COLUMNS = COLUMNS[:-1]  # the error follows the status
 FORMATS = ("table", "json", "csv")
 
 
@@ -299,6 +300,40 @@ class Predictor:
     def label(self, p_fake: float) -> str:
         return "fake" if p_fake >= self.threshold else "real"
 
+    def _rows(self, path: Path, error: str | None, keep_crops: bool) -> list[Prediction | FaceCrops]:
+        """One photo's rows in face order: a Prediction where no score is needed (an error, no
+        face, a face too small), the FaceCrops to score (crops kept only for heatmaps) otherwise."""
+        if error is None:
+            try:
+                rgb = load_rgb(path)
+            except ImageError as exc:
+                error = str(exc)
+        if error is not None:
+            return [Prediction(str(path), status=ERROR, error=error)]
+        found = self.faces(rgb, path.name)
+        if not found:
+            return [Prediction(str(path), status=NO_FACE)]
+        for face in found:
+            if not keep_crops:
+                face.crops = face.crops[:0]
+        return [
+            face
+            if face.elas
+            else Prediction(str(path), face.index, face.box, status=TOO_SMALL, error="empty ROI")
+            for face in found
+        ]
+
+    def _heatmap(self, folder: Path, path: Path, face: FaceCrops, p_fake: float, names: set[str]) -> None:
+        from faceswap_ela import figures
+
+        target = folder / heatmap_name(path, face.index, names)
+        try:
+            figures.heatmap(target, face.crops[0], face.elas[0], p_fake, self.label(p_fake), path.name,
+                            face.index, len(face.elas))  # fmt: skip
+        except Exception as exc:
+            reason = os_reason(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+            self.heatmap_errors.append(f"{target}: heatmap not written: {reason}")
+
     def predict(
         self,
         paths: Iterable[str | os.PathLike],
@@ -307,9 +342,9 @@ class Predictor:
         progress: bool = False,
     ) -> list[Prediction]:
         """Predictions for every photo named by ``paths`` (files, or folders walked recursively),
-        in input order, one row per face. With ``heatmap_dir``, a PNG per face (see heatmap): the
-        folder is checked first (PredictError), and a figure that can't be written is left out and
-        named in ``heatmap_errors``."""
+        in input order, one row per face. With ``heatmap_dir``, a PNG per face (see
+        figures.heatmap): the folder is checked first (PredictError), and a figure that can't be
+        written is left out and named in ``heatmap_errors``."""
         from tqdm import tqdm
 
         if heatmap_dir is not None:
@@ -319,28 +354,11 @@ class Predictor:
         rows: list[Prediction | None] = []
         pending: list[tuple[int, Path, FaceCrops]] = []  # row slot, photo, face
         for path, error in tqdm(find_photos(paths), desc="photos", unit="photo", disable=not progress):
-            if error is None:
-                try:
-                    rgb = load_rgb(path)
-                except ImageError as exc:
-                    error = str(exc)
-            if error is not None:
-                rows.append(Prediction(str(path), status=ERROR, error=error))
-                continue
-            found = self.faces(rgb, path.name)
-            if not found:
-                rows.append(Prediction(str(path), status=NO_FACE))
-            for face in found:
-                if not face.elas:
-                    rows.append(
-                        Prediction(str(path), face.index, face.box, status=TOO_SMALL, error="empty ROI")
-                    )
-                    continue
-                if heatmap_dir is None:
-                    face.crops = face.crops[:0]  # only the heatmaps need the crops
-                pending.append((len(rows), path, face))
-                rows.append(None)
-
+            for row in self._rows(path, error, keep_crops=heatmap_dir is not None):
+                if isinstance(row, FaceCrops):
+                    pending.append((len(rows), path, row))
+                    row = None
+                rows.append(row)
         if pending:
             scores = self.score(np.stack([e for _, _, face in pending for e in face.elas]))
             start, names = 0, set()
@@ -349,15 +367,7 @@ class Predictor:
                 start += len(face.elas)
                 rows[slot] = Prediction(str(path), face.index, face.box, p_fake, self.label(p_fake))
                 if heatmap_dir is not None:
-                    target = heatmap_dir / heatmap_name(path, face.index, names)
-                    try:
-                        heatmap(target, face.crops[0], face.elas[0], p_fake, self.label(p_fake), path.name,
-                                face.index, len(face.elas))  # fmt: skip
-                    except Exception as exc:
-                        reason = (
-                            os_reason(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
-                        )
-                        self.heatmap_errors.append(f"{target}: heatmap not written: {reason}")
+                    self._heatmap(heatmap_dir, path, face, p_fake, names)
         return [row for row in rows if row is not None]
 
 
@@ -372,44 +382,7 @@ def heatmap_name(photo: Path, index: int, taken: set[str]) -> str:
     return name
 
 
-def heatmap(
-    path: str | os.PathLike,
-    crop: np.ndarray,
-    ela_rgb: np.ndarray,
-    p_fake: float,
-    label: str,
-    photo: str,
-    index: int,
-    rois: int = 1,
-) -> None:
-    """A PNG of the crop and its ELA image (what the network sees) side by side, the score in the
-    title; with several ROIs the first is shown and the score is their mean. Written atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from faceswap_ela.outputs import atomic_path
-
-    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
-    mean = f", mean of {rois} ROIs" if rois > 1 else ""
-    fig.suptitle(f"{photo} face {index}: p(fake) = {p_fake:.3f} ({label}{mean})")
-    for ax, image, title in zip(fig.subplots(1, 2), (crop, ela_rgb), ("crop", "ELA"), strict=True):
-        ax.imshow(image, interpolation="nearest")
-        ax.set_title(title)
-        ax.set_axis_off()
-    FigureCanvasAgg(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-
-
 # ---------------------------------------------------------------- output formats
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return json.dumps(value)
-    return str(value)
 
 
 def to_json(rows: Sequence[Prediction]) -> str:
@@ -421,36 +394,27 @@ def to_json(rows: Sequence[Prediction]) -> str:
 
 def to_csv(rows: Sequence[Prediction]) -> str:
     """CSV with the COLUMNS (box as a JSON list, empty cells for missing values)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in rows:
-        values = row.as_dict()
-        writer.writerow([_cell(values[c]) for c in COLUMNS])
-    return buffer.getvalue()
+    frame = pd.DataFrame([r.as_dict() for r in rows], columns=list(COLUMNS), dtype=object)
+    frame["box"] = frame["box"].map(lambda box: None if box is None else json.dumps(box))
+    return frame.to_csv(index=False, lineterminator="\n")
 
 
 def to_table(rows: Sequence[Prediction]) -> str:
     """Aligned, human-readable columns: photo, face, box, p_fake, label, status (with the error)."""
-    header = ("photo", "face", "box", "p_fake", "label", "status")
-    lines = [header]
-    for row in rows:
-        status = f"{row.status}: {row.error}" if row.status == ERROR and row.error else row.status
-        lines.append(
-            (
-                row.photo,
-                "-" if row.face is None else str(row.face),
-                "-" if row.box is None else " ".join(str(v) for v in row.box),
-                "-" if row.p_fake is None else f"{row.p_fake:.4f}",
-                row.label or "-",
-                status,
-            )
+    cells = [
+        (
+            row.photo,
+            "-" if row.face is None else row.face,
+            "-" if row.box is None else " ".join(map(str, row.box)),
+            "-" if row.p_fake is None else f"{row.p_fake:.4f}",
+            row.label or "-",
+            f"{row.status}: {row.error}" if row.status == ERROR and row.error else row.status,
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-    return "".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1] + "\n"
-        for line in lines
-    )
+        for row in rows
+    ]
+    # the header as a first row: tabulate would pad header columns by two more spaces
+    text = tabulate([TABLE_COLUMNS, *cells], tablefmt="plain", disable_numparse=True, stralign="left")
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
 
 
 def render(rows: Sequence[Prediction], fmt: str) -> str:

@@ -99,20 +99,11 @@ def run_tags(p: P.Params, commit: str | None, extra: Mapping[str, object] | None
 def numeric_leaves(data: object, prefix: str = "") -> dict[str, float]:
     """Every finite number in nested dicts/lists as ``prefix.path.to.leaf`` (booleans left out),
     with characters MLflow refuses in a metric name replaced by ``_``."""
-    out: dict[str, float] = {}
-
-    def walk(path: str, value: object) -> None:
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                walk(f"{path}.{key}" if path else str(key), item)
-        elif isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                walk(f"{path}.{i}" if path else str(i), item)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out[_BAD_KEY.sub("_", path)] = float(value)
-
-    walk(prefix, data)
-    return out
+    return {
+        _BAD_KEY.sub("_", key): float(value)
+        for key, value in P.leaves(data, prefix, expand_lists=True)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    }
 
 
 def _brief(exc: BaseException) -> str:

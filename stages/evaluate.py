@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import keras
-import pandas as pd
 
 from faceswap_ela import dataset, evaluation, figures, hardware, layout, stage, tracking
 from faceswap_ela import model as cnn
@@ -55,17 +54,15 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
             "seed": seed,
             "precision": precision.precision,
             "mlflow_run_id": tracker.run_id,
-            "sets": {},
         }
-        frames = []
-        for set_name in dataset.test_sets(DATA):
+
+        def score(set_name: str) -> tuple[dataset.Split, object]:
             split = dataset.load_split(DATA, set_name, input_kind)
-            p_fake = evaluation.predict_fake(net, split.images)
-            metrics["sets"][set_name] = evaluation.evaluate(split.labels, p_fake, p.eval.threshold)
-            frames.append(evaluation.prediction_frame(split.table, set_name, p_fake))
-            auc = metrics["sets"][set_name]["roc_auc"]
-            log.info("%s on %s: AUC %s", name, set_name, "n/a" if auc is None else f"{auc:.4f}")
-        predictions = pd.concat(frames, ignore_index=True)
+            return split, evaluation.predict_fake(net, split.images)
+
+        predictions, metrics["sets"] = evaluation.score_sets(
+            dataset.test_sets(DATA), score, p.eval.threshold, name
+        )
         outs = (layout.predictions_file(name), layout.eval_metrics(name))
         with atomic_outputs(*outs) as (predictions_tmp, metrics_tmp):
             write_csv(predictions_tmp, predictions, float_format="%.7g")

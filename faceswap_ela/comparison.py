@@ -9,9 +9,12 @@ photos drawn with replacement) serves all of them and the differences are paired
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,6 +43,10 @@ PAPER_ROWS = tuple(
 )
 
 
+class ComparisonError(ValueError):
+    """A model's or the baseline's file is missing or unreadable."""
+
+
 @dataclass(frozen=True)
 class ModelResult:
     """One trained model: its input kind, seed, train metrics, history and test predictions."""
@@ -53,6 +60,32 @@ class ModelResult:
     @property
     def name(self) -> str:
         return layout.model_name(self.input, self.seed)
+
+
+def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    """A predictions file (evaluation.PREDICTION_COLUMNS); ComparisonError when it is missing or
+    lacks a column."""
+    path = Path(path)
+    if not path.is_file():
+        raise ComparisonError(f"{path} not found: run the stage that writes it first")
+    frame = pd.read_csv(path, dtype={"crop_id": str, "photo_id": str, "set": str}, keep_default_na=False)
+    missing = set(evaluation.PREDICTION_COLUMNS) - set(frame.columns)
+    if missing:
+        raise ComparisonError(f"{path} lacks columns {sorted(missing)}")
+    return frame
+
+
+def load_model_result(input_kind: str, seed: int) -> ModelResult:
+    """One trained model's train metrics, history and predictions, from the files ``layout``
+    names; ComparisonError when one is missing or unreadable."""
+    name = layout.model_name(input_kind, seed)
+    try:
+        train = json.loads(layout.train_metrics(name).read_text())
+        history = pd.read_csv(layout.history_file(name))
+    except (OSError, ValueError) as exc:
+        raise ComparisonError(f"model {name}: {exc}") from None
+    predictions = read_predictions(layout.predictions_file(name))
+    return ModelResult(input_kind, seed, train, history, predictions)
 
 
 @dataclass(frozen=True)
@@ -363,6 +396,28 @@ def robustness(result: Comparison) -> pd.DataFrame:
             row["baseline_auc"] = result.baseline[set_name].auc_mean
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
+
+
+def roc_points(predictions: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(false positive rate, true positive rate) of the ROC curve on the test set."""
+    rows = predictions[predictions["set"] == TEST]
+    table = evaluation.roc_table(rows["label"].to_numpy(), rows["p_fake"].to_numpy())
+    return table["fpr"], table["tpr"]
+
+
+def roc_curves(
+    result: Comparison, models: Sequence[ModelResult], baseline: pd.DataFrame | None, seed: int
+) -> dict[str, tuple[pd.Series, pd.Series]]:
+    """The test-set ROC curves of the models trained with ``seed`` and of the baseline (when
+    given), by legend label: "<input label> <model> (AUC <test AUC>)"."""
+    curves = {}
+    for m in (m for m in models if m.seed == seed):
+        auc = number(result.auc(m.input, TEST).auc_per_seed[0], 3)
+        curves[f"{LABELS[m.input]} {m.name} (AUC {auc})"] = roc_points(m.predictions)
+    if baseline is not None:
+        auc = number(result.auc(BASELINE, TEST).auc_mean, 3)
+        curves[f"{LABELS[BASELINE]} (AUC {auc})"] = roc_points(baseline)
+    return curves
 
 
 def number(value: object, digits: int = 1) -> str:

@@ -23,7 +23,6 @@ import posixpath
 import re
 import shutil
 import tarfile
-import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -36,24 +35,29 @@ import numpy as np
 import pandas as pd
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 from tqdm import tqdm
+from urllib3.util import Retry
 
 from faceswap_ela import muct
-from faceswap_ela.images import IMAGE_SUFFIXES, ImageError, probe
+from faceswap_ela.images import IMAGE_SUFFIXES, ImageError, probe, walk_photos
 from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
 from faceswap_ela.parallel import ordered_map
 from faceswap_ela.params import DataParams
 
 log = logging.getLogger(__name__)
 
-# The first retry waits this long, each later one twice as long as the one before.
-BACKOFF_S = 1.0
+BACKOFF_S = 1.0  # urllib3's backoff_factor: the second retry waits 2 s, each later one twice as long
+RETRY_AFTER_MAX_S = 120.0  # the longest Retry-After obeyed
 CHUNK = 1 << 16
 # Answers worth another try; every other 4xx is final.
-RETRY_STATUS = frozenset({408, 425, 429})
+RETRY_STATUS = frozenset({408, 425, 429, *range(500, 600)})
 URL_SCHEMES = ("http", "https", "file")
 MANIFEST_COLUMNS = ["id", "group", "path", "sha256", "width", "height", "error", "gt_scheme", "gt"]
 MIB = 1 << 20
+OFFLINE_HINT = (
+    "without MUCT, run the pipeline on a local folder of face photos: make repro SOURCE=path/to/photos"
+)
 PINS = "pins.json"  # in the download cache: url -> sha256 of its first good download
 
 
@@ -69,16 +73,22 @@ class CorruptArchiveError(DownloadError):
     """A file that isn't a readable (gzipped) tar archive."""
 
 
-class _Retry(Exception):
-    """A transient failure: try again (resuming from what was written)."""
-
-
-class _Final(Exception):
-    """A failure that another try won't fix."""
-
-
 class _Restart(Exception):
     """The partial file can't be resumed: it was deleted, start again from zero (once, free)."""
+
+
+class _Retry(Retry):
+    """urllib3's Retry, except that a host name that does not resolve fails at once (offline, no
+    retry helps) and that a server's Retry-After is capped at RETRY_AFTER_MAX_S."""
+
+    def increment(self, method=None, url=None, *args, error=None, **kwargs):
+        if isinstance(error, urllib3.exceptions.NameResolutionError):
+            raise urllib3.exceptions.MaxRetryError(kwargs.get("_pool"), url, error) from error
+        return super().increment(method, url, *args, error=error, **kwargs)
+
+    def get_retry_after(self, response):
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, RETRY_AFTER_MAX_S)
 
 
 @dataclass(frozen=True)
@@ -157,53 +167,76 @@ def _content_range_start(value: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _http_once(session: requests.Session, url: str, part: Path, timeout_s: float, progress: bool) -> None:
-    """One GET of ``url`` into ``part``, resuming from its size; raises _Retry or _Final."""
-    offset = part.stat().st_size if part.exists() else 0
-    headers = {"Accept-Encoding": "identity"}  # the archive's own bytes, never re-encoded
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    with session.get(url, headers=headers, stream=True, timeout=timeout_s) as response:
-        status = response.status_code
-        length = response.headers.get("Content-Length")
-        length = int(length) if length and length.isdigit() else None
-        if status == 206 and offset:
-            content_range = response.headers.get("Content-Range")
-            if _content_range_start(content_range) != offset:
-                part.unlink()
-                raise _Restart(f"server resumed at the wrong offset ({content_range})")
-            mode, total = "ab", (offset + length if length is not None else None)
-        elif status == 200:
-            if offset:
-                log.info("%s: server ignored the Range request; restarting from zero", url)
-            offset, mode, total = 0, "wb", length
-        elif status == 416 and offset:
-            part.unlink()
-            raise _Restart("server can't resume this file (HTTP 416)")
-        elif status >= 500 or status in RETRY_STATUS:
-            raise _Retry(f"HTTP {status} {response.reason}")
-        elif status == 404:
-            raise _Final(f"HTTP 404 {response.reason} for {url} (data.archives lists what to fetch)")
-        else:
-            raise _Final(f"HTTP {status} {response.reason} for {url}")
-        with _bar(part.name[: -len(".part")], total, offset, progress) as bar, open(part, mode) as handle:
-            # bytes as sent: a server that labels a .tar.gz "Content-Encoding: gzip" mustn't get it unzipped
-            for chunk in response.raw.stream(CHUNK, decode_content=False):
-                handle.write(chunk)
-                bar.update(len(chunk))
+def _receive(response: requests.Response, url: str, part: Path, offset: int, progress: bool) -> None:
+    """Write the body of an answer to a GET that asked for ``part``'s missing bytes from ``offset``."""
+    status = response.status_code
+    length = response.headers.get("Content-Length")
+    length = int(length) if length and length.isdigit() else None
+    if status == 206 and offset:
+        content_range = response.headers.get("Content-Range")
+        if _content_range_start(content_range) != offset:
+            raise _Restart(f"server resumed at the wrong offset ({content_range})")
+        mode, total = "ab", (offset + length if length is not None else None)
+    elif status == 200:
+        if offset:
+            log.info("%s: server ignored the Range request; restarting from zero", url)
+        offset, mode, total = 0, "wb", length
+    elif status == 416 and offset:
+        raise _Restart("server can't resume this file (HTTP 416)")
+    elif status == 404:
+        raise DownloadError(f"HTTP 404 {response.reason} for {url} (data.archives lists what to fetch)")
+    else:
+        raise DownloadError(f"HTTP {status} {response.reason} for {url}")
+    with _bar(part.name[: -len(".part")], total, offset, progress) as bar, open(part, mode) as handle:
+        # bytes as sent: a server that labels a .tar.gz "Content-Encoding: gzip" mustn't get it unzipped
+        for chunk in response.raw.stream(CHUNK, decode_content=False):
+            handle.write(chunk)
+            bar.update(len(chunk))
     size = part.stat().st_size
     if total is not None and size != total:
-        raise _Retry(f"connection ended after {size:,} of {total:,} bytes")
+        raise urllib3.exceptions.ProtocolError(f"connection ended after {size:,} of {total:,} bytes")
 
 
-def _copy_once(url: str, part: Path, progress: bool) -> None:
+def _download(url: str, part: Path, retry: Retry, timeout_s: float, progress: bool) -> None:
+    """GET ``url`` into ``part``: urllib3 retries connection errors, timeouts and RETRY_STATUS
+    answers; a transfer that breaks off is resumed with a Range request from what ``part`` holds
+    (a retry too, from the same budget); a part the server can't resume starts again (once, free)."""
+    restarted = False
+    with requests.Session() as session:
+        adapter = HTTPAdapter()
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        while True:
+            adapter.max_retries = retry
+            offset = part.stat().st_size if part.exists() else 0
+            headers = {"Accept-Encoding": "identity"}  # the archive's own bytes, never re-encoded
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+            try:
+                with session.get(url, headers=headers, stream=True, timeout=timeout_s) as response:
+                    retry = response.raw.retries or retry
+                    _receive(response, url, part, offset, progress)
+                return
+            except _Restart as exc:
+                part.unlink()
+                if restarted:
+                    raise DownloadError(f"could not download {url}: {exc}") from None
+                restarted = True
+                log.info("%s: %s; restarting from zero", url, exc)
+            except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError) as exc:
+                retry = retry.increment("GET", url, error=exc)
+                log.warning("%s: %s; resuming (retry %d)", url, exc, len(retry.history))
+                retry.sleep()
+
+
+def _copy(url: str, part: Path, progress: bool) -> None:
     """Copy a file:// URL into ``part``, resuming from its size."""
     parsed = urlparse(url)
     if parsed.netloc not in ("", "localhost"):
-        raise _Final(f"file:// URLs must name a local path, not host {parsed.netloc!r}: {url}")
+        raise DownloadError(f"file:// URLs must name a local path, not host {parsed.netloc!r}: {url}")
     source = Path(url2pathname(parsed.path))
     if not source.is_file():
-        raise _Final(f"not found: {url} ({source} is not a file)")
+        raise DownloadError(f"not found: {url} ({source} is not a file)")
     total = source.stat().st_size
     offset = part.stat().st_size if part.exists() else 0
     if offset > total:
@@ -218,7 +251,15 @@ def _copy_once(url: str, part: Path, progress: bool) -> None:
             dst.write(block)
             bar.update(len(block))
     if part.stat().st_size != total:
-        raise _Retry(f"copied {part.stat().st_size:,} of {total:,} bytes")
+        raise DownloadError(f"could not copy {url}: copied {part.stat().st_size:,} of {total:,} bytes")
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error inside a requests or urllib3 one (after the retries: the last one's)."""
+    inner = exc.args[0] if isinstance(exc, requests.RequestException) and exc.args else exc
+    if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
+        return inner.reason
+    return inner if isinstance(inner, BaseException) else exc
 
 
 def fetch(
@@ -233,66 +274,57 @@ def fetch(
     """Download ``url`` (http, https or file) to ``dest`` unless it is already there.
 
     Bytes go to ``dest.part``, renamed only when complete; a partial file is resumed with a Range
-    request (a server answering 200 instead restarts from zero). Connection errors, timeouts, short
-    bodies, 5xx, 408 and 429 are retried ``retries`` times, waiting ``backoff_s`` (default
-    BACKOFF_S) and doubling; any other 4xx fails at once. Raises DownloadError naming the URL."""
+    request (a server answering 200 instead restarts from zero). Connection errors, timeouts (of
+    ``timeout_s`` each), broken transfers and RETRY_STATUS answers are retried ``retries`` times
+    in all, with urllib3's backoff (none before the first retry, then ``backoff_s``, default
+    BACKOFF_S, times 2, 4, ...) or the server's Retry-After; a host name that does not resolve and
+    any other 4xx fail at once. Raises DownloadError naming the URL."""
     dest = Path(dest)
     if dest.exists():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    backoff = BACKOFF_S if backoff_s is None else backoff_s
     scheme = urlparse(url).scheme.lower()
     if scheme not in URL_SCHEMES:
         raise DownloadError(f"unsupported URL scheme {scheme!r}: {url}")
-    with _locked(dest), requests.Session() as session:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    retry = _Retry(
+        total=retries, status_forcelist=RETRY_STATUS, respect_retry_after_header=True,
+        backoff_factor=BACKOFF_S if backoff_s is None else backoff_s,
+    )  # fmt: skip
+    with _locked(dest):
         if dest.exists():  # another process finished it while we waited for the lock
             return dest
-        attempt, restarted = 0, False
-        while True:
-            try:
-                if scheme == "file":
-                    _copy_once(url, part, progress)
-                else:
-                    _http_once(session, url, part, timeout_s, progress)
-            except _Final as exc:
-                raise DownloadError(str(exc)) from None
-            except _Restart as exc:
-                problem = str(exc)
-                if not restarted:
-                    restarted = True
-                    log.info("%s: %s; restarting from zero", url, problem)
-                    continue
-            except (_Retry, requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                problem = str(exc) or type(exc).__name__
+        try:
+            if scheme == "file":
+                _copy(url, part, progress)
             else:
-                os.replace(part, dest)
-                return dest
-            attempt += 1
-            if attempt > retries:
-                break
-            wait = backoff * 2 ** (attempt - 1)
-            log.warning("%s: %s; retry %d of %d in %.1f s", url, problem, attempt, retries, wait)
-            time.sleep(wait)
-    raise DownloadError(f"could not download {url} after {retries + 1} attempts: {problem}")
+                _download(url, part, retry, timeout_s, progress)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            cause = _cause(exc)
+            tries = (
+                ""
+                if isinstance(cause, urllib3.exceptions.NameResolutionError)
+                else f" after {retries + 1} attempts"
+            )
+            raise DownloadError(
+                f"could not download {url}{tries}: {str(cause) or type(cause).__name__}"
+            ) from None
+        os.replace(part, dest)
+    return dest
 
 
-def _member_problem(member: tarfile.TarInfo) -> str | None:
-    name = member.name
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+def _member_problem(member: tarfile.TarInfo, dest: str) -> str | None:
+    """Why ``member`` may not be unpacked into ``dest``: what tarfile's data filter refuses (a path
+    or link leading out of ``dest``, a device, FIFO or other special file), and what it lets
+    through that the project refuses: an absolute name (the filter strips its "/") and a link."""
+    if member.name.startswith(("/", "\\")):
         return "an absolute path"
-    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
-        return "a path with a '..' component"
-    if member.issym():
-        return f"a symbolic link (to {member.linkname!r})"
-    if member.islnk():
-        return f"a hard link (to {member.linkname!r})"
-    if member.ischr() or member.isblk():
-        return "a device file"
-    if member.isfifo():
-        return "a FIFO"
-    if not (member.isfile() or member.isdir()):
-        return f"an unsupported member type ({member.type!r})"
+    try:
+        tarfile.data_filter(member, dest)
+    except tarfile.FilterError as exc:
+        return f"unsafe ({exc})"
+    if member.issym() or member.islnk():
+        return f"a {'symbolic' if member.issym() else 'hard'} link (to {member.linkname!r})"
     return None
 
 
@@ -312,13 +344,17 @@ def _drain(tar: tarfile.TarFile, name: str) -> None:
 
 
 def _checked_members(
-    tar: tarfile.TarFile, name: str, max_member_bytes: int | None, max_total_bytes: int | None
+    tar: tarfile.TarFile,
+    name: str,
+    max_member_bytes: int | None,
+    max_total_bytes: int | None,
+    dest: str = os.path.join(os.sep, "unpacked"),  # where check_archive pictures it unpacked
 ) -> list[tarfile.TarInfo]:
     members: list[tarfile.TarInfo] = []
     seen: dict[str, tarfile.TarInfo] = {}
     total = 0
     for member in tar:  # one header at a time: a member over the cap is refused before its data is read
-        problem = _member_problem(member)
+        problem = _member_problem(member, dest)
         key = posixpath.normpath(member.name)
         if not problem and key in seen and not (member.isdir() and seen[key].isdir()):
             problem = "in the archive more than once (a later copy would replace the first)"
@@ -372,11 +408,12 @@ def safe_extract(
     """Unpack a tar archive into ``dest`` after checking every member and reading the whole
     stream (see check_archive); return the member names. Absolute paths, ``..`` components,
     links, devices, FIFOs, repeated names and members over the caps raise UnsafeArchiveError
-    naming the member, before anything is written; tarfile's ``data`` filter is a second guard.
+    naming the member, before anything is written (tarfile's ``data`` filter, applied to each member
+    up front, and again as it unpacks).
     A corrupt archive (a bad CRC too) raises CorruptArchiveError."""
     archive, dest = Path(archive), Path(dest)
     with _archive_errors(archive.name), tarfile.open(archive, "r:*") as tar:
-        members = _checked_members(tar, archive.name, max_member_bytes, max_total_bytes)
+        members = _checked_members(tar, archive.name, max_member_bytes, max_total_bytes, str(dest))
         dest.mkdir(parents=True, exist_ok=True)
         tar.extractall(dest, members=members, filter="data")
     return [member.name for member in members]
@@ -409,14 +446,14 @@ def group_of(pattern: re.Pattern[str], file_name: str, fallback: str) -> str:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    """Every photo under ``folder`` (hidden files and folders skipped), in a stable order."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                found.append(Path(dirpath) / name)
-    return found
+    """Every photo under ``folder`` (hidden files and folders left out) in name order, or
+    DownloadError naming each entry that should have been a photo or folder and can't be read."""
+    found = walk_photos(folder, skip_hidden=True)
+    bad = [f"{path}: {error}" for path, error in found if error is not None]
+    if bad:
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise DownloadError(f"{len(bad)} entries of {folder} can't be read: {'; '.join(bad[:5])}{more}")
+    return [path for path, _ in found]
 
 
 def copy_folder(folder: Path, photos_dir: Path) -> list[Photo]:
@@ -445,6 +482,23 @@ def _caps(data: DataParams | None) -> dict[str, int | None]:
     return {"max_member_bytes": data.max_member_mib * MIB, "max_total_bytes": data.max_unpacked_mib * MIB}
 
 
+def _unpack(archive: Path, unpacked: Path, data: DataParams | None) -> dict[str, np.ndarray]:
+    """Unpack one archive into ``unpacked``; the landmarks of its muct76-opencv.csv files. An
+    archive that fails is deleted from the cache."""
+    shapes: dict[str, np.ndarray] = {}
+    try:
+        safe_extract(archive, unpacked, **_caps(data))
+        for csv_path in sorted(unpacked.rglob(muct.LANDMARKS_CSV)):
+            try:
+                shapes.update(muct.read_landmarks_csv(csv_path))
+            except ValueError as exc:
+                raise DownloadError(f"{archive.name}: {exc}") from None
+    except DownloadError:
+        archive.unlink(missing_ok=True)
+        raise
+    return shapes
+
+
 def unpack_muct(
     archives: Sequence[Path], work_dir: Path, photos_dir: Path, data: DataParams | None = None
 ) -> list[Photo]:
@@ -457,16 +511,7 @@ def unpack_muct(
     owner: dict[Path, str] = {}
     for archive in archives:
         unpacked = work_dir / archive.name
-        try:
-            safe_extract(archive, unpacked, **_caps(data))
-            for csv_path in sorted(unpacked.rglob(muct.LANDMARKS_CSV)):
-                try:
-                    shapes.update(muct.read_landmarks_csv(csv_path))
-                except ValueError as exc:
-                    raise DownloadError(f"{archive.name}: {exc}") from None
-        except DownloadError:
-            archive.unlink(missing_ok=True)
-            raise
+        shapes.update(_unpack(archive, unpacked, data))
         jpg_dir = unpacked / "jpg"
         if not jpg_dir.is_dir():
             continue
@@ -591,10 +636,15 @@ def download_archives(
         url = muct.archive_url(base_url, name)
         cached = cache_path(cache_dir, url)
         log.info("%s %s", "using the cached copy of" if cached.exists() else "fetching", url)
-        path = fetch(
-            url, cached, retries=data.retries, timeout_s=data.timeout_s,
-            backoff_s=backoff_s, progress=progress,
-        )  # fmt: skip
+        try:
+            path = fetch(
+                url, cached, retries=data.retries, timeout_s=data.timeout_s,
+                backoff_s=backoff_s, progress=progress,
+            )  # fmt: skip
+        except DownloadError as exc:
+            if data.source.strip() == "muct":
+                raise DownloadError(f"{exc}\n{OFFLINE_HINT}") from None
+            raise
         actual, expected = sha256_file(path), data.checksums.get(name)
         if expected and actual != expected:
             path.unlink()

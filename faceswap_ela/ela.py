@@ -16,12 +16,15 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import simplejpeg
 
-from faceswap_ela.dataset import create_tensor
+from faceswap_ela.dataset import COLUMNS, DatasetError, create_tensor, tensor_path
+from faceswap_ela.outputs import write_csv
 from faceswap_ela.parallel import ordered_thread_map
 from faceswap_ela.params import ElaParams
 
@@ -225,3 +228,40 @@ def write_tensors(
     if written != len(paths):
         raise ValueError(f"wrote {written} ELA rows, expected {len(paths)}")
     return written
+
+
+def write_sets(
+    index: pd.DataFrame,
+    crops: str | os.PathLike,
+    folder: str | os.PathLike,
+    settings: ElaParams,
+    *,
+    sets: Sequence[str],
+    size: int,
+    workers: int = 0,
+) -> dict[str, int]:
+    """For every set of ``sets`` (the ``index`` rows whose split it names, crop paths relative to
+    ``crops``), ``{set}_ela.npy``, ``{set}_rgb.npy`` (``write_tensors``) and ``{set}.csv`` (the
+    rows' dataset.COLUMNS, index order) in ``folder``. The crop side is the first crop's, ``size``
+    when the index is empty. Returns the number of crops per set; DatasetError when a crop listed
+    is missing or unreadable."""
+    crops, folder = Path(crops), Path(folder)
+    missing = [str(crops / path) for path in index["path"] if not (crops / path).is_file()]
+    if missing:
+        raise DatasetError(f"{len(missing)} crops listed in the index are missing, e.g. {missing[0]}")
+    try:
+        side = read_crop(crops / index["path"].iloc[0]).shape[0] if len(index) else size
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
+    counts = {}
+    for name in sets:
+        rows = index[index["split"] == name]
+        try:
+            counts[name] = write_tensors(
+                [crops / path for path in rows["path"]], tensor_path(folder, name, "ela"),
+                tensor_path(folder, name, "rgb"), settings, size=side, workers=workers, desc=f"ela {name}",
+            )  # fmt: skip
+        except ValueError as exc:
+            raise DatasetError(str(exc)) from None
+        write_csv(folder / f"{name}.csv", rows[list(COLUMNS)])
+    return counts

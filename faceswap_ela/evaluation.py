@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -15,6 +17,7 @@ from faceswap_ela.model import CLASSES
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("set", "crop_id", "photo_id", "label", "p_fake")
+PREDICT_BATCH = 100  # memory only: the predictions do not depend on it
 
 
 def prediction_frame(table: pd.DataFrame, set_name: str, p_fake: np.ndarray) -> pd.DataFrame:
@@ -25,7 +28,7 @@ def prediction_frame(table: pd.DataFrame, set_name: str, p_fake: np.ndarray) -> 
 
 
 def predict_fake(
-    net: keras.Model, images: np.ndarray, batch_size: int = 100, verbose: int | str = 0
+    net: keras.Model, images: np.ndarray, batch_size: int = PREDICT_BATCH, verbose: int | str = 0
 ) -> np.ndarray:
     """p(fake) for every image of a uint8 (memory-mapped) tensor, streamed in batches, in row order."""
     sequence = batches.CropSequence(images, batch_size=batch_size)
@@ -33,6 +36,21 @@ def predict_fake(
     if probabilities.shape != (len(images), len(CLASSES)):
         raise ValueError(f"model returned {probabilities.shape} for {len(images)} images")
     return probabilities[:, 1]
+
+
+def score_sets(
+    names: Sequence[str], score: Callable[[str], tuple[Any, np.ndarray]], threshold: float, model: str
+) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Every test set of ``names`` scored: ``score(name)`` gives the set's dataset.Split and
+    p(fake). Returns the PREDICTION_COLUMNS rows of all sets and the metrics (evaluate) per set."""
+    frames, sets = [], {}
+    for name in names:
+        split, p_fake = score(name)
+        sets[name] = evaluate(split.labels, p_fake, threshold)
+        frames.append(prediction_frame(split.table, name, p_fake))
+        auc = sets[name]["roc_auc"]
+        log.info("%s on %s: AUC %s", model, name, "n/a" if auc is None else f"{auc:.4f}")
+    return pd.concat(frames, ignore_index=True), sets
 
 
 def predict_labels(p_fake: np.ndarray, threshold: float) -> np.ndarray:

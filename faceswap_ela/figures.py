@@ -1,4 +1,5 @@
-"""The paper's figures as PNG files: accuracy/loss curves, ROC curve, confusion matrix.
+"""The paper's figures as PNG files: accuracy/loss curves, ROC curve, confusion matrix; and
+predict's heatmap of one face.
 
 Drawn with matplotlib's Agg canvas directly (no pyplot, no global backend). ``path`` may have any
 name (the stages write to temporary siblings); the format is always PNG.
@@ -14,12 +15,14 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from faceswap_ela.outputs import atomic_path
+
 DPI = 120
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> None:
+def _save(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> None:
     FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(path, format="png", dpi=dpi, metadata={"Software": None})
 
 
 def history_figure(history: pd.DataFrame, path: str | os.PathLike, best_epoch: int | None = None) -> None:
@@ -99,3 +102,26 @@ def confusion_figure(
     ax.set_ylabel("actual")
     ax.set_title("Confusion matrix, test split")
     _save(fig, path)
+
+
+def heatmap(
+    path: str | os.PathLike,
+    crop: np.ndarray,
+    ela_rgb: np.ndarray,
+    p_fake: float,
+    label: str,
+    photo: str,
+    index: int,
+    rois: int = 1,
+) -> None:
+    """A PNG of the crop and its ELA image (what the network sees) side by side, the score in the
+    title; with several ROIs the first is shown and the score is their mean. Written atomically."""
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    mean = f", mean of {rois} ROIs" if rois > 1 else ""
+    fig.suptitle(f"{photo} face {index}: p(fake) = {p_fake:.3f} ({label}{mean})")
+    for ax, image, title in zip(fig.subplots(1, 2), (crop, ela_rgb), ("crop", "ELA"), strict=True):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(title)
+        ax.set_axis_off()
+    with atomic_path(path) as tmp:
+        _save(fig, tmp, dpi=100)

@@ -1,10 +1,14 @@
-"""Reading photos safely: every failure becomes an ImageError with a one-line reason."""
+"""Finding and reading photos safely: every failure becomes a one-line reason (an ImageError when
+reading)."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +97,106 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Lossless, deterministic PNG (no timestamps)."""
     image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
     image.save(path, format="PNG", compress_level=1)
+
+
+def os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _irregular(mode: int) -> str | None:
+    """Why a file of this mode can't be a photo (a FIFO would block its reader), or None."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        kind = "a FIFO"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    else:
+        kind = "a special file"
+    return f"not a regular file ({kind})"
+
+
+def _stat(path: Path) -> tuple[os.stat_result | None, str | None]:
+    """The stat of ``path`` through its links, or None and why it can't be had."""
+    try:
+        return path.stat(), None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None, "symbolic link loop"
+        if exc.errno == errno.ENOENT and path.is_symlink():
+            return None, f"broken symbolic link (to {os.readlink(path)!r})"
+        if exc.errno == errno.ENOENT:
+            return None, "file not found"
+        return None, os_reason(exc)
+
+
+def _walk(
+    folder: Path,
+    found: list[tuple[Path, str | None]],
+    ancestors: frozenset[tuple[int, int]],
+    skip_hidden: bool,
+) -> None:
+    """Depth first in name order: photo files, and one error row per entry that should have been
+    one or a folder and can't be read (a broken or looping link named like a photo or without a
+    suffix, a FIFO or device named like a photo, a folder that can't be listed, a link back to a
+    folder above). Other files are left out, and so are names starting with "." if ``skip_hidden``."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda entry: entry.name)
+    except OSError as exc:
+        found.append((folder, f"can't read this folder: {os_reason(exc)}"))
+        return
+    for entry in entries:
+        if skip_hidden and entry.name.startswith("."):
+            continue
+        path = Path(entry.path)
+        is_photo = path.suffix.lower() in IMAGE_SUFFIXES
+        info, problem = _stat(path)
+        if info is None:
+            if is_photo or not path.suffix:  # a link without a suffix may have been a folder
+                found.append((path, problem))
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            key = (info.st_dev, info.st_ino)
+            if key in ancestors:
+                found.append((path, "symbolic link loop (links back to a folder above it)"))
+            else:
+                _walk(path, found, ancestors | {key}, skip_hidden)
+        elif is_photo:
+            found.append((path, _irregular(info.st_mode)))
+
+
+def walk_photos(folder: Path, *, skip_hidden: bool = False) -> list[tuple[Path, str | None]]:
+    """The photos under ``folder`` as (path, error), as find_photos walks it; [] when it holds none."""
+    info, problem = _stat(folder)
+    if info is None:
+        return [(folder, problem)]
+    found: list[tuple[Path, str | None]] = []
+    _walk(folder, found, frozenset({(info.st_dev, info.st_ino)}), skip_hidden)
+    return found
+
+
+def find_photos(
+    paths: Iterable[str | os.PathLike], *, skip_hidden: bool = False
+) -> list[tuple[Path, str | None]]:
+    """The photos named by ``paths`` as (path, error): a file is taken as it is (its content decides
+    whether it is an image), a folder is walked recursively for .jpg/.jpeg/.png files (any case,
+    in name order, links followed; see _walk). A missing path, a broken or looping link, a FIFO or
+    device, a folder that can't be read or holds no photos: each comes back with its error, never
+    skipped."""
+    found: list[tuple[Path, str | None]] = []
+    for item in paths:
+        path = Path(item)
+        info, problem = _stat(path)
+        if info is None:
+            found.append((path, problem))
+        elif stat.S_ISDIR(info.st_mode):
+            inside = walk_photos(path, skip_hidden=skip_hidden)
+            if not inside:
+                inside.append((path, f"no {'/'.join(IMAGE_SUFFIXES)} files in this folder"))
+            found.extend(inside)
+        else:
+            found.append((path, _irregular(info.st_mode)))
+    return found

@@ -152,20 +152,14 @@ def detect_faces(
 
 
 def detect(
-    rgb: np.ndarray,
-    detector: Any,
-    predictor: Any,
-    upsample: int = 0,
-    max_side: int = 0,
-    multiple_faces: str = "skip",
-    retry_full_size: bool = True,
+    rgb: np.ndarray, detector: Any, predictor: Any, multiple_faces: str = "skip", **options: Any
 ) -> Detection | str:
     """The face of a photo as a Detection, or the reason it has none: ``no face``, or ``N faces``
     when several are found and ``multiple_faces`` is ``skip`` (``largest`` keeps the largest).
-    See detect_faces for the other arguments."""
+    ``options`` (upsample, max_side, retry_full_size) go to detect_faces."""
     if multiple_faces not in ("skip", "largest"):
         raise ValueError(f"multiple_faces must be 'skip' or 'largest', not {multiple_faces!r}")
-    faces = detect_faces(rgb, detector, predictor, upsample, max_side, retry_full_size)
+    faces = detect_faces(rgb, detector, predictor, **options)
     if not faces:
         return NO_FACE
     if len(faces) > 1 and multiple_faces == "skip":
@@ -273,10 +267,10 @@ def locate_one(item: tuple[str, str]) -> tuple[str, Any, Any]:
         rgb,
         _WORKER["detector"],
         _WORKER["predictor"],
-        _WORKER["upsample"],
-        _WORKER["max_side"],
         _WORKER["multiple_faces"],
-        _WORKER["retry_full_size"],
+        upsample=_WORKER["upsample"],
+        max_side=_WORKER["max_side"],
+        retry_full_size=_WORKER["retry_full_size"],
     )
     if isinstance(found, str):
         return "reject", found, None

@@ -25,6 +25,7 @@ import pandas as pd
 
 from faceswap_ela import alignment, augment, ela, forgery, gallery, roi, seeding
 from faceswap_ela import params as P
+from faceswap_ela.dataset import DatasetError
 from faceswap_ela.images import ImageError, load_rgb, save_png
 from faceswap_ela.stage import StageError
 from faceswap_ela.testsets import MATCHED, SPLITS, TEST, TRAIN, jpeg_set
@@ -334,6 +335,21 @@ def set_names(frame: pd.DataFrame) -> list[str]:
     """The splits, then the extra test renderings, in the order they appear in the index."""
     extra = [name for name in dict.fromkeys(frame["split"]) if name not in SPLITS]
     return [*SPLITS, *extra]
+
+
+def read_index(folder: str | os.PathLike) -> pd.DataFrame:
+    """The ok rows of ``folder``/index.csv (the crops, index order); DatasetError when it is
+    missing or lacks a column the ela stage reads."""
+    path = Path(folder) / "index.csv"
+    if not path.exists():
+        raise DatasetError(f"{path} not found (run the materialize stage first)")
+    frame = pd.read_csv(
+        path, dtype={"crop_id": str, "photo_id": str, "group": str, "split": str, "path": str}
+    )
+    missing = {"crop_id", "photo_id", "group", "split", "label", "status", "path"} - set(frame.columns)
+    if missing:
+        raise DatasetError(f"{path} lacks columns {sorted(missing)}")
+    return frame[frame["status"] == "ok"].reset_index(drop=True)
 
 
 def index_frame(rows: list[dict]) -> pd.DataFrame:

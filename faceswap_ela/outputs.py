@@ -66,9 +66,9 @@ def write_json(path: str | os.PathLike, data: object) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+def write_csv(path: str | os.PathLike, frame: pd.DataFrame, float_format: str | None = None) -> None:
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, lineterminator="\n")
+        frame.to_csv(tmp, index=False, lineterminator="\n", float_format=float_format)
 
 
 def sweep_stale(*folders: str | os.PathLike) -> list[Path]:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -329,23 +330,25 @@ def load(path: str | os.PathLike | None = None) -> Params:
     return parse(raw, str(path))
 
 
+def leaves(data: object, prefix: str = "", *, expand_lists: bool = False) -> Iterator[tuple[str, object]]:
+    """(``prefix.path.to.leaf``, value) for every leaf of nested mappings: a list is a leaf, or
+    with ``expand_lists`` a level keyed 0, 1, ...; an empty mapping below the top is a leaf."""
+    if isinstance(data, Mapping) and (data or not prefix):
+        for key, item in data.items():
+            yield from leaves(item, f"{prefix}.{key}" if prefix else str(key), expand_lists=expand_lists)
+    elif expand_lists and isinstance(data, (list, tuple)):
+        for i, item in enumerate(data):
+            yield from leaves(item, f"{prefix}.{i}" if prefix else str(i), expand_lists=expand_lists)
+    else:
+        yield prefix, data
+
+
 def flatten(params: Params) -> dict[str, object]:
-    """Every parameter as ``section.key -> value`` (lists kept as JSON), for tracking."""
-    out: dict[str, object] = {}
-
-    def walk(prefix: str, value: object) -> None:
-        if isinstance(value, dict):
-            if not value and prefix:
-                out[prefix] = "{}"
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), item)
-        elif isinstance(value, (list, tuple)):
-            out[prefix] = json.dumps(list(value))
-        else:
-            out[prefix] = value
-
-    walk("", params.model_dump(mode="json"))
-    return out
+    """Every parameter as ``section.key -> value`` (lists and empty mappings as JSON), for tracking."""
+    return {
+        key: json.dumps(value) if isinstance(value, (list, dict)) else value
+        for key, value in leaves(params.model_dump(mode="json"))
+    }
 
 
 def digest(params: Params) -> str:

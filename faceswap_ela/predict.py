@@ -19,12 +19,8 @@ a model that doesn't fit ``roi.size``, a heatmap folder that can't be written) r
 from __future__ import annotations
 
 import contextlib
-import csv
-import errno
-import io
 import json
 import os
-import stat
 import sys
 import tempfile
 import zipfile
@@ -34,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from tabulate import tabulate
 
 from faceswap_ela import ela, landmarks, layout, roi, seeding
-from faceswap_ela.images import IMAGE_SUFFIXES, ImageError, load_rgb
+from faceswap_ela.images import ImageError, find_photos, load_rgb, os_reason
 from faceswap_ela.params import Params
 
 OK = "ok"
@@ -44,8 +42,8 @@ NO_FACE = "no face"
 TOO_SMALL = "face too small"
 ERROR = "error"
 COLUMNS = ("photo", "face", "box", "p_fake", "label", "status", "error")
+TABLE_COLUMNS = COLUMNS[:-1]  # the error follows the status
 FORMATS = ("table", "json", "csv")
-PREDICT_BATCH = 100  # memory only: the scores do not depend on it
 
 
 class PredictError(ValueError):
@@ -101,90 +99,6 @@ def default_model(params: Params, root: str | os.PathLike | None = None) -> Path
     return Path(root if root is not None else repo_root()) / layout.model_file(layout.primary(params))
 
 
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc) or type(exc).__name__
-
-
-def _irregular(mode: int) -> str | None:
-    """Why a file of this mode can't be a photo (a FIFO would block its reader), or None."""
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISFIFO(mode):
-        kind = "a FIFO"
-    elif stat.S_ISSOCK(mode):
-        kind = "a socket"
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        kind = "a device"
-    else:
-        kind = "a special file"
-    return f"not a regular file ({kind})"
-
-
-def _stat(path: Path) -> tuple[os.stat_result | None, str | None]:
-    """The stat of ``path`` through its links, or None and why it can't be had."""
-    try:
-        return path.stat(), None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return None, "symbolic link loop"
-        if exc.errno == errno.ENOENT and path.is_symlink():
-            return None, f"broken symbolic link (to {os.readlink(path)!r})"
-        if exc.errno == errno.ENOENT:
-            return None, "file not found"
-        return None, _reason(exc)
-
-
-def _walk(folder: Path, found: list[tuple[Path, str | None]], ancestors: frozenset[tuple[int, int]]) -> None:
-    """Depth first in name order: photo files, and one error row per entry that should have been
-    one or a folder and can't be read (a broken or looping link named like a photo or without a
-    suffix, a FIFO or device named like a photo, a folder that can't be listed, a link back to a
-    folder above). Other files are left out."""
-    try:
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda entry: entry.name)
-    except OSError as exc:
-        found.append((folder, f"can't read this folder: {_reason(exc)}"))
-        return
-    for entry in entries:
-        path = Path(entry.path)
-        is_photo = path.suffix.lower() in IMAGE_SUFFIXES
-        info, problem = _stat(path)
-        if info is None:
-            if is_photo or not path.suffix:  # a link without a suffix may have been a folder
-                found.append((path, problem))
-            continue
-        if stat.S_ISDIR(info.st_mode):
-            key = (info.st_dev, info.st_ino)
-            if key in ancestors:
-                found.append((path, "symbolic link loop (links back to a folder above it)"))
-            else:
-                _walk(path, found, ancestors | {key})
-        elif is_photo:
-            found.append((path, _irregular(info.st_mode)))
-
-
-def find_photos(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str | None]]:
-    """The photos named by ``paths`` as (path, error): a file is taken as it is (its content decides
-    whether it is an image), a folder is walked recursively for .jpg/.jpeg/.png files (any case,
-    in name order). A missing path, a broken or looping link, a FIFO or device, a folder that
-    can't be read or holds no photos: each comes back with its error, never skipped."""
-    found: list[tuple[Path, str | None]] = []
-    for item in paths:
-        path = Path(item)
-        info, problem = _stat(path)
-        if info is None:
-            found.append((path, problem))
-        elif stat.S_ISDIR(info.st_mode):
-            inside: list[tuple[Path, str | None]] = []
-            _walk(path, inside, frozenset({(info.st_dev, info.st_ino)}))
-            if not inside:
-                inside.append((path, f"no {'/'.join(IMAGE_SUFFIXES)} files in this folder"))
-            found.extend(inside)
-        else:
-            found.append((path, _irregular(info.st_mode)))
-    return found
-
-
 def check_heatmap_dir(folder: str | os.PathLike) -> Path:
     """Create the heatmap folder if need be and check that a file can be written in it, before any
     photo is scored; PredictError if not."""
@@ -197,7 +111,7 @@ def check_heatmap_dir(folder: str | os.PathLike) -> Path:
         os.close(fd)
         os.unlink(name)
     except OSError as exc:
-        raise PredictError(f"can't write heatmaps to {folder}: {_reason(exc)}") from None
+        raise PredictError(f"can't write heatmaps to {folder}: {os_reason(exc)}") from None
     return folder
 
 
@@ -381,10 +295,44 @@ class Predictor:
         with quiet_stderr(not self.verbose):
             from faceswap_ela.evaluation import predict_fake
 
-            return predict_fake(net, np.ascontiguousarray(elas), batch_size=PREDICT_BATCH)
+            return predict_fake(net, np.ascontiguousarray(elas))
 
     def label(self, p_fake: float) -> str:
         return "fake" if p_fake >= self.threshold else "real"
+
+    def _rows(self, path: Path, error: str | None, keep_crops: bool) -> list[Prediction | FaceCrops]:
+        """One photo's rows in face order: a Prediction where no score is needed (an error, no
+        face, a face too small), the FaceCrops to score (crops kept only for heatmaps) otherwise."""
+        if error is None:
+            try:
+                rgb = load_rgb(path)
+            except ImageError as exc:
+                error = str(exc)
+        if error is not None:
+            return [Prediction(str(path), status=ERROR, error=error)]
+        found = self.faces(rgb, path.name)
+        if not found:
+            return [Prediction(str(path), status=NO_FACE)]
+        for face in found:
+            if not keep_crops:
+                face.crops = face.crops[:0]
+        return [
+            face
+            if face.elas
+            else Prediction(str(path), face.index, face.box, status=TOO_SMALL, error="empty ROI")
+            for face in found
+        ]
+
+    def _heatmap(self, folder: Path, path: Path, face: FaceCrops, p_fake: float, names: set[str]) -> None:
+        from faceswap_ela import figures
+
+        target = folder / heatmap_name(path, face.index, names)
+        try:
+            figures.heatmap(target, face.crops[0], face.elas[0], p_fake, self.label(p_fake), path.name,
+                            face.index, len(face.elas))  # fmt: skip
+        except Exception as exc:
+            reason = os_reason(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+            self.heatmap_errors.append(f"{target}: heatmap not written: {reason}")
 
     def predict(
         self,
@@ -394,9 +342,9 @@ class Predictor:
         progress: bool = False,
     ) -> list[Prediction]:
         """Predictions for every photo named by ``paths`` (files, or folders walked recursively),
-        in input order, one row per face. With ``heatmap_dir``, a PNG per face (see heatmap): the
-        folder is checked first (PredictError), and a figure that can't be written is left out and
-        named in ``heatmap_errors``."""
+        in input order, one row per face. With ``heatmap_dir``, a PNG per face (see
+        figures.heatmap): the folder is checked first (PredictError), and a figure that can't be
+        written is left out and named in ``heatmap_errors``."""
         from tqdm import tqdm
 
         if heatmap_dir is not None:
@@ -406,28 +354,11 @@ class Predictor:
         rows: list[Prediction | None] = []
         pending: list[tuple[int, Path, FaceCrops]] = []  # row slot, photo, face
         for path, error in tqdm(find_photos(paths), desc="photos", unit="photo", disable=not progress):
-            if error is None:
-                try:
-                    rgb = load_rgb(path)
-                except ImageError as exc:
-                    error = str(exc)
-            if error is not None:
-                rows.append(Prediction(str(path), status=ERROR, error=error))
-                continue
-            found = self.faces(rgb, path.name)
-            if not found:
-                rows.append(Prediction(str(path), status=NO_FACE))
-            for face in found:
-                if not face.elas:
-                    rows.append(
-                        Prediction(str(path), face.index, face.box, status=TOO_SMALL, error="empty ROI")
-                    )
-                    continue
-                if heatmap_dir is None:
-                    face.crops = face.crops[:0]  # only the heatmaps need the crops
-                pending.append((len(rows), path, face))
-                rows.append(None)
-
+            for row in self._rows(path, error, keep_crops=heatmap_dir is not None):
+                if isinstance(row, FaceCrops):
+                    pending.append((len(rows), path, row))
+                    row = None
+                rows.append(row)
         if pending:
             scores = self.score(np.stack([e for _, _, face in pending for e in face.elas]))
             start, names = 0, set()
@@ -436,13 +367,7 @@ class Predictor:
                 start += len(face.elas)
                 rows[slot] = Prediction(str(path), face.index, face.box, p_fake, self.label(p_fake))
                 if heatmap_dir is not None:
-                    target = heatmap_dir / heatmap_name(path, face.index, names)
-                    try:
-                        heatmap(target, face.crops[0], face.elas[0], p_fake, self.label(p_fake), path.name,
-                                face.index, len(face.elas))  # fmt: skip
-                    except Exception as exc:
-                        reason = _reason(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
-                        self.heatmap_errors.append(f"{target}: heatmap not written: {reason}")
+                    self._heatmap(heatmap_dir, path, face, p_fake, names)
         return [row for row in rows if row is not None]
 
 
@@ -457,44 +382,7 @@ def heatmap_name(photo: Path, index: int, taken: set[str]) -> str:
     return name
 
 
-def heatmap(
-    path: str | os.PathLike,
-    crop: np.ndarray,
-    ela_rgb: np.ndarray,
-    p_fake: float,
-    label: str,
-    photo: str,
-    index: int,
-    rois: int = 1,
-) -> None:
-    """A PNG of the crop and its ELA image (what the network sees) side by side, the score in the
-    title; with several ROIs the first is shown and the score is their mean. Written atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from faceswap_ela.outputs import atomic_path
-
-    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
-    mean = f", mean of {rois} ROIs" if rois > 1 else ""
-    fig.suptitle(f"{photo} face {index}: p(fake) = {p_fake:.3f} ({label}{mean})")
-    for ax, image, title in zip(fig.subplots(1, 2), (crop, ela_rgb), ("crop", "ELA"), strict=True):
-        ax.imshow(image, interpolation="nearest")
-        ax.set_title(title)
-        ax.set_axis_off()
-    FigureCanvasAgg(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-
-
 # ---------------------------------------------------------------- output formats
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return json.dumps(value)
-    return str(value)
 
 
 def to_json(rows: Sequence[Prediction]) -> str:
@@ -506,36 +394,27 @@ def to_json(rows: Sequence[Prediction]) -> str:
 
 def to_csv(rows: Sequence[Prediction]) -> str:
     """CSV with the COLUMNS (box as a JSON list, empty cells for missing values)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in rows:
-        values = row.as_dict()
-        writer.writerow([_cell(values[c]) for c in COLUMNS])
-    return buffer.getvalue()
+    frame = pd.DataFrame([r.as_dict() for r in rows], columns=list(COLUMNS), dtype=object)
+    frame["box"] = frame["box"].map(lambda box: None if box is None else json.dumps(box))
+    return frame.to_csv(index=False, lineterminator="\n")
 
 
 def to_table(rows: Sequence[Prediction]) -> str:
     """Aligned, human-readable columns: photo, face, box, p_fake, label, status (with the error)."""
-    header = ("photo", "face", "box", "p_fake", "label", "status")
-    lines = [header]
-    for row in rows:
-        status = f"{row.status}: {row.error}" if row.status == ERROR and row.error else row.status
-        lines.append(
-            (
-                row.photo,
-                "-" if row.face is None else str(row.face),
-                "-" if row.box is None else " ".join(str(v) for v in row.box),
-                "-" if row.p_fake is None else f"{row.p_fake:.4f}",
-                row.label or "-",
-                status,
-            )
+    cells = [
+        (
+            row.photo,
+            "-" if row.face is None else row.face,
+            "-" if row.box is None else " ".join(map(str, row.box)),
+            "-" if row.p_fake is None else f"{row.p_fake:.4f}",
+            row.label or "-",
+            f"{row.status}: {row.error}" if row.status == ERROR and row.error else row.status,
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-    return "".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1] + "\n"
-        for line in lines
-    )
+        for row in rows
+    ]
+    # the header as a first row: tabulate would pad header columns by two more spaces
+    text = tabulate([TABLE_COLUMNS, *cells], tablefmt="plain", disable_numparse=True, stralign="left")
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
 
 
 def render(rows: Sequence[Prediction], fmt: str) -> str:

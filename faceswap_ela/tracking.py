@@ -25,7 +25,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 STORE_NAME = "mlflow.db"
 ARTIFACTS_NAME = "mlartifacts"
-_BATCH = 100  # MLflow's limit on params / tags per log_batch call
 _BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 HTTP_TIMEOUT_S = 5  # per request to an MLflow server, unless MLFLOW_HTTP_REQUEST_TIMEOUT is set
 HTTP_RETRIES = 0  # unless MLFLOW_HTTP_REQUEST_MAX_RETRIES is set: a failure disables tracking anyway
@@ -100,20 +99,11 @@ def run_tags(p: P.Params, commit: str | None, extra: Mapping[str, object] | None
 def numeric_leaves(data: object, prefix: str = "") -> dict[str, float]:
     """Every finite number in nested dicts/lists as ``prefix.path.to.leaf`` (booleans left out),
     with characters MLflow refuses in a metric name replaced by ``_``."""
-    out: dict[str, float] = {}
-
-    def walk(path: str, value: object) -> None:
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                walk(f"{path}.{key}" if path else str(key), item)
-        elif isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                walk(f"{path}.{i}" if path else str(i), item)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out[_BAD_KEY.sub("_", path)] = float(value)
-
-    walk(prefix, data)
-    return out
+    return {
+        _BAD_KEY.sub("_", key): float(value)
+        for key, value in P.leaves(data, prefix, expand_lists=True)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    }
 
 
 def _brief(exc: BaseException) -> str:
@@ -192,8 +182,8 @@ class Tracker:
             logged = self.client.get_run(self.run_id).data.params
             new = [Param(k, str(v)) for k, v in values.items() if k not in logged]
             changed = sorted(k for k, v in values.items() if k in logged and logged[k] != str(v))
-            for start in range(0, len(new), _BATCH):
-                self.client.log_batch(self.run_id, params=new[start : start + _BATCH])
+            if new:
+                self.client.log_batch(self.run_id, params=new)  # the client sends it in chunks
             if changed:
                 log.warning(
                     "parameters changed since they were logged, the run keeps the old values: %s", changed
@@ -207,12 +197,8 @@ class Tracker:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
-
-        def run() -> None:
-            for start in range(0, len(items), _BATCH):
-                self.client.log_batch(self.run_id, tags=items[start : start + _BATCH])
-
-        self._call("setting tags", run)
+        if items:
+            self._call("setting tags", lambda: self.client.log_batch(self.run_id, tags=items))
 
     def log_metrics(self, values: Mapping[str, float], step: int = 0, prefix: str = "") -> None:
         """Log numbers (None and non-finite values are left out) at ``step``, keys prefixed."""
@@ -287,8 +273,7 @@ class Tracker:
         backend = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}.get(keras.backend.backend())
         with contextlib.suppress(md.PackageNotFoundError, ValueError, TypeError):
             requirements.append(f"{backend}=={md.version(backend).split('+')[0]}")
-        mlflow.set_tracking_uri(self.uri)
-        with mlflow.start_run(run_id=self.run_id):
+        with _global_store(self.uri), mlflow.start_run(run_id=self.run_id):
             mlflow.keras.log_model(
                 net, name=name, signature=ModelSignature(inputs, outputs), pip_requirements=requirements
             )
@@ -324,14 +309,26 @@ class Tracker:
         self.finish(status_for(exc))
 
 
-def _client(uri: str):
+@contextlib.contextmanager
+def _global_store(uri: str) -> Iterator[None]:
+    """mlflow.keras.log_model takes no client or URI, only the global store's active run: point
+    the global store (and MLFLOW_TRACKING_URI, which mlflow sets with it) at ``uri`` for the block."""
     import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _client(uri: str):
     from mlflow import MlflowClient
 
     _quiet_store_logs()
     if urlparse(uri).scheme in ("http", "https"):
         _probe_server(uri)
-    mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
 
 

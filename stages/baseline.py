@@ -12,8 +12,6 @@ import logging
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from faceswap_ela import baseline, dataset, evaluation, outputs, stage
 from faceswap_ela import params as P
 from faceswap_ela.testsets import TRAIN
@@ -34,19 +32,19 @@ def split_features(name: str) -> tuple[dataset.Split, object]:
 def run(p: P.Params) -> None:
     train, x_train = split_features(TRAIN)
     model = baseline.fit(x_train, train.labels)
-    frames = []
-    metrics = {"features": list(baseline.FEATURES), "coefficients": baseline.coefficients(model), "sets": {}}
-    for name in dataset.test_sets(DATA):
+
+    def score(name: str) -> tuple[dataset.Split, object]:
         split, x = split_features(name)
-        p_fake = baseline.p_fake(model, x)
-        metrics["sets"][name] = evaluation.evaluate(split.labels, p_fake, p.eval.threshold)
-        frames.append(evaluation.prediction_frame(split.table, name, p_fake))
-        auc = metrics["sets"][name]["roc_auc"]
-        log.info("baseline on %s: AUC %s", name, "n/a" if auc is None else f"{auc:.4f}")
+        return split, baseline.p_fake(model, x)
+
+    predictions, sets = evaluation.score_sets(dataset.test_sets(DATA), score, p.eval.threshold, "baseline")
+    metrics = {
+        "features": list(baseline.FEATURES),
+        "coefficients": baseline.coefficients(model),
+        "sets": sets,
+    }
     with outputs.atomic_outputs(PREDICTIONS, METRICS) as (predictions_tmp, metrics_tmp):
-        pd.concat(frames, ignore_index=True).to_csv(
-            predictions_tmp, index=False, lineterminator="\n", float_format="%.7g"
-        )
+        outputs.write_csv(predictions_tmp, predictions, float_format="%.7g")
         outputs.write_json(metrics_tmp, metrics)
 
 

@@ -17,8 +17,6 @@ import logging
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from faceswap_ela import comparison, evaluation, figures, layout, outputs, stage, tracking
 from faceswap_ela import params as P
 from faceswap_ela.testsets import TEST
@@ -41,33 +39,6 @@ GALLERY = Path("plots/gallery.png")
 log = logging.getLogger("compare")
 
 
-def read_predictions(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise stage.StageError(f"{path} not found: run the stage that writes it first")
-    frame = pd.read_csv(path, dtype={"crop_id": str, "photo_id": str, "set": str}, keep_default_na=False)
-    missing = set(evaluation.PREDICTION_COLUMNS) - set(frame.columns)
-    if missing:
-        raise stage.StageError(f"{path} lacks columns {sorted(missing)}")
-    return frame
-
-
-def load_model_result(input_kind: str, seed: int, name: str) -> comparison.ModelResult:
-    metrics_path = layout.train_metrics(name)
-    try:
-        train = json.loads(metrics_path.read_text())
-        history = pd.read_csv(layout.history_file(name))
-    except (OSError, ValueError) as exc:
-        raise stage.StageError(f"model {name}: {exc}") from None
-    predictions = read_predictions(layout.predictions_file(name))
-    return comparison.ModelResult(input_kind, seed, train, history, predictions)
-
-
-def roc_points(predictions: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    rows = predictions[predictions["set"] == TEST]
-    table = evaluation.roc_table(rows["label"].to_numpy(), rows["p_fake"].to_numpy())
-    return table["fpr"], table["tpr"]
-
-
 def model_runs(name: str) -> tuple[object, object]:
     """The MLflow runs of one model: the one `train@` started and the one `evaluate@` logged to
     (the same run, unless the parameters changed in between)."""
@@ -77,8 +48,8 @@ def model_runs(name: str) -> tuple[object, object]:
 
 
 def run(p: P.Params) -> None:
-    models = [load_model_result(kind, seed, name) for kind, seed, name in layout.model_names(p)]
-    base = read_predictions(BASELINE) if BASELINE.is_file() else None
+    models = [comparison.load_model_result(kind, seed) for kind, seed, _ in layout.model_names(p)]
+    base = comparison.read_predictions(BASELINE) if BASELINE.is_file() else None
     result = comparison.compare(
         models, base, resamples=p.eval.bootstrap, seed=p.seed, threshold=p.eval.threshold
     )
@@ -90,13 +61,7 @@ def run(p: P.Params) -> None:
     confusion = evaluation.confusion_table(labels, evaluation.predict_labels(p_fake, p.eval.threshold))
     curves = comparison.curves(models)
     robustness = comparison.robustness(result)
-    roc_curves = {}
-    for m in (m for m in models if m.seed == p.train.seeds[0]):
-        auc = comparison.number(result.auc(m.input, TEST).auc_per_seed[0], 3)
-        roc_curves[f"{comparison.LABELS[m.input]} {m.name} (AUC {auc})"] = roc_points(m.predictions)
-    if base is not None:
-        auc = comparison.number(result.auc(comparison.BASELINE, TEST).auc_mean, 3)
-        roc_curves[f"{comparison.LABELS[comparison.BASELINE]} (AUC {auc})"] = roc_points(base)
+    roc_curves = comparison.roc_curves(result, models, base, p.train.seeds[0])
 
     outs = (COMPARE_JSON, COMPARE_MD, EVAL_JSON, ROC_CSV, ROC_PNG, CONFUSION_CSV, CONFUSION_PNG,
             CURVES_CSV, CURVES_PNG, ROBUSTNESS_CSV, ROBUSTNESS_PNG)  # fmt: skip
@@ -124,7 +89,7 @@ def run(p: P.Params) -> None:
 
     with tracking.start_run(p, tags={"role": "comparison", "primary_model": primary.name}) as tracker:
         tracker.log_metrics(
-            tracking.numeric_leaves({k: v for k, v in headline.items() if k != "confusion_matrix"}, "test")
+            tracking.numeric_leaves({k: v for k, v in headline.items() if k != "confusion_matrix"}, TEST)
         )
         for prefix, part in result.tracked().items():
             tracker.log_metrics(tracking.numeric_leaves(part, prefix))
@@ -141,4 +106,4 @@ def run(p: P.Params) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(stage.main(run))
+    sys.exit(stage.main(run, expected=(comparison.ComparisonError,)))

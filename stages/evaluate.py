@@ -11,22 +11,20 @@ test set and (tracking.log_model) the model, into the model's MLflow run (models
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
 import tempfile
 from pathlib import Path
 
 import keras
-import pandas as pd
 
 from faceswap_ela import dataset, evaluation, figures, hardware, layout, stage, tracking
 from faceswap_ela import model as cnn
 from faceswap_ela import params as P
-from faceswap_ela.outputs import atomic_outputs
+from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
+from faceswap_ela.testsets import TEST
 
 DATA = Path("data/ela")
-PREDICT_BATCH = 100  # memory only: the predictions do not depend on it
 
 log = logging.getLogger("evaluate")
 
@@ -56,30 +54,28 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
             "seed": seed,
             "precision": precision.precision,
             "mlflow_run_id": tracker.run_id,
-            "sets": {},
         }
-        frames = []
-        for set_name in dataset.test_sets(DATA):
+
+        def score(set_name: str) -> tuple[dataset.Split, object]:
             split = dataset.load_split(DATA, set_name, input_kind)
-            p_fake = evaluation.predict_fake(net, split.images, batch_size=PREDICT_BATCH)
-            metrics["sets"][set_name] = evaluation.evaluate(split.labels, p_fake, p.eval.threshold)
-            frames.append(evaluation.prediction_frame(split.table, set_name, p_fake))
-            auc = metrics["sets"][set_name]["roc_auc"]
-            log.info("%s on %s: AUC %s", name, set_name, "n/a" if auc is None else f"{auc:.4f}")
-        predictions = pd.concat(frames, ignore_index=True)
+            return split, evaluation.predict_fake(net, split.images)
+
+        predictions, metrics["sets"] = evaluation.score_sets(
+            dataset.test_sets(DATA), score, p.eval.threshold, name
+        )
         outs = (layout.predictions_file(name), layout.eval_metrics(name))
         with atomic_outputs(*outs) as (predictions_tmp, metrics_tmp):
-            predictions.to_csv(predictions_tmp, index=False, lineterminator="\n", float_format="%.7g")
-            metrics_tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+            write_csv(predictions_tmp, predictions, float_format="%.7g")
+            write_json(metrics_tmp, metrics)
 
         for set_name, values in metrics["sets"].items():
             scalars = {k: v for k, v in values.items() if k != "confusion_matrix"}
             tracker.log_metrics(tracking.numeric_leaves(scalars, set_name))
-        test = predictions[predictions["set"] == "test"]
+        test = predictions[predictions["set"] == TEST]
         roc = evaluation.roc_table(test["label"].to_numpy(), test["p_fake"].to_numpy())
         with tempfile.TemporaryDirectory() as tmp:
             figure = Path(tmp) / "roc.png"
-            label = f"{name} (AUC = {metrics['sets']['test']['roc_auc'] or float('nan'):.3f})"
+            label = f"{name} (AUC = {metrics['sets'][TEST]['roc_auc'] or float('nan'):.3f})"
             figures.roc_figure({label: (roc["fpr"], roc["tpr"])}, figure)
             tracker.log_artifact(figure, "plots")
         tracker.log_artifact(outs[1], "metrics")

@@ -13,7 +13,6 @@ MLflow; `evaluate` logs the model.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
 import tempfile
@@ -21,7 +20,8 @@ from pathlib import Path
 
 from faceswap_ela import dataset, figures, hardware, layout, stage, tracking, training
 from faceswap_ela import params as P
-from faceswap_ela.outputs import atomic_outputs
+from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
+from faceswap_ela.testsets import TRAIN
 
 DATA = Path("data/ela")
 
@@ -32,7 +32,7 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
     name = layout.model_name(input_kind, seed)
     model, run_file = layout.model_file(name), layout.run_file(name)
     metrics_file, history_file = layout.train_metrics(name), layout.history_file(name)
-    split = dataset.load_split(DATA, "train", input_kind)
+    split = dataset.load_split(DATA, TRAIN, input_kind)
 
     precision = hardware.resolve_precision(p.train.precision)
     tags = {
@@ -59,9 +59,9 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
         with atomic_outputs(*outs) as (model_tmp, run_tmp, metrics_tmp, history_tmp):
             training.save_model(export, model_tmp)
             metrics["model_bytes"] = model_tmp.stat().st_size
-            run_tmp.write_text(json.dumps(tracker.info(), indent=2, sort_keys=True) + "\n")
-            metrics_tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-            result.history.to_csv(history_tmp, index=False, lineterminator="\n")
+            write_json(run_tmp, tracker.info())
+            write_json(metrics_tmp, metrics)
+            write_csv(history_tmp, result.history)
         log.info("wrote %s", ", ".join(map(str, outs)))
 
         tracker.log_metrics(tracking.numeric_leaves(metrics, "train"))

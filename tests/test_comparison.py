@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from faceswap_ela import comparison
+from faceswap_ela import comparison, evaluation
 
 GOLDEN = Path(__file__).parent / "golden"
 SETS = ["test_jpeg70", "test", "test_matched", "test_jpeg95"]
@@ -151,3 +151,28 @@ def test_outputs_match_the_golden_files(result):
     result, _ = result
     assert json.dumps(result.to_json(), indent=2) + "\n" == (GOLDEN / "compare.json").read_text()
     assert comparison.markdown(result) == (GOLDEN / "compare.md").read_text()
+
+
+def test_roc_curves_of_the_first_seed_and_the_baseline(result):
+    result, models = result
+    base = _predictions(0.0, 99)
+    curves = comparison.roc_curves(result, models, base, seed=1)
+    assert [label.split(" (AUC")[0] for label in curves] == [
+        "ELA-CNN ela-s1",
+        "RGB-CNN rgb-s1",
+        "sharpness baseline",
+    ]
+    fpr, tpr = curves[next(iter(curves))]
+    assert fpr.iloc[0] == 0 and tpr.iloc[-1] == 1 and len(fpr) == len(tpr)
+    assert len(comparison.roc_curves(result, models, None, seed=2)) == 2
+
+
+def test_missing_or_incomplete_predictions_are_a_comparison_error(tmp_path):
+    path = tmp_path / "baseline.csv"
+    with pytest.raises(comparison.ComparisonError, match="baseline.csv not found"):
+        comparison.read_predictions(path)
+    _predictions(1.0, 0).drop(columns="p_fake").to_csv(path, index=False)
+    with pytest.raises(comparison.ComparisonError, match=r"lacks columns \['p_fake'\]"):
+        comparison.read_predictions(path)
+    _predictions(1.0, 0).to_csv(path, index=False)
+    assert tuple(comparison.read_predictions(path).columns) == evaluation.PREDICTION_COLUMNS

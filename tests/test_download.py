@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -119,13 +120,17 @@ def test_download_from_loopback_mirror(muct_mirror, tmp_path):
         for name in (A, L)
     ]  # fmt: skip
     on_disk = json.loads((repo / "metrics/download.json").read_text())
-    assert on_disk == metrics == {
-        "photos": 12,
-        "unreadable": 0,
-        "with_ground_truth": 12,
-        "bytes": sum(p.stat().st_size for p in muct_mirror.photos),
-        "archives": 2,
-    }
+    assert (
+        on_disk
+        == metrics
+        == {
+            "photos": 12,
+            "unreadable": 0,
+            "with_ground_truth": 12,
+            "bytes": sum(p.stat().st_size for p in muct_mirror.photos),
+            "archives": 2,
+        }
+    )
     # nothing else: no unpacked leftovers, no temporary files
     raw = repo / "data/raw"
     files = sorted(str(p.relative_to(raw)) for p in raw.rglob("*") if p.is_file())
@@ -236,12 +241,12 @@ def test_a_part_longer_than_the_file_restarts(muct_mirror, tmp_path):
 
 def test_server_errors_are_retried_with_exponential_backoff(muct_mirror, tmp_path, monkeypatch):
     waits: list[float] = []
-    monkeypatch.setattr(download.time, "sleep", waits.append)
+    monkeypatch.setattr(time, "sleep", waits.append)
     repo = tmp_path / "repo"
-    with serve(muct_mirror.mirror, fail_first=2) as (url, log):
+    with serve(muct_mirror.mirror, fail_first=3) as (url, log):
         _run(repo, _data(url, archives=[A], retries=3), backoff_s=0.25)
-    assert _requests(log, A) == [(None, 503), (None, 503), (None, 200)]
-    assert waits == [0.25, 0.5]
+    assert _requests(log, A) == [(None, 503), (None, 503), (None, 503), (None, 200)]
+    assert waits == [0.5, 1.0]  # urllib3's: none before the first retry, then backoff_s x 2, 4, ...
 
 
 def test_server_errors_beyond_the_retries_fail(muct_mirror, tmp_path):
@@ -261,6 +266,24 @@ def test_missing_archive_is_a_clear_error_without_retries(muct_mirror, tmp_path)
         _run(repo, _data(url, archives=[A, missing, L], retries=3))
     assert str(err.value).startswith(f"HTTP 404 Not Found for {url}{missing} ")
     assert _requests(log, missing) == [(None, 404)]
+    _assert_no_outputs(repo)
+
+
+def test_a_name_that_does_not_resolve_fails_at_once_and_suggests_a_local_folder(tmp_path, monkeypatch):
+    lookups = []
+
+    def offline(host, *args, **kwargs):
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    repo = tmp_path / "repo"
+    with pytest.raises(DownloadError) as err:
+        _run(repo, _data("muct", muct_url="https://muct.example/", retries=5), backoff_s=10.0)
+    assert lookups == ["muct.example"]
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith(f"could not download https://muct.example/{A}: ") and "resolve" in lines[0]
+    assert "make repro SOURCE=" in lines[-1]
     _assert_no_outputs(repo)
 
 
@@ -406,6 +429,24 @@ def test_duplicate_ids_are_refused(tmp_path):
     _face_jpeg(repo / "faces" / "x" / "a.png")
     with pytest.raises(DownloadError, match="unique.*x__a"):
         _run(repo, _data("faces"))
+    _assert_no_outputs(repo)
+
+
+def test_entries_of_a_folder_source_that_cannot_be_read_are_named(tmp_path):
+    repo = tmp_path / "repo"
+    src = repo / "faces"
+    _face_jpeg(src / "a.jpg")
+    (src / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    os.mkfifo(src / "pipe.png")
+    (src / "sub").mkdir()
+    (src / "sub" / "up").symlink_to(src)
+    with pytest.raises(DownloadError) as err:
+        _run(repo, _data("faces"))
+    message = str(err.value)
+    assert message.startswith(f"3 entries of {src} can't be read: ")
+    assert f"{src / 'gone.jpg'}: broken symbolic link" in message
+    assert f"{src / 'pipe.png'}: not a regular file (a FIFO)" in message
+    assert f"{src / 'sub' / 'up'}: symbolic link loop" in message
     _assert_no_outputs(repo)
 
 

@@ -14,7 +14,6 @@ PLUMBING = {"params", "stage", "outputs", "parallel"}
 # imported for something that is not a DVC output of the stage
 NOT_OUTPUT_SHAPING = {
     ("train", "figures"),  # the history figure, an MLflow artifact only
-    ("ela", "materialize"),  # set_names: which sets data/crops holds, itself a dependency
 }
 
 

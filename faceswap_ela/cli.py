@@ -1,7 +1,8 @@
 """The ``faceswap-ela`` command line. One subcommand so far:
 
     faceswap-ela predict PATH... [--model M] [--format table|json|csv] [--heatmap DIR]
-                                 [--threshold T] [--rois K] [--params params.yaml] [--verbose]
+                                 [--threshold T] [--rois K] [--params params.yaml]
+                                 [--precision auto|float32|bfloat16|float16] [--verbose]
 
 prints, for every face found in the photos (folders are walked recursively for .jpg/.jpeg/.png),
 the face box, p(fake) and the label at the threshold. Results go to stdout; one line per input that

@@ -101,9 +101,11 @@ def pipeline_repo(tmp_path_factory):
         # a queued sweep runs in temporary copies under .dvc/tmp/exps: MLflow must still land here
         _run(["dvc", "exp", "run", "--queue", "-S", "ela.quality=60,80"], repo)
         _run(["dvc", "exp", "run", "--run-all"], repo)
-        # parameters that shape no model must train none
+        # parameters that shape no model must train none (--temp: the workspace keeps q70's outputs)
         settings = ["eval.threshold=0.6", "tracking.log_model=false", "testsets.jpeg_qualities=[90,70]"]
-        untrained = _run(["dvc", "exp", "run", "-n", "no-training", *(f"-S{s}" for s in settings)], repo)
+        untrained = _run(
+            ["dvc", "exp", "run", "--temp", "-n", "no-training", *(f"-S{s}" for s in settings)], repo
+        )
     return repo, first, exp, untrained
 
 

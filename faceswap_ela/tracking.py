@@ -332,19 +332,30 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+# MLflow 3's UI shows an experiment by its kind: model training, not GenAI traces
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def _experiment_id(client, name: str, uri: str) -> str:
+    """The experiment ``name``, created if needed and tagged as model training (EXPERIMENT_KIND), so
+    that MLflow 3's UI opens it on its runs rather than on the GenAI views; a kind set by hand stays."""
     from mlflow.exceptions import MlflowException
 
+    kind, value = EXPERIMENT_KIND
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location=artifact_location(uri))
+            return client.create_experiment(
+                name, artifact_location=artifact_location(uri), tags={kind: value}
+            )
         except MlflowException:  # created meanwhile by a parallel (queued) experiment
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 raise
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
+    if kind not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, kind, value)
     return experiment.experiment_id
 
 

@@ -223,3 +223,17 @@ def test_status_for():
     assert tracking.status_for(None) == "FINISHED"
     assert tracking.status_for(KeyboardInterrupt()) == "KILLED"
     assert tracking.status_for(RuntimeError()) == "FAILED"
+
+
+def test_the_experiment_opens_on_model_training(store):
+    client = MlflowClient(store)
+    kind, value = tracking.EXPERIMENT_KIND
+    tracking.start_run(P.parse({"tracking": {"experiment": "fresh"}})).finish()
+    assert client.get_experiment_by_name("fresh").tags[kind] == value == "custom_model_development"
+    # an experiment made before the tag existed gets it; a kind chosen in the UI stays
+    old = client.create_experiment("old")
+    chosen = client.create_experiment("chosen", tags={kind: "finetuning"})
+    for name in ("old", "chosen"):
+        tracking.start_run(P.parse({"tracking": {"experiment": name}})).finish()
+    assert client.get_experiment(old).tags[kind] == "custom_model_development"
+    assert client.get_experiment(chosen).tags[kind] == "finetuning"

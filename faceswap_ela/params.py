@@ -214,6 +214,16 @@ class EvalParams(_Section):
 class TrackingParams(_Section):
     experiment: str = Field("faceswap-ela", min_length=1)
     log_model: bool = True
+    register: bool = True  # `compare` registers the primary ELA model in MLflow's model registry
+    model_name: str = Field("faceswap-ela-cnn", max_length=256)
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_name(cls, v: str) -> str:
+        # what MLflow accepts and what a models:/<name>/<version> URI can name unambiguously
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", v):
+            raise ValueError("must be letters, digits, '_', '.' or '-' (starting with a letter or digit)")
+        return v
 
 
 class Params(_Section):

@@ -29,6 +29,10 @@ def test_repo_params_are_valid_and_complete():
         ({"data": {"checksums": {"muct-a-jpg-v1.tar.gz": "abc"}}}, "data.checksums"),
         ({"data": {"group_pattern": "no-groups"}}, "data.group_pattern"),
         ({"augment": {"brightness": [1.2, 0.8]}}, "augment.brightness"),
+        ({"tracking": {"model_name": "team/cnn"}}, "tracking.model_name"),
+        ({"tracking": {"model_name": ""}}, "tracking.model_name"),
+        ({"tracking": {"model_name": "cnn@prod"}}, "tracking.model_name"),
+        ({"tracking": {"register": "yes"}}, "tracking.register"),
         ({"bogus": 1}, "bogus"),
     ],
 )

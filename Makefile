@@ -2,16 +2,20 @@
 #   make repro                                   download MUCT and run the whole pipeline
 #   make repro SOURCE=../shared/datasets/helen-train   the same on a local folder (no internet)
 #   make test                                    the test suite
+#   make server                                  an MLflow tracking server on 127.0.0.1:5001 (SERVER_PORT=...)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCE ?=
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5001
+SERVER_OPTS ?=
 
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench ui clean
+.PHONY: setup repro test lint bench ui server clean
 
 setup: $(VENV)/.installed
 
@@ -45,6 +49,12 @@ ui: setup
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts
+
+# a tracking server for a team: its own sqlite store, artifacts proxied (clients need no shared disk)
+server: setup
+	$(BIN)/mlflow server --host $(SERVER_HOST) --port $(SERVER_PORT) \
+		--backend-store-uri sqlite:///$(CURDIR)/mlflow-server.db \
+		--serve-artifacts --artifacts-destination $(CURDIR)/mlartifacts-server $(SERVER_OPTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

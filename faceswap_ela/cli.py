@@ -1,6 +1,6 @@
 """The ``faceswap-ela`` command line. One subcommand so far:
 
-    faceswap-ela predict PATH... [--model M] [--format table|json|csv] [--heatmap DIR]
+    faceswap-ela predict PATH... [--model M|models:/NAME/latest] [--format table|json|csv] [--heatmap DIR]
                                  [--threshold T] [--rois K] [--params params.yaml]
                                  [--precision auto|float32|bfloat16|float16] [--verbose]
 
@@ -45,6 +45,11 @@ def _threshold(text: str) -> float:
     return value
 
 
+def _model(text: str) -> Path | str:
+    """A registry URI stays text (a Path would fold its slashes); anything else is a path."""
+    return text if text.startswith("models:/") else Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Face-swap detection with Error Level Analysis and a CNN (Zhang & Zhao)."
@@ -60,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("paths", nargs="+", metavar="PATH", help="photos, or folders to walk recursively")
     predict.add_argument(
-        "--model", type=Path, metavar="M",
-        help="Keras ELA model (default: <repo root>/models/ela-s<first of train.seeds>/model.keras)",
+        "--model", type=_model, metavar="M",
+        help="Keras ELA model, or a registered one: models:/NAME/latest, models:/NAME/VERSION, "
+        "models:/NAME@ALIAS (default: <repo root>/models/ela-s<first of train.seeds>/model.keras)",
     )  # fmt: skip
     predict.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     predict.add_argument("--heatmap", type=Path, metavar="DIR", help="write crop + ELA PNGs per face here")

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
@@ -211,19 +212,23 @@ class EvalParams(_Section):
     bootstrap: int = Field(1000, ge=0, le=100_000)
 
 
-class TrackingParams(_Section):
-    experiment: str = Field("faceswap-ela", min_length=1)
-    log_model: bool = True
-    register: bool = True  # `compare` registers the primary ELA model in MLflow's model registry
-    model_name: str = Field("faceswap-ela-cnn", max_length=256)
+# `register` is also ABCMeta.register on the class; instances read the field, so the warning is moot
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
-    @field_validator("model_name")
-    @classmethod
-    def _model_name(cls, v: str) -> str:
-        # what MLflow accepts and what a models:/<name>/<version> URI can name unambiguously
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", v):
-            raise ValueError("must be letters, digits, '_', '.' or '-' (starting with a letter or digit)")
-        return v
+    class TrackingParams(_Section):
+        experiment: str = Field("faceswap-ela", min_length=1)
+        log_model: bool = True
+        register: bool = True  # `compare` registers the primary ELA model in MLflow's model registry
+        model_name: str = Field("faceswap-ela-cnn", max_length=256)
+
+        @field_validator("model_name")
+        @classmethod
+        def _model_name(cls, v: str) -> str:
+            # what MLflow accepts and what a models:/<name>/<version> URI can name unambiguously
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", v):
+                raise ValueError("must be letters, digits, '_', '.' or '-' (starting with a letter or digit)")
+            return v
 
 
 class Params(_Section):

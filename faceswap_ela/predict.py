@@ -13,6 +13,7 @@ Each input gives one or more Predictions: one per face (status ``ok``), or one r
 ``no face``, ``face too small`` (the ROI lies outside the photo) or ``error`` (missing, unreadable,
 truncated or oversized file, a broken or looping link, a FIFO or device, a folder that can't be
 read; the reason is in ``error``). Usage problems (no model file, a file that isn't a Keras model,
+an unknown registered model or version,
 a model that doesn't fit ``roi.size``, a heatmap folder that can't be written) raise PredictError.
 """
 
@@ -97,6 +98,47 @@ def default_model(params: Params, root: str | os.PathLike | None = None) -> Path
     if "ela" not in params.train.inputs:
         raise PredictError("params.yaml train.inputs trains no ELA model: pass --model")
     return Path(root if root is not None else repo_root()) / layout.model_file(layout.primary(params))
+
+
+REGISTRY_PREFIX = "models:/"
+
+
+def is_registry_uri(model: object) -> bool:
+    """Whether ``model`` names a registered model: ``models:/<name>/<version|latest>`` or
+    ``models:/<name>@<alias>``."""
+    return isinstance(model, str) and model.startswith(REGISTRY_PREFIX)
+
+
+def fetch_registered(uri: str, root: str | os.PathLike | None = None, *, quiet: bool = True) -> Path:
+    """Download the registered model ``uri`` from the MLflow store (MLFLOW_TRACKING_URI, else the
+    sqlite store at the repository root) into a temporary folder removed at exit, and return the
+    .keras file inside; PredictError when the store, the model or the version is missing."""
+    import atexit
+    import shutil
+
+    from faceswap_ela import tracking
+
+    store = tracking.tracking_uri(root)
+    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///") :]).is_file():
+        raise PredictError(f"can't load model {uri}: no MLflow store at {store} (set MLFLOW_TRACKING_URI)")
+    folder = tempfile.mkdtemp(prefix="faceswap-ela-model.")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    try:
+        with quiet_stderr(quiet):
+            import mlflow.artifacts
+
+            tracking._quiet_store_logs()
+            if store.startswith(("http://", "https://")):
+                tracking._probe_server(store)
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=folder, tracking_uri=store, registry_uri=store
+            )
+    except Exception as exc:
+        raise PredictError(f"can't load model {uri} from {store}: {tracking._brief(exc)}") from None
+    found = sorted(Path(local).rglob("*.keras"))
+    if not found:
+        raise PredictError(f"can't load model {uri}: the registered model holds no .keras file")
+    return found[0]
 
 
 def check_heatmap_dir(folder: str | os.PathLike) -> Path:
@@ -224,7 +266,8 @@ def load_model(path: str | os.PathLike, size: int, *, policy: str = "float32", q
 class Predictor:
     """Scores the faces of photos with one model and one params.yaml.
 
-    ``model`` defaults to default_model(); ``threshold`` to params.eval.threshold. The dlib models
+    ``model`` (a path, or a ``models:/...`` URI fetched with fetch_registered) defaults to
+    default_model(); ``threshold`` to params.eval.threshold. The dlib models
     and the Keras model are loaded on first use and kept (predict loads the Keras model first).
     PredictError when the model file is missing or ``rois`` < 1. ``verbose`` lets TensorFlow's
     start-up lines through. Heatmaps that could not be written are listed in ``heatmap_errors``.
@@ -245,6 +288,8 @@ class Predictor:
         self.params = params
         self.precision = params.train.precision if precision is None else precision
         self.precision_choice: Any = None
+        if is_registry_uri(model):
+            model = fetch_registered(str(model), quiet=not verbose)
         self.model_path = Path(model) if model is not None else default_model(params)
         if not self.model_path.exists():
             raise PredictError(f"model {self.model_path} not found: run dvc repro first or pass --model")

@@ -297,6 +297,39 @@ class Tracker:
 
         self._call("nesting the model runs", run)
 
+    def register_model(
+        self, run_id: str, name: str, tags: Mapping[str, object] | None = None, artifact_path: str = "model"
+    ) -> str | None:
+        """Register the model logged into run ``run_id`` under ``artifact_path`` (by
+        ``mlflow.keras.log_model``, or as a plain .keras file when that failed) as a new version of
+        the registered model ``name``, created if need be, with ``tags``. Returns the version, or
+        None (one warning) when the run holds no such model or MLflow fails."""
+        if not self.active:
+            return None
+
+        def run() -> str | None:
+            from mlflow.exceptions import MlflowException
+
+            source, model_id = _model_source(self.client, run_id, artifact_path)
+            if source is None:
+                log.warning("MLflow run %s holds no logged model: not registering %r", run_id, name)
+                return None
+            try:
+                self.client.create_registered_model(name)
+            except MlflowException as exc:
+                if getattr(exc, "error_code", "") not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                    raise
+            items = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+            version = self.client.create_model_version(
+                name, source, run_id=run_id, tags=items, model_id=model_id, await_creation_for=0
+            )
+            return str(version.version)
+
+        version = self._call(f"registering model {name!r}", run)
+        if version is not None:
+            log.info("registered model %r version %s (from run %s)", name, version, run_id)
+        return version
+
     def finish(self, status: str = "FINISHED") -> None:
         """End the run (FINISHED, FAILED or KILLED); `evaluate` may resume it later."""
         self._call("ending the run", lambda: self.client.set_terminated(self.run_id, status))
@@ -307,6 +340,22 @@ class Tracker:
     def __exit__(self, exc_type, exc, tb) -> None:
         """Ends the run with the status of how the block ended; exceptions propagate."""
         self.finish(status_for(exc))
+
+
+def _model_source(client, run_id: str, artifact_path: str) -> tuple[str | None, str | None]:
+    """Where the model logged into ``run_id`` lies: ``models:/<model id>`` (and the id) for the
+    newest MLflow logged model named ``artifact_path`` that the run produced, else
+    ``runs:/<run id>/<artifact_path>`` when the run holds files there, else (None, None)."""
+    run = client.get_run(run_id)
+    outputs = run.outputs.model_outputs if run.outputs is not None else []
+    models = [client.get_logged_model(o.model_id) for o in outputs]
+    models = [m for m in models if m.name == artifact_path and m.source_run_id == run_id]
+    if models:
+        newest = max(models, key=lambda m: m.creation_timestamp)
+        return f"models:/{newest.model_id}", newest.model_id
+    if client.list_artifacts(run_id, artifact_path):
+        return f"runs:/{run_id}/{artifact_path}", None
+    return None, None
 
 
 @contextlib.contextmanager

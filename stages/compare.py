@@ -7,7 +7,8 @@ AUC on every test set with seed spread and bootstrap intervals, the ELA - RGB di
 metrics/eval.json (the headline: the primary model's test metrics, each input's mean AUC, the
 baseline's AUC and margin), and the plots: plots/roc.csv and plots/confusion.csv (primary model),
 plots/curves.csv (training curves per input), plots/robustness.csv (AUC per JPEG quality), with
-PNG figures of each, all or none. Logs a comparison MLflow run and nests the model runs under it.
+PNG figures of each, all or none. Logs a comparison MLflow run and nests the model runs under it;
+with tracking.register, registers the primary model as a new version of tracking.model_name.
 """
 
 from __future__ import annotations
@@ -45,6 +46,28 @@ def model_runs(name: str) -> tuple[object, object]:
     trained = tracking.read_run_file(layout.run_file(name)).get("run_id")
     evaluated = tracking.read_run_file(layout.eval_metrics(name)).get("mlflow_run_id")
     return trained, evaluated
+
+
+def register_primary(tracker: tracking.Tracker, p: P.Params, name: str) -> str | None:
+    """Register the primary model, as `evaluate@` logged it into its run, as a new version of
+    tracking.model_name, tagged with the DVC experiment, the git commit and the runs; the version,
+    or None (after one warning) when there is no logged model."""
+    if not tracker.active:
+        return None
+    if not p.tracking.log_model:
+        log.warning("tracking.log_model is false: no logged model, %s is not registered", name)
+        return None
+    run_id = model_runs(name)[1]
+    if not isinstance(run_id, str) or not run_id:
+        log.warning("no MLflow run of %s's evaluation: it is not registered", name)
+        return None
+    commit = tracking.git_commit()
+    tags = {"dvc_exp_name": tracking.run_name(commit), "git_commit": commit, "model": name,
+            "comparison_run_id": tracker.run_id, "params_hash": P.digest(p)}  # fmt: skip
+    version = tracker.register_model(run_id, p.tracking.model_name, tags)
+    if version is not None:
+        tracker.set_tags({"registered_model": p.tracking.model_name, "registered_version": version})
+    return version
 
 
 def run(p: P.Params) -> None:
@@ -103,6 +126,8 @@ def run(p: P.Params) -> None:
         runs = list(dict.fromkeys(r for pair in runs for r in pair if isinstance(r, str) and r))
         tracker.set_tags({"model_runs": ",".join(runs), "models": ",".join(m.name for m in models)})
         tracker.adopt(runs)
+        if p.tracking.register:
+            register_primary(tracker, p, primary.name)
 
 
 if __name__ == "__main__":

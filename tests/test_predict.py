@@ -303,3 +303,60 @@ def test_find_photos_and_heatmap_names(tmp_path):
         "x-2_face0.png",
         "x-3_face0.png",
     ]
+
+
+@pytest.fixture
+def registry(trained, tmp_path, monkeypatch) -> str:
+    """A sqlite MLflow store holding the trained model as version 1 of faceswap-ela-cnn (logged and
+    registered by the pipeline's own Tracker), alias ``champion``; MLFLOW_TRACKING_URI points at it."""
+    import keras
+    from mlflow import MlflowClient
+
+    from faceswap_ela import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("tiny", artifact_location=tracking.artifact_location(uri))
+    run_id = client.create_run(experiment).info.run_id
+    tracker = tracking.Tracker(client, run_id, uri, "tiny")
+    tracker.log_model(keras.saving.load_model(trained.model, compile=False), saved=trained.model)
+    assert tracker.register_model(run_id, "faceswap-ela-cnn", {"git_commit": "f" * 40}) == "1"
+    assert tracker.active, "logging or registering failed"
+    client.set_registered_model_alias("faceswap-ela-cnn", "champion", "1")
+    return uri
+
+
+def test_predict_with_a_registered_model(trained, registry, capsys):
+    photos = [trained.real[PORTRAITS[0]], trained.fake[PORTRAITS[0]]]
+    code, out, err = run(capsys, *photos, *using(trained), "--format", "json")
+    assert code == 0, err
+    expected = [row["p_fake"] for row in json.loads(out)]
+    for uri in (
+        "models:/faceswap-ela-cnn/latest",
+        "models:/faceswap-ela-cnn/1",
+        "models:/faceswap-ela-cnn@champion",
+    ):
+        code, out, err = run(capsys, *photos, "--model", uri, "--params", trained.params, "--format", "json")
+        assert code == 0, err
+        assert [row["p_fake"] for row in json.loads(out)] == pytest.approx(expected, abs=1e-5), uri
+        assert "2 face(s) scored" in err
+
+
+def test_unknown_registered_model_is_a_usage_error(trained, registry, capsys, tmp_path, monkeypatch):
+    photo = trained.real[PORTRAITS[0]]
+    for uri in (
+        "models:/no-such-model/latest",
+        "models:/faceswap-ela-cnn/7",
+        "models:/faceswap-ela-cnn@nobody",
+    ):
+        code, out, err = run(capsys, photo, "--model", uri, "--params", trained.params)
+        assert code == 2 and out == "", err
+        (line,) = err.strip().splitlines()
+        assert line.startswith(f"faceswap-ela: error: can't load model {uri} from {registry}: "), line
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}")
+    code, _, err = run(
+        capsys, photo, "--model", "models:/faceswap-ela-cnn/latest", "--params", trained.params
+    )
+    assert code == 2 and "no MLflow store at" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "none").exists()

@@ -1,0 +1,139 @@
+"""A real `mlflow server` (sqlite store, proxied artifacts, as `make server` starts it) on a free
+loopback port: the stages track and register into it over HTTP, and its REST API shows the runs,
+the headline metric, the artifacts and the registered model version."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.test_training import make_repo, run_pipeline
+
+START_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (uvicorn and its workers), SIGKILL it if it lingers."""
+    if process.poll() is not None:
+        return
+    with_group = os.getpgid(process.pid) == process.pid
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig) if with_group else process.send_signal(sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture
+def server(tmp_path) -> str:
+    """`mlflow server` on 127.0.0.1:<free port>, stopped (with its workers) after the test."""
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow-server.db'}",
+        "--serve-artifacts", "--artifacts-destination", str(tmp_path / "mlartifacts-server"),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"mlflow server exited with {process.returncode}: {Path(log.name).read_text()[-2000:]}"
+                )
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"mlflow server did not start in {START_TIMEOUT_S} s: {Path(log.name).read_text()[-2000:]}"
+                )
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop(process)
+        log.close()
+    assert process.poll() is not None, "the server outlived the test"
+
+
+def api(url: str, endpoint: str, **query) -> dict:
+    response = requests.get(f"{url}/api/2.0/mlflow/{endpoint}", params=query, timeout=30)
+    assert response.ok, (endpoint, response.status_code, response.text[:500])
+    return response.json()
+
+
+def test_stages_track_and_register_into_a_server(server, tmp_path):
+    repo = make_repo(tmp_path / "repo", n_train=16, n_test=8, inputs=("ela",), seed=3)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "-c", "commit.gpgsign=false"]
+    for args in (["init", "-q"], ["add", "params.yaml", "dvc.yaml"], ["commit", "-qm", "tiny"]):
+        subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True, timeout=30)
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True, timeout=30
+    ).stdout.strip()
+    stages = run_pipeline(
+        repo, inputs=("ela",), seed=3, MLFLOW_TRACKING_URI=server, DVC_EXP_NAME="served-exp"
+    )
+    for stage in stages:
+        assert "MLflow tracking disabled" not in stage.stderr and "Traceback" not in stage.stderr, (
+            stage.stderr
+        )
+
+    experiment = api(server, "experiments/get-by-name", experiment_name="tiny")["experiment"]
+    assert experiment["artifact_location"].startswith("mlflow-artifacts:")  # proxied by the server
+    runs = requests.post(
+        f"{server}/api/2.0/mlflow/runs/search",
+        json={"experiment_ids": [experiment["experiment_id"]]},
+        timeout=30,
+    ).json()["runs"]
+    tags = [{t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in runs]
+    (top,) = [run for run, tag in zip(runs, tags, strict=True) if tag.get("role") == "comparison"]
+    (child,) = [run for run in runs if run is not top]
+    child_tags = {t["key"]: t["value"] for t in child["data"]["tags"]}
+    assert top["info"]["status"] == child["info"]["status"] == "FINISHED"
+    assert top["info"]["run_name"] == "served-exp" and child["info"]["run_name"] == "served-exp ela-s3"
+    assert child_tags["mlflow.parentRunId"] == top["info"]["run_id"]
+    metrics = {m["key"]: m["value"] for m in top["data"]["metrics"]}
+    assert 0.0 <= metrics["test.roc_auc"] <= 1.0
+
+    listed = api(server, "artifacts/list", run_id=top["info"]["run_id"], path="plots")
+    assert "plots/roc.png" in {f["path"] for f in listed["files"]}
+    artifact_root = top["info"]["artifact_uri"].split("mlflow-artifacts:/", 1)[1]
+    png = requests.get(
+        f"{server}/api/2.0/mlflow-artifacts/artifacts/{artifact_root}/plots/roc.png", timeout=30
+    )
+    assert png.ok and png.content[:4] == b"\x89PNG"
+    assert png.content == (repo / "plots" / "roc.png").read_bytes()
+    assert not (repo / "mlartifacts").exists() and (tmp_path / "mlartifacts-server").is_dir()
+
+    (version,) = api(server, "model-versions/search", filter="name='faceswap-ela-cnn'")["model_versions"]
+    version_tags = {t["key"]: t["value"] for t in version.get("tags", [])}
+    assert version["version"] == "1" and version["run_id"] == child["info"]["run_id"]
+    assert version["status"] == "READY" and version_tags["dvc_exp_name"] == "served-exp"
+    assert version_tags["git_commit"] == commit
+    assert version_tags["model"] == "ela-s3" and version_tags["comparison_run_id"] == top["info"]["run_id"]
+    top_tags = {t["key"]: t["value"] for t in top["data"]["tags"]}
+    assert top_tags["registered_model"] == "faceswap-ela-cnn" and top_tags["registered_version"] == "1"

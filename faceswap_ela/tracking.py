@@ -320,9 +320,11 @@ class Tracker:
                 if getattr(exc, "error_code", "") not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                     raise
             items = {k: str(v) for k, v in (tags or {}).items() if v is not None}
-            version = self.client.create_model_version(
-                name, source, run_id=run_id, tags=items, model_id=model_id, await_creation_for=0
-            )
+            # a sqlite registry resolves a models:/<model id> source through the global store
+            with _global_store(self.uri):
+                version = self.client.create_model_version(
+                    name, source, run_id=run_id, tags=items, model_id=model_id, await_creation_for=0
+                )
             return str(version.version)
 
         version = self._call(f"registering model {name!r}", run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -237,3 +238,34 @@ def test_the_experiment_opens_on_model_training(store):
         tracking.start_run(P.parse({"tracking": {"experiment": name}})).finish()
     assert client.get_experiment(old).tags[kind] == "custom_model_development"
     assert client.get_experiment(chosen).tags[kind] == "finetuning"
+
+
+def test_register_model_from_a_plain_file_and_without_a_model(store, tmp_path, caplog):
+    p = P.parse({})
+    tracker = tracking.start_run(p)
+    with caplog.at_level(logging.WARNING):
+        assert tracker.register_model(tracker.run_id, "unit-cnn") is None  # nothing logged yet
+    assert [r.getMessage() for r in caplog.records] == [
+        f"MLflow run {tracker.run_id} holds no logged model: not registering 'unit-cnn'"
+    ]
+    assert tracker.active
+    saved = tmp_path / "model.keras"
+    saved.write_bytes(b"weights")
+    tracker.log_artifact(saved, "model")  # what log_model falls back to when mlflow.keras fails
+    assert tracker.register_model(tracker.run_id, "unit-cnn", {"git_commit": "c" * 40, "none": None}) == "1"
+    assert tracker.register_model(tracker.run_id, "unit-cnn") == "2"  # the model exists: a new version
+    tracker.finish()
+    client = MlflowClient(store)
+    version = client.get_model_version("unit-cnn", "1")
+    assert version.run_id == tracker.run_id and version.tags == {"git_commit": "c" * 40}
+    assert version.source == f"runs:/{tracker.run_id}/model"
+    import mlflow.artifacts
+
+    local = mlflow.artifacts.download_artifacts("models:/unit-cnn/latest", dst_path=str(tmp_path / "dl"))
+    assert (Path(local) / "model.keras").read_bytes() == b"weights"
+
+
+def test_register_model_without_tracking_does_nothing(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert tracking.Tracker.disabled().register_model("run", "unit-cnn") is None
+    assert not caplog.records

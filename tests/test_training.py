@@ -212,6 +212,13 @@ def test_model_runs_nest_under_one_comparison_run(tmp_path):
     assert top.info.run_name == "tiny-exp" and top.data.tags["role"] == "comparison"
     assert {r.data.tags.get("mlflow.parentRunId") for r in runs if r is not top} == {top.info.run_id}
     assert top.data.metrics["test.roc_auc"] == pytest.approx(result["roc_auc"])
+    (version,) = client.search_model_versions("name='faceswap-ela-cnn'")  # tracking.register's default
+    assert str(version.version) == "1" and version.run_id == run_info["run_id"]
+    assert version.tags["dvc_exp_name"] == "tiny-exp" and version.tags["model"] == "ela-s0"
+    assert version.tags["comparison_run_id"] == top.info.run_id
+    logged = next(m.model_id for m in models if m.source_run_id == run_info["run_id"])
+    assert version.source == f"models:/{logged}"  # the logged model of evaluate@'s run
+    assert top.data.tags["registered_version"] == "1"
     assert "test.baseline_auc" in top.data.metrics and "landmarks.faces.found" in top.data.metrics
     top_artifacts = {
         a.path for folder in ("plots", "metrics") for a in client.list_artifacts(top.info.run_id, folder)
@@ -306,3 +313,25 @@ def test_save_model_accepts_any_file_name(tmp_path):
     (tmp_path / ".model.keras.123.tmp").rename(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
     assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), net.get_weights(), strict=True))
+
+
+def test_compare_skips_registering_without_a_logged_model(tmp_path, monkeypatch, caplog):
+    import importlib.util as iu
+    import logging
+
+    from faceswap_ela import params as P
+    from faceswap_ela import tracking
+
+    spec = iu.spec_from_file_location("compare_stage", COMPARE)
+    compare = iu.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    p = P.parse({"tracking": {"log_model": False}})
+    with tracking.start_run(p) as tracker, caplog.at_level(logging.WARNING):
+        assert compare.register_primary(tracker, p, "ela-s42") is None
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "tracking.log_model is false: no logged model, ela-s42 is not registered"
+    ]
+    from mlflow import MlflowClient
+
+    assert MlflowClient(tracking.tracking_uri()).search_registered_models() == []

@@ -49,29 +49,30 @@ def server(tmp_path) -> str:
     port = free_port()
     log = (tmp_path / "server.log").open("w")
     command = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1",
         "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow-server.db'}",
         "--serve-artifacts", "--artifacts-destination", str(tmp_path / "mlartifacts-server"),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+
+    def output() -> str:
+        return Path(log.name).read_text()[-2000:]
+
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if process.poll() is not None:
-                pytest.fail(
-                    f"mlflow server exited with {process.returncode}: {Path(log.name).read_text()[-2000:]}"
-                )
+                pytest.fail(f"mlflow server exited with {process.returncode}: {output()}")
             try:
                 if requests.get(f"{url}/health", timeout=2).ok:
                     break
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(
-                    f"mlflow server did not start in {START_TIMEOUT_S} s: {Path(log.name).read_text()[-2000:]}"
-                )
+                pytest.fail(f"mlflow server did not start in {START_TIMEOUT_S} s: {output()}")
             time.sleep(0.5)
         yield url
     finally:

@@ -22,6 +22,7 @@ import http.server
 import importlib.util
 import io
 import re
+import shutil
 import struct
 import tarfile
 import threading
@@ -31,6 +32,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+import yaml
 from PIL import Image
 
 from faceswap_ela import muct
@@ -386,3 +388,16 @@ def write_bad_images(folder: str | Path) -> dict[str, Path]:
     pair = np.hstack([render_face("grace_hopper"), render_face("astronaut")])
     Image.fromarray(pair).save(paths["two_faces"], format="JPEG", quality=90)
     return paths
+
+
+def stage_repo(tmp_path: Path, **data) -> Path:
+    """``tmp_path/repo`` holding this project's dvc.yaml and params.yaml, with ``data`` overriding
+    params' data section: a folder the download stage runs in."""
+    root = Path(__file__).resolve().parents[1]
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy2(root / "dvc.yaml", repo / "dvc.yaml")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"].update(data)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return repo

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from faceswap_ela import download, muct
 from faceswap_ela import params as P
@@ -28,6 +26,7 @@ from tests.sample_data import (
     build_muct_archives,
     render_face,
     serve,
+    stage_repo,
     write_bad_images,
     write_muct_photos,
 )
@@ -493,16 +492,6 @@ def test_muct_sample_over_loopback(shared_datasets, tmp_path):
 # ---------------------------------------------------------------- the stage script
 
 
-def _stage_repo(tmp_path: Path, **data) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    shutil.copy2(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(data)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return repo
-
-
 def _stage(cwd: Path, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
     return subprocess.run(
@@ -513,7 +502,7 @@ def _stage(cwd: Path, **env: str) -> subprocess.CompletedProcess:
 
 def test_stage_script_downloads_from_a_mirror(muct_mirror, tmp_path):
     with serve(muct_mirror.mirror) as (url, _):
-        repo = _stage_repo(tmp_path, source=url, archives=[A, L], retries=1)
+        repo = stage_repo(tmp_path, source=url, archives=[A, L], retries=1)
         proc = _stage(repo)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(_manifest(repo)) == 12
@@ -524,7 +513,7 @@ def test_stage_script_downloads_from_a_mirror(muct_mirror, tmp_path):
 def test_stage_resolves_a_relative_folder_against_dvc_root(tmp_path):
     parent = tmp_path / "parent"
     _face_jpeg(parent / "faces" / "100_1.jpg")
-    run_dir = _stage_repo(tmp_path, source="faces")  # like `dvc exp run --temp`: a copy elsewhere
+    run_dir = stage_repo(tmp_path, source="faces")  # like `dvc exp run --temp`: a copy elsewhere
     proc = _stage(run_dir, DVC_ROOT=str(parent))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list(_manifest(run_dir).id) == ["100_1"]
@@ -533,7 +522,7 @@ def test_stage_resolves_a_relative_folder_against_dvc_root(tmp_path):
 def test_stage_checksum_mismatch_exits_nonzero(muct_mirror, tmp_path):
     wrong = "f" * 64
     with serve(muct_mirror.mirror) as (url, _):
-        repo = _stage_repo(tmp_path, source=url, archives=[A], retries=0, checksums={A: wrong})
+        repo = stage_repo(tmp_path, source=url, archives=[A], retries=0, checksums={A: wrong})
         proc = _stage(repo)
     assert proc.returncode == 1
     actual = _sha(muct_mirror.mirror / A)
@@ -552,7 +541,7 @@ def test_stage_checksum_mismatch_exits_nonzero(muct_mirror, tmp_path):
     ],
 )
 def test_stage_rejects_bad_params(key, value, named, tmp_path):
-    repo = _stage_repo(tmp_path, **{key: value})
+    repo = stage_repo(tmp_path, **{key: value})
     proc = _stage(repo)
     assert proc.returncode == 2
     assert named in proc.stderr and "Traceback" not in proc.stderr

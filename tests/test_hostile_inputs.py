@@ -30,7 +30,7 @@ from faceswap_ela import cli, download, muct, predict, stage, tracking
 from faceswap_ela import params as P
 from faceswap_ela.download import CorruptArchiveError, UnsafeArchiveError
 from faceswap_ela.images import save_png
-from tests.sample_data import portrait, serve, write_bad_images
+from tests.sample_data import portrait, serve, stage_repo, write_bad_images
 
 ROOT = Path(__file__).resolve().parents[1]
 A, L = muct.camera_archive("a"), muct.LANDMARKS_ARCHIVE
@@ -128,16 +128,6 @@ def _copy_mirror(muct_mirror, tmp_path: Path) -> Path:
     mirror = tmp_path / "mirror"
     shutil.copytree(muct_mirror.mirror, mirror)
     return mirror
-
-
-def _stage_repo(tmp_path: Path, **data) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    shutil.copy2(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(data)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return repo
 
 
 def _default_signals() -> None:
@@ -584,7 +574,7 @@ def _hanging(handler, stop: threading.Event) -> None:
 @pytest.mark.parametrize(("sent", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_an_interrupted_download_leaves_nothing_and_no_traceback(sent, code, tmp_path):
     with loopback(_hanging) as (url, seen, _):
-        repo = _stage_repo(tmp_path, source=url, archives=[A], retries=0)
+        repo = stage_repo(tmp_path, source=url, archives=[A], retries=0)
         proc = _start_stage(repo)
         try:
             assert seen.wait(120), "the stage never asked for the archive"

@@ -13,8 +13,8 @@ Each input gives one or more Predictions: one per face (status ``ok``), or one r
 ``no face``, ``face too small`` (the ROI lies outside the photo) or ``error`` (missing, unreadable,
 truncated or oversized file, a broken or looping link, a FIFO or device, a folder that can't be
 read; the reason is in ``error``). Usage problems (no model file, a file that isn't a Keras model,
-an unknown registered model or version,
-a model that doesn't fit ``roi.size``, a heatmap folder that can't be written) raise PredictError.
+an unknown registered model or version, a model that doesn't fit ``roi.size``, a heatmap folder
+that can't be written) raise PredictError.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
         raise stage.StageError(f"{model} not found: run the train@{input_kind}-{seed} stage first")
     precision = hardware.resolve_precision(p.train.precision)
     try:
-        net = cnn.load_for_inference(model, precision.policy)
+        saved = keras.saving.load_model(model, compile=False)  # float32, as train@ saved it
+        net = cnn.with_policy(saved, precision.policy)
     except Exception as exc:
         raise stage.StageError(f"cannot load {model}: {exc}") from None
 
@@ -80,7 +81,7 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
             tracker.log_artifact(figure, "plots")
         tracker.log_artifact(outs[1], "metrics")
         if p.tracking.log_model:
-            tracker.log_model(keras.saving.load_model(model, compile=False), saved=model)
+            tracker.log_model(saved, saved=model)
 
 
 if __name__ == "__main__":

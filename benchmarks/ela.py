@@ -225,7 +225,7 @@ def bench_helen(keep: Path | None) -> None:
             print(
                 f"  materialize: {metrics['photos_per_s']} photos/s inside the stage ({metrics['seconds']} s,"
                 f" {seconds:.1f} s with start-up), {metrics['crops']} crops, {metrics['skipped']} skipped,"
-                f" counts {metrics['counts']}, plus {len(metrics['extra_test_sets'])} extra test sets"
+                f" counts {metrics['counts']}, plus {len(metrics['extra_sets'])} extra test sets"
             )
             print(
                 f"  ela stage: {n_crops} crops ({len(tensors)} sets) in {seconds_ela:.1f} s; peak RSS of its"

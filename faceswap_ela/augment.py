@@ -38,6 +38,14 @@ def draw(rng: np.random.Generator, params: AugmentParams) -> dict[str, float | b
     return {k: v if isinstance(v, bool) else round(float(v), 6) for k, v in values.items()}
 
 
+GEOMETRIC = ("rotation", "scale", "flip", "tx", "ty")
+
+
+def geometric(values: dict[str, float | bool]) -> dict[str, float | bool]:
+    """Only the shape changes of drawn values (for an ELA map: the colour jitter is the crop's)."""
+    return {k: v for k, v in values.items() if k in GEOMETRIC}
+
+
 def apply(rgb: np.ndarray, values: dict[str, float | bool]) -> np.ndarray:
     """Apply drawn values to an RGB crop (same size out). The geometric part is one affine
     warp about the centre with a reflected border; it is skipped when it is the identity."""

@@ -14,8 +14,10 @@ recipe, against x4.3 with OpenCV's (benchmarks/ela.py).
 from __future__ import annotations
 
 import functools
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -23,6 +25,7 @@ import numpy as np
 import pandas as pd
 import simplejpeg
 
+from faceswap_ela import augment, roi
 from faceswap_ela.dataset import COLUMNS, DatasetError, create_tensor, tensor_path
 from faceswap_ela.outputs import write_csv
 from faceswap_ela.parallel import ordered_thread_map
@@ -181,13 +184,38 @@ def ela_arrays(paths: Sequence[str | os.PathLike], settings: ElaParams) -> tuple
     return elas, rgbs
 
 
+@dataclass(frozen=True)
+class Piece:
+    """ela.at: photo: where a crop's ELA comes from: ``path``, the rendered photo around the ROI
+    on its JPEG grid; ``box``, the ROI inside it (inclusive); ``values``, the crop's augmentation,
+    whose geometric part the ELA crop gets too."""
+
+    path: str
+    box: tuple[int, int, int, int]
+    values: dict = field(default_factory=dict)
+
+
+def piece_levels(piece: Piece, size: int, settings: ElaParams) -> np.ndarray:
+    """The ELA crop of a piece: the raw error levels of the photo at its own resolution and grid,
+    cut to the ROI, resized to ``size`` (area averaging), given the crop's geometric augmentation,
+    then scaled."""
+    diff = error_levels(read_crop(piece.path), settings.quality, settings.subsampling)
+    cut = roi.crop(diff, piece.box)
+    if cut is None:
+        raise ValueError(f"ROI {piece.box} is empty in {piece.path}")
+    cut = augment.apply(roi.resize(cut, size), augment.geometric(piece.values))
+    return scale_levels(cut, settings.scale, settings.gain)
+
+
 def ela_task(task: tuple) -> int:
     """Worker: ELA of one chunk of crops, written straight into its rows of the output tensors
     (so memory stays flat whatever N); returns the number of rows written."""
-    paths, first_row, targets, settings = task
+    paths, pieces, first_row, targets, settings = task
     elas, rgbs = ela_arrays(paths, settings)
     if elas.shape[1:] != targets[0].shape[1:]:
         raise ValueError(f"crop {paths[0]} is {elas.shape[1:]}, expected {targets[0].shape[1:]}")
+    if pieces is not None:
+        elas = np.stack([piece_levels(piece, elas.shape[1], settings) for piece in pieces])
     for target, block in zip(targets, (elas, rgbs), strict=False):
         target[first_row : first_row + len(block)] = block
     return len(paths)
@@ -199,22 +227,29 @@ def write_tensors(
     rgb_path: str | os.PathLike | None,
     settings: ElaParams,
     *,
+    pieces: Sequence[Piece] | None = None,
     size: int | None = None,
     workers: int = 0,
     chunk: int = 64,
     desc: str | None = None,
 ) -> int:
     """ELA (and optionally the RGB crops) of every crop file, in order, as N x S x S x 3 uint8
-    .npy files. Chunks of crops are spread over ``workers`` threads, each writing its rows in
-    place, so memory does not grow with N and the bytes do not depend on the number of workers.
-    ``size`` is the crop side (read from the first crop when None). Returns N."""
+    .npy files; with ``pieces`` (one per crop) the ELA comes from those instead (ela.at: photo).
+    Chunks of crops are spread over ``workers`` threads, each writing its rows in place, so memory
+    does not grow with N and the bytes do not depend on the number of workers. ``size`` is the
+    crop side (read from the first crop when None). Returns N."""
     paths = [str(p) for p in paths]
     _check(settings.quality, settings.subsampling)
     if size is None:
         size = read_crop_bgr(paths[0]).shape[0] if paths else 0
     shape = (len(paths), size, size, 3)
     targets = [create_tensor(path, shape) for path in (ela_path, rgb_path) if path is not None]
-    tasks = [(paths[i : i + chunk], i, targets, settings) for i in range(0, len(paths), chunk)]
+    if pieces is not None and len(pieces) != len(paths):
+        raise ValueError(f"{len(pieces)} pieces for {len(paths)} crops")
+    tasks = [
+        (paths[i : i + chunk], None if pieces is None else pieces[i : i + chunk], i, targets, settings)
+        for i in range(0, len(paths), chunk)
+    ]
     # OpenCV's codecs release the GIL: threads spread the chunks over the cores without the
     # start-up and pickling costs of processes, and OpenCV's own threads would only compete.
     threads = cv2.getNumThreads()
@@ -230,36 +265,54 @@ def write_tensors(
     return written
 
 
+def pieces_of(rows: pd.DataFrame, crops: str | os.PathLike) -> list[Piece]:
+    """The pieces of index rows (ela.at: photo), with each ROI moved into its piece."""
+    out = []
+    for row in rows.itertuples(index=False):
+        x0, y0 = int(row.piece_x1), int(row.piece_y1)
+        box = (int(row.roi_x1) - x0, int(row.roi_y1) - y0, int(row.roi_x2) - x0, int(row.roi_y2) - y0)
+        values = json.loads(row.augment) if isinstance(row.augment, str) and row.augment else {}
+        out.append(Piece(str(Path(crops) / row.piece_path), box, values))
+    return out
+
+
 def write_sets(
-    index: pd.DataFrame,
+    sets: Mapping[str, pd.DataFrame],
     crops: str | os.PathLike,
     folder: str | os.PathLike,
     settings: ElaParams,
     *,
-    sets: Sequence[str],
     size: int,
     workers: int = 0,
 ) -> dict[str, int]:
-    """For every set of ``sets`` (the ``index`` rows whose split it names, crop paths relative to
-    ``crops``), ``{set}_ela.npy``, ``{set}_rgb.npy`` (``write_tensors``) and ``{set}.csv`` (the
-    rows' dataset.COLUMNS, index order) in ``folder``. The crop side is the first crop's, ``size``
-    when the index is empty. Returns the number of crops per set; DatasetError when a crop listed
-    is missing or unreadable."""
+    """For every set (name -> its index rows, crop paths relative to ``crops``), ``{set}_ela.npy``,
+    ``{set}_rgb.npy`` (``write_tensors``) and ``{set}.csv`` (the rows' dataset.COLUMNS, in order)
+    in ``folder``. With ``settings.at`` photo the ELA comes from the rows' pieces. The crop side is
+    the first crop's, ``size`` when there is none. Returns the number of crops per set;
+    DatasetError when a crop or piece listed is missing or unreadable."""
     crops, folder = Path(crops), Path(folder)
-    missing = [str(crops / path) for path in index["path"] if not (crops / path).is_file()]
+    photo = settings.at == "photo"
+    listed = [path for rows in sets.values() for path in rows["path"]]
+    if photo:
+        if any("piece_path" not in rows.columns for rows in sets.values()):
+            raise DatasetError(
+                "ela.at is photo but the crops have no pieces: run materialize with ela.at: photo"
+            )
+        listed += [path for rows in sets.values() for path in rows["piece_path"]]
+    missing = sorted({str(crops / path) for path in listed if not path or not (crops / path).is_file()})
     if missing:
         raise DatasetError(f"{len(missing)} crops listed in the index are missing, e.g. {missing[0]}")
     try:
-        side = read_crop(crops / index["path"].iloc[0]).shape[0] if len(index) else size
+        side = read_crop(crops / listed[0]).shape[0] if listed else size
     except ValueError as exc:
         raise DatasetError(str(exc)) from None
     counts = {}
-    for name in sets:
-        rows = index[index["split"] == name]
+    for name, rows in sets.items():
         try:
             counts[name] = write_tensors(
                 [crops / path for path in rows["path"]], tensor_path(folder, name, "ela"),
-                tensor_path(folder, name, "rgb"), settings, size=side, workers=workers, desc=f"ela {name}",
+                tensor_path(folder, name, "rgb"), settings, pieces=pieces_of(rows, crops) if photo else None,
+                size=side, workers=workers, desc=f"ela {name}",
             )  # fmt: skip
         except ValueError as exc:
             raise DatasetError(str(exc)) from None

@@ -1,15 +1,17 @@
-"""Where the pipeline keeps each trained model's files: one model per input kind and seed, named
-``<input>-s<seed>`` (``ela-s42``), the names of DVC's train@/evaluate@ matrix stages."""
+"""Where the pipeline keeps each trained model's files: one model per input kind, training recipe
+and seed, named ``<input>-<recipe>-s<seed>`` (``ela-warp-s42``, ``ela-blend-s42``), as DVC's
+train@/evaluate@ matrix stages are (``train@ela-warp-42``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from faceswap_ela.params import Params
+from faceswap_ela.testsets import PAPER_FORGER
 
 
-def model_name(input_kind: str, seed: int) -> str:
-    return f"{input_kind}-s{int(seed)}"
+def model_name(input_kind: str, fakes: str, seed: int) -> str:
+    return f"{input_kind}-{fakes}-s{int(seed)}"
 
 
 def model_file(name: str) -> Path:
@@ -18,6 +20,11 @@ def model_file(name: str) -> Path:
 
 def run_file(name: str) -> Path:
     return Path("models") / name / "run.json"
+
+
+def card_file(name: str) -> Path:
+    """What a model needs to be used: its input, recipe, ELA and ROI settings, precision."""
+    return Path("models") / name / "card.json"
 
 
 def train_metrics(name: str) -> Path:
@@ -36,13 +43,36 @@ def predictions_file(name: str) -> Path:
     return Path("data/predictions") / f"{name}.csv"
 
 
-def model_names(p: Params) -> list[tuple[str, int, str]]:
-    """(input, seed, name) of every model the parameters ask for, inputs first, in params order."""
-    return [(kind, seed, model_name(kind, seed)) for kind in p.train.inputs for seed in p.train.seeds]
+def baseline_name(fakes: str) -> str:
+    return f"baseline-{fakes}"
+
+
+def baseline_predictions(fakes: str) -> Path:
+    return predictions_file(baseline_name(fakes))
+
+
+def baseline_metrics(fakes: str) -> Path:
+    return Path("metrics/baseline") / f"{fakes}.json"
+
+
+def model_names(p: Params) -> list[tuple[str, str, int, str]]:
+    """(input, recipe, seed, name) of every model the parameters ask for, in params order:
+    inputs, then recipes, then seeds."""
+    return [
+        (kind, fakes, seed, model_name(kind, fakes, seed))
+        for kind in p.train.inputs
+        for fakes in p.train.fakes
+        for seed in p.train.seeds
+    ]
+
+
+def primary_recipe(p: Params) -> str:
+    """The paper's recipe (warp) when it is trained, else the first."""
+    return PAPER_FORGER if PAPER_FORGER in p.train.fakes else p.train.fakes[0]
 
 
 def primary(p: Params) -> str:
-    """The model the headline metrics and `faceswap-ela predict` use: the ELA model of the first
-    seed (the first input kind's when ela is not trained)."""
+    """The model the headline metrics and `faceswap-ela predict` use: the ELA model of the paper's
+    recipe and the first seed (the first input kind's when ela is not trained)."""
     kind = "ela" if "ela" in p.train.inputs else p.train.inputs[0]
-    return model_name(kind, p.train.seeds[0])
+    return model_name(kind, primary_recipe(p), p.train.seeds[0])

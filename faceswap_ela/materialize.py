@@ -23,12 +23,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from faceswap_ela import alignment, augment, ela, forgery, gallery, roi, seeding
+from faceswap_ela import alignment, augment, ela, forgery, gallery, images, roi, seeding
 from faceswap_ela import params as P
 from faceswap_ela.dataset import DatasetError
 from faceswap_ela.images import ImageError, load_rgb, save_png
 from faceswap_ela.stage import StageError
-from faceswap_ela.testsets import MATCHED, SPLITS, TEST, TRAIN, jpeg_set
+from faceswap_ela.testsets import MATCHED, PAPER_FORGER, SPLITS, TEST, TRAIN, forger_set, jpeg_set
 
 N_FAKE_SAMPLES, N_REAL_SAMPLES = 6, 2
 SAMPLE_SIDE = 320  # long side of the preview photos kept for the gallery
@@ -47,6 +47,9 @@ class IndexRow:
     status: str = "skipped"
     reason: str = ""
     path: str = ""
+    forger: str = ""  # a fake's: warp, blend or swap
+    donor: str = ""  # a swap's: the photo its face came from
+    quality: int | None = None  # the JPEG quality the rendered photo was saved at (fakes.jpeg, a swap tool)
     scale: int | None = None
     mask: str = ""
     roi_x1: int | None = None
@@ -55,9 +58,15 @@ class IndexRow:
     roi_y2: int | None = None
     augment: str = ""
     blur_sigma: float | None = None
+    piece_path: str = ""  # ela.at: photo: the rendered photo around the ROI, on its JPEG grid
+    piece_x1: int | None = None
+    piece_y1: int | None = None
 
 
 INDEX_COLUMNS = [f.name for f in dataclasses.fields(IndexRow)]
+GRID = 16  # the JPEG grid of 4:2:0 (two 8 x 8 luma blocks a side); a piece starts on it
+PIECE_MARGIN = GRID  # and reaches one grid cell beyond the ROI, so the decoder's chroma upsampling
+# sees the same neighbours as in the whole photo
 
 
 def assign_labels(seed: int, photo_id: str, variants: int, fraction: float) -> list[int]:
@@ -79,6 +88,27 @@ def augment_json(values: dict) -> str:
     return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
 
+def piece_box(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The ROI grown by PIECE_MARGIN and out to the JPEG grid, inside the photo (inclusive)."""
+    height, width = shape[:2]
+    x1, y1, x2, y2 = box
+    return (
+        max(0, (x1 - PIECE_MARGIN) // GRID * GRID),
+        max(0, (y1 - PIECE_MARGIN) // GRID * GRID),
+        min(width - 1, (x2 + PIECE_MARGIN) // GRID * GRID + GRID - 1),
+        min(height - 1, (y2 + PIECE_MARGIN) // GRID * GRID + GRID - 1),
+    )
+
+
+@dataclass(frozen=True)
+class Donor:
+    """The photo a swap takes its face from."""
+
+    photo_id: str
+    path: str  # relative to raw_dir
+    landmarks: np.ndarray
+
+
 @dataclass(frozen=True)
 class PhotoTask:
     photo_id: str
@@ -87,6 +117,7 @@ class PhotoTask:
     path: str  # relative to raw_dir
     landmarks: np.ndarray | None
     labels: tuple[int, ...]
+    donors: tuple[Donor | None, ...] = ()  # per variant: a fake's swap donor
 
 
 @dataclass(frozen=True)
@@ -112,9 +143,18 @@ class Renderer:
     out_dir: str
     samples: frozenset[str] = field(default_factory=frozenset)
     sets: P.ExtraSetsParams = field(default_factory=P.ExtraSetsParams)
+    train_forgers: tuple[str, ...] = (PAPER_FORGER,)
+    ela_at: str = "crop"
 
     def __call__(self, task: PhotoTask) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
         """Render, crop, augment (train only), resize and save every variant of one photo.
+
+        Each variant is rendered once by the paper's warp (a real stays as it is) into its split,
+        and once by each other forger of the split (``train_forgers``, ``sets.forgers``) into
+        ``forger_set(split, forger)``, from the same draws: the same ROI and augmentation, and for
+        a real the same crop file. With ``fakes.jpeg`` every rendered photo is re-saved as JPEG at
+        a quality drawn per rendering before it is cut; a swap of the test split is saved as a
+        swap tool saves, at the head photo's own quality.
 
         A test crop also gets its extra renderings (``testsets.derived_sets``): the sharpness-matched
         one (a real photo blurred by ``forgery.matched_sigma`` inside the region a fake of the same
@@ -124,8 +164,8 @@ class Renderer:
         matched blur too.
 
         Returns the index rows (one per variant, 'skipped' with a reason when something about the
-        photo or crop is unusable, then one per extra rendering of an ok test crop) and the preview
-        images of the variants named in ``samples``."""
+        photo or crop is unusable, then one per other forger and extra rendering of an ok crop) and
+        the preview images of the variants named in ``samples``."""
         rgb, reason = self._photo(task)
         rows, extra_rows = [], []
         samples: dict[str, dict[str, np.ndarray]] = {}
@@ -151,6 +191,11 @@ class Renderer:
             reason = alignment.check_landmarks(task.landmarks, rgb.shape)
         return rgb, reason
 
+    def forgers(self, split: str) -> tuple[str, ...]:
+        """The forgers a split's fakes are rendered by: warp first."""
+        others = self.train_forgers if split == TRAIN else self.sets.forgers
+        return (PAPER_FORGER, *(f for f in others if f != PAPER_FORGER))
+
     def draw(self, rng: np.random.Generator, landmarks: np.ndarray, shape: tuple[int, ...]) -> Drawn:
         fakes = self.fakes
         size = int(rng.integers(fakes.scales[0], fakes.scales[1] + 1))
@@ -159,36 +204,43 @@ class Renderer:
         box = roi.roi_box(landmarks, shape, rng, dx_max=self.roi.dx_max, dy_max=self.roi.dy_max)
         return Drawn(size, mask, box, augment.draw(rng, self.augment))
 
+    def _quality(self, task: PhotoTask, variant: int, forger: str) -> int | None:
+        """The JPEG quality a rendering is saved at before it is cut (None: not re-saved)."""
+        if forger == "swap" and task.split == TEST:
+            return images.jpeg_quality(Path(self.raw_dir) / task.path)
+        if not self.fakes.jpeg:
+            return None
+        low, high = self.fakes.jpeg
+        return int(
+            seeding.rng(self.seed, "materialize", task.photo_id, variant, "jpeg").integers(low, high + 1)
+        )
+
     def _variant(self, task: PhotoTask, rgb: np.ndarray, row: IndexRow, samples: dict) -> list[IndexRow]:
-        """Render and save one variant, filling in its ``row``; the rows of its extra renderings."""
+        """Render and save one variant, filling in its ``row``; the rows of its other forgers' and
+        extra renderings."""
         rng = seeding.rng(self.seed, "materialize", task.photo_id, row.variant)
         drawn = self.draw(rng, task.landmarks, rgb.shape)
-        box = drawn.box
-        row.roi_x1, row.roi_y1, row.roi_x2, row.roi_y2 = box
+        row.roi_x1, row.roi_y1, row.roi_x2, row.roi_y2 = drawn.box
+        row.augment = augment_json(drawn.values) if task.split == TRAIN else "{}"
+        row.quality = self._quality(task, row.variant, PAPER_FORGER)
         try:
             rendered, soft, sigma = self._rendering(task, rgb, row, drawn)
-            piece = roi.crop(rendered, box)
-            if piece is None:
-                row.reason = f"empty crop: ROI {box[2] - box[0] + 1}x{box[3] - box[1] + 1} px"
-                return []
-            extras: dict[str, np.ndarray] = {}
-            if task.split == TRAIN:
-                piece = augment.apply(piece, drawn.values)
-                row.augment = augment_json(drawn.values)
-            else:
-                row.augment = "{}"
-                extras = self._extra_renderings(rendered, soft, box)
-            piece = roi.resize(piece, self.roi.size)
+            rendered = _resaved(rendered, row.quality)
+            piece = self._cut(row, rendered, drawn, task.split)
         except (cv2.error, ValueError, np.linalg.LinAlgError) as exc:
-            row.reason = f"render failed: {exc}".replace("\n", " ")[:200]
+            row.reason = _failure(exc)
             return []
-        row.status, row.path = "ok", self._save(task.split, row.crop_id, piece)
-        extra_rows = []
-        for set_name, image in extras.items():
-            extra = dataclasses.replace(row, split=set_name, path=self._save(set_name, row.crop_id, image))
-            if set_name == MATCHED and soft is not None:
-                extra.scale, extra.mask, extra.blur_sigma = drawn.size, drawn.mask, round(sigma, 4)
-            extra_rows.append(extra)
+        if piece is None:
+            return []
+        extra_rows = [self._forged(task, rgb, row, drawn, forger) for forger in self.forgers(task.split)[1:]]
+        if task.split == TEST:
+            soft = None if soft is None else _resaved(soft, row.quality)
+            for set_name, image in self._extra_renderings(rendered, soft):
+                extra = dataclasses.replace(row, split=set_name)
+                self._cut(extra, image, drawn, set_name)
+                if set_name == MATCHED and soft is not None:
+                    extra.scale, extra.mask, extra.blur_sigma = drawn.size, drawn.mask, round(sigma, 4)
+                extra_rows.append(extra)
         if row.crop_id in self.samples:
             samples[row.crop_id] = {
                 "original": roi.shrink(rgb, SAMPLE_SIDE),
@@ -196,6 +248,57 @@ class Renderer:
                 "crop": piece,
             }
         return extra_rows
+
+    def _cut(self, row: IndexRow, photo: np.ndarray, drawn: Drawn, folder: str) -> np.ndarray | None:
+        """Cut the ROI of a rendered photo, augment it (train), resize and save it into ``folder``
+        (with ela.at: photo, also the piece of the photo around it); the crop, or None (with the
+        row's reason) when the ROI is too small."""
+        box = drawn.box
+        piece = roi.crop(photo, box)
+        if piece is None:
+            row.reason = f"empty crop: ROI {box[2] - box[0] + 1}x{box[3] - box[1] + 1} px"
+            return None
+        if row.augment != "{}":  # a train crop
+            piece = augment.apply(piece, drawn.values)
+        piece = roi.resize(piece, self.roi.size)
+        row.status, row.reason, row.path = "ok", "", self._save(folder, row.crop_id, piece)
+        if self.ela_at == "photo":
+            x1, y1, x2, y2 = piece_box(box, photo.shape)
+            row.piece_x1, row.piece_y1 = x1, y1
+            row.piece_path = self._save(f"pieces/{folder}", row.crop_id, photo[y1 : y2 + 1, x1 : x2 + 1])
+        return piece
+
+    def _forged(self, task: PhotoTask, rgb: np.ndarray, row: IndexRow, drawn: Drawn, forger: str) -> IndexRow:
+        """The row of one variant in another forger's set: a real's own crop, or that forger's fake."""
+        set_name = forger_set(task.split, forger)
+        out = dataclasses.replace(row, split=set_name)
+        if row.label == 0:
+            return out
+        out.status, out.path, out.piece_path, out.piece_x1, out.piece_y1 = "skipped", "", "", None, None
+        out.forger, out.scale, out.mask, out.donor = forger, None, "", ""
+        out.quality = self._quality(task, row.variant, forger)
+        try:
+            fake = self._forge(task, rgb, row.variant, forger, out)
+            self._cut(out, _resaved(fake, out.quality), drawn, set_name)
+        except (cv2.error, ValueError, np.linalg.LinAlgError, ImageError) as exc:
+            out.reason = _failure(exc)
+        return out
+
+    def _forge(
+        self, task: PhotoTask, rgb: np.ndarray, variant: int, forger: str, row: IndexRow
+    ) -> np.ndarray:
+        """A fake of ``rgb`` by the blend or swap forger, from the variant's own draws."""
+        rng = seeding.rng(self.seed, "materialize", task.photo_id, variant, forger)
+        if forger == "blend":
+            return forgery.blend(rgb, task.landmarks, rng=rng, params=self.fakes.blend)[0]
+        donor = task.donors[variant] if variant < len(task.donors) else None
+        if donor is None:
+            raise ValueError("no swap donor: no photo of another group in this split")
+        row.donor = donor.photo_id
+        donor_rgb = load_rgb(Path(self.raw_dir) / donor.path)
+        return forgery.swap(rgb, task.landmarks, donor_rgb, donor.landmarks, rng=rng, params=self.fakes.swap)[
+            0
+        ]
 
     def _rendering(
         self, task: PhotoTask, rgb: np.ndarray, row: IndexRow, drawn: Drawn
@@ -208,7 +311,7 @@ class Renderer:
                 rgb, task.landmarks, self.template, size=drawn.size, mask=drawn.mask,
                 blur_kernel=fakes.blur_kernel, feather=fakes.feather,
             )  # fmt: skip
-            row.scale, row.mask = drawn.size, drawn.mask
+            row.forger, row.scale, row.mask = PAPER_FORGER, drawn.size, drawn.mask
         soft, sigma = None, 0.0
         if row.label == 0 and self._wants_soft(task, row.variant):
             sigma = forgery.matched_sigma(task.landmarks, self.template, drawn.size, fakes.blur_kernel)
@@ -232,23 +335,32 @@ class Renderer:
         return draw < self.augment.real_blur
 
     def _extra_renderings(
-        self, rendered: np.ndarray, soft: np.ndarray | None, box: tuple[int, int, int, int]
-    ) -> dict[str, np.ndarray]:
-        """The extra renderings of one test crop, by set name (see ``testsets.derived_sets``): the
-        matched one cut from ``soft`` (a real's matched blur; None for a fake, which stays as it is)
-        and one per JPEG quality, cut from the rendered photo re-saved."""
-        extras = {}
+        self, rendered: np.ndarray, soft: np.ndarray | None
+    ) -> list[tuple[str, np.ndarray]]:
+        """The extra rendered photos of one test variant, by set name (see ``testsets.derived_sets``):
+        the matched one (``soft``, a real's matched blur; a fake stays as it is) and one per JPEG
+        quality (the rendered photo re-saved)."""
+        extras = []
         if self.sets.matched_blur:
-            extras[MATCHED] = roi.resize(roi.crop(rendered if soft is None else soft, box), self.roi.size)
+            extras.append((MATCHED, rendered if soft is None else soft))
         for quality in self.sets.jpeg_qualities:
-            resaved = ela.jpeg_roundtrip(rendered, quality)
-            extras[jpeg_set(quality)] = roi.resize(roi.crop(resaved, box), self.roi.size)
+            extras.append((jpeg_set(quality), ela.jpeg_roundtrip(rendered, quality)))
         return extras
 
     def _save(self, folder: str, name: str, image: np.ndarray) -> str:
         relative = f"{folder}/{name}.png"
-        save_png(os.path.join(self.out_dir, relative), image)
+        target = os.path.join(self.out_dir, relative)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        save_png(target, image)
         return relative
+
+
+def _resaved(rgb: np.ndarray, quality: int | None) -> np.ndarray:
+    return rgb if quality is None else ela.jpeg_roundtrip(rgb, quality)
+
+
+def _failure(exc: BaseException) -> str:
+    return f"render failed: {exc}".replace("\n", " ")[:200]
 
 
 def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
@@ -287,7 +399,46 @@ def build_tasks(
         tasks.append(PhotoTask(row.id, row.group, row.split, path, landmarks, tuple(labels)))
         if row.split == TRAIN and landmarks is not None and alignment.check_landmarks(landmarks) is None:
             train_sets.append(landmarks)
+    if "swap" in (*p.train.forgers(), *p.testsets.forgers):
+        tasks = assign_donors(tasks, p.seed, p.fakes.swap.donors)
     return tasks, train_sets
+
+
+def _shape(landmarks: np.ndarray) -> np.ndarray:
+    """Landmarks 17-67 centred and scaled to unit norm: what two faces' poses are compared by."""
+    inner = np.asarray(landmarks, dtype=np.float64)[alignment.INNER]
+    inner = inner - inner.mean(axis=0)
+    return (inner / max(np.linalg.norm(inner), 1e-9)).ravel()
+
+
+def assign_donors(tasks: list[PhotoTask], seed: int, nearest: int) -> list[PhotoTask]:
+    """Each fake variant's swap donor: drawn (seeded by the photo and variant) among the
+    ``nearest`` photos of the same split but another group whose landmarks are closest in shape
+    (Face X-ray's choice: a face of a similar pose and build pastes plausibly)."""
+    usable = [t for t in tasks if t.landmarks is not None and alignment.check_landmarks(t.landmarks) is None]
+    usable_ids = {t.photo_id for t in usable}
+    out = []
+    for split in SPLITS:
+        pool = [t for t in usable if t.split == split]
+        shapes = np.stack([_shape(t.landmarks) for t in pool]) if pool else np.zeros((0, 102))
+        groups = np.array([t.group for t in pool])
+        for task in (t for t in tasks if t.split == split):
+            donors: list[Donor | None] = [None] * len(task.labels)
+            if task.photo_id in usable_ids and pool:
+                distance = np.linalg.norm(shapes - _shape(task.landmarks), axis=1)
+                distance[groups == task.group] = np.inf
+                ranked = [
+                    i for i in np.argsort(distance, kind="stable")[:nearest] if np.isfinite(distance[i])
+                ]
+                for variant, label in enumerate(task.labels):
+                    if label == 1 and ranked:
+                        pick = pool[
+                            ranked[seeding.rng(seed, "donor", task.photo_id, variant).integers(len(ranked))]
+                        ]
+                        donors[variant] = Donor(pick.photo_id, pick.path, pick.landmarks)
+            out.append(dataclasses.replace(task, donors=tuple(donors)))
+    order = {t.photo_id: i for i, t in enumerate(tasks)}
+    return sorted(out, key=lambda t: order[t.photo_id])
 
 
 def template_json(template: np.ndarray, n_faces: int) -> str:
@@ -322,8 +473,11 @@ def render_samples(tasks: list[PhotoTask], renderer: Renderer, frame: pd.DataFra
     with tempfile.TemporaryDirectory(prefix="materialize-samples-") as scratch:
         for split in SPLITS:
             (Path(scratch) / split).mkdir()
-        no_extras = P.ExtraSetsParams(matched_blur=False, jpeg_qualities=())
-        again = dataclasses.replace(renderer, out_dir=scratch, samples=frozenset(chosen), sets=no_extras)
+        no_extras = P.ExtraSetsParams(forgers=(), matched_blur=False, jpeg_qualities=())
+        again = dataclasses.replace(
+            renderer, out_dir=scratch, samples=frozenset(chosen), sets=no_extras,
+            train_forgers=(PAPER_FORGER,), ela_at="crop",
+        )  # fmt: skip
         for task in tasks:
             if task.photo_id in photos:
                 previews.update(again(task)[1])
@@ -349,7 +503,33 @@ def read_index(folder: str | os.PathLike) -> pd.DataFrame:
     missing = {"crop_id", "photo_id", "group", "split", "label", "status", "path"} - set(frame.columns)
     if missing:
         raise DatasetError(f"{path} lacks columns {sorted(missing)}")
+    for column in ("path", "piece_path", "augment", "forger", "donor", "mask"):
+        if column in frame.columns:
+            frame[column] = frame[column].fillna("").astype(str)
     return frame[frame["status"] == "ok"].reset_index(drop=True)
+
+
+def test_rows(index: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The rows of every test set the index holds (``test``, ``test_<forger>``, the extra
+    renderings), by set name."""
+    return {name: index[index["split"] == name] for name in set_names(index) if name.startswith(TEST)}
+
+
+def recipe_rows(index: pd.DataFrame, recipe: str, seed: int) -> pd.DataFrame:
+    """What a model of a training recipe trains on: the train split's reals, and at each fake's
+    place the fake of one of the recipe's forgers (drawn per crop, seeded by its id), in crop order.
+    A fake that forger couldn't render is left out."""
+    forgers = P.recipe_forgers(recipe)
+    if len(forgers) == 1:
+        return index[index["split"] == forger_set(TRAIN, forgers[0])]
+    base = index[index["split"] == TRAIN]
+    chosen = {
+        crop: forger_set(TRAIN, forgers[seeding.rng(seed, "recipe", recipe, crop).integers(len(forgers))])
+        for crop in base.loc[base["label"] == 1, "crop_id"]
+    }
+    wanted = (index["label"] == 1) & (index["split"] == index["crop_id"].map(chosen))
+    rows = pd.concat([base[base["label"] == 0], index[wanted]])
+    return rows.sort_values("crop_id", kind="stable")
 
 
 def index_frame(rows: list[dict]) -> pd.DataFrame:
@@ -360,7 +540,7 @@ def index_frame(rows: list[dict]) -> pd.DataFrame:
     is_extra = ~frame["split"].isin(SPLITS)
     frame["_rank"] = np.where(is_extra, frame["split"].map(rank), 0)
     frame = frame.sort_values(["_rank", "crop_id"], kind="stable").drop(columns="_rank")
-    for column in ("scale", "roi_x1", "roi_y1", "roi_x2", "roi_y2"):
+    for column in ("quality", "scale", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "piece_x1", "piece_y1"):
         frame[column] = frame[column].astype("Int64")
     frame["blur_sigma"] = frame["blur_sigma"].astype("Float64")
     return frame.reset_index(drop=True)
@@ -389,7 +569,7 @@ def summarise(frame: pd.DataFrame, n_photos: int, seconds: float, workers: int) 
         "fake_fraction": round(float(ok["label"].mean()), 4) if len(ok) else None,
         "skipped": int(len(skipped)),
         "skipped_by_reason": dict(sorted(reasons.items())),
-        "extra_test_sets": {name: _counts(extra_ok, name) for name in dict.fromkeys(extra_ok["split"])},
+        "extra_sets": {name: _counts(extra_ok, name) for name in dict.fromkeys(extra_ok["split"])},
         "train_reals_blurred": int(((ok["split"] == TRAIN) & ok["blur_sigma"].notna()).sum()),
         "seconds": round(seconds, 2),
         "photos_per_s": round(n_photos / seconds, 2) if seconds > 0 else None,

@@ -108,6 +108,14 @@ class FakeParams(_Section):
     blur_kernel: int = Field(5, ge=1)
     mask: Literal["square", "hull", "random"] = "random"
     feather: int = Field(0, ge=0)
+    jpeg: tuple[int, ...] = ()  # [] or [low, high]
+
+    @field_validator("jpeg")
+    @classmethod
+    def _jpeg(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if v and (len(v) != 2 or not 1 <= v[0] <= v[1] <= 100):
+            raise ValueError("must be [] (off) or [low, high] with 1 <= low <= high <= 100")
+        return v
 
     @field_validator("scales")
     @classmethod
@@ -154,12 +162,26 @@ class ElaParams(_Section):
     subsampling: Literal["4:4:4", "4:2:2", "4:2:0"] = "4:2:0"
     scale: Literal["max", "fixed"] = "max"
     gain: float = Field(20.0, gt=0)
+    at: Literal["crop", "photo"] = "crop"
     workers: int = Field(0, ge=0)
 
 
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
 INPUTS = ("ela", "rgb")
 Input = Literal["ela", "rgb"]
+FORGERS = ("warp", "blend", "swap")
+Forger = Literal["warp", "blend", "swap"]
+
+
+def recipe_forgers(recipe: str) -> tuple[str, ...]:
+    """The forgers of a training recipe: ``warp``, ``blend``, or a mix such as ``warp_blend``."""
+    forgers = tuple(recipe.split("_"))
+    unknown = [f for f in forgers if f not in FORGERS]
+    if unknown or len(set(forgers)) != len(forgers) or not recipe:
+        raise ValueError(
+            f"{recipe!r} is not a recipe: forgers from {', '.join(FORGERS)} joined by '_', none twice"
+        )
+    return forgers
 
 
 def _unique(v: tuple) -> tuple:
@@ -172,6 +194,7 @@ def _unique(v: tuple) -> tuple:
 
 class TrainParams(_Section):
     inputs: tuple[Input, ...] = INPUTS
+    fakes: tuple[str, ...] = ("warp", "blend")
     seeds: tuple[int, ...] = (42,)
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(100, ge=1)
@@ -182,10 +205,22 @@ class TrainParams(_Section):
     val_fraction: float = Field(0.15, gt=0, lt=1)
     precision: Precision = "auto"
 
-    @field_validator("inputs", "seeds")
+    @field_validator("inputs", "fakes", "seeds")
     @classmethod
     def _listed(cls, v: tuple) -> tuple:
         return _unique(v)
+
+    @field_validator("fakes")
+    @classmethod
+    def _recipes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for recipe in v:
+            recipe_forgers(recipe)
+        return v
+
+    def forgers(self) -> tuple[str, ...]:
+        """Every forger some recipe names, in FORGERS order."""
+        named = {f for recipe in self.fakes for f in recipe_forgers(recipe)}
+        return tuple(f for f in FORGERS if f in named)
 
     @field_validator("seeds")
     @classmethod
@@ -196,8 +231,16 @@ class TrainParams(_Section):
 
 
 class ExtraSetsParams(_Section):
+    forgers: tuple[Forger, ...] = ("blend", "swap")
     matched_blur: bool = True
     jpeg_qualities: tuple[int, ...] = (100, 95, 90, 80, 70)
+
+    @field_validator("forgers")
+    @classmethod
+    def _forgers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v) or "warp" in v:
+            raise ValueError("must be distinct forgers other than warp (the standard test set is warp's)")
+        return v
 
     @field_validator("jpeg_qualities")
     @classmethod

@@ -55,9 +55,20 @@ def main(run: Callable[[P.Params], object], *, expected: tuple[type[Exception], 
     return 0
 
 
+def recipe(text: str) -> str:
+    """An argparse type: a training recipe (``warp``, ``blend``, ``warp_blend``)."""
+    try:
+        P.recipe_forgers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def model_arguments(description: str, argv: list[str] | None = None) -> argparse.Namespace:
-    """``--input {ela,rgb} --seed N``: which model a train@ / evaluate@ matrix stage works on."""
+    """``--input {ela,rgb} --fakes RECIPE --seed N``: which model a train@ / evaluate@ matrix stage
+    works on."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--input", choices=P.INPUTS, required=True, help="the input kind")
+    parser.add_argument("--fakes", type=recipe, required=True, help="the training recipe (train.fakes)")
     parser.add_argument("--seed", type=int, required=True, help="the training seed (train.seeds)")
     return parser.parse_args(argv)

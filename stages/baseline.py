@@ -1,24 +1,24 @@
-"""Stage `baseline`: a logistic regression on five sharpness and error-level numbers per crop
-(faceswap_ela.baseline), fitted on the train split's crops and scored on every test set.
+"""Stage `baseline@<recipe>`: a logistic regression on five sharpness and error-level numbers per
+crop (faceswap_ela.baseline), fitted on a training recipe's crops (train_<recipe>: the same crops a
+model of that recipe trains on) and scored on every test set.
 
-Reads data/ela (the RGB crops and their ELA images); writes data/predictions/baseline.csv (set,
-crop_id, photo_id, label, p_fake) and metrics/baseline.json (its coefficients, and the metrics of
-each test set at eval.threshold), all or none.
+Reads data/ela (the RGB crops and their ELA images); writes data/predictions/baseline-<recipe>.csv
+(set, crop_id, photo_id, label, p_fake) and metrics/baseline/<recipe>.json (its coefficients, and
+the metrics of each test set at eval.threshold), all or none.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import logging
 import sys
 from pathlib import Path
 
-from faceswap_ela import baseline, dataset, evaluation, outputs, stage
+from faceswap_ela import baseline, dataset, evaluation, layout, outputs, stage, testsets
 from faceswap_ela import params as P
-from faceswap_ela.testsets import TRAIN
 
 DATA = Path("data/ela")
-PREDICTIONS = Path("data/predictions/baseline.csv")
-METRICS = Path("metrics/baseline.json")
 
 log = logging.getLogger("baseline")
 
@@ -29,24 +29,32 @@ def split_features(name: str) -> tuple[dataset.Split, object]:
     return ela, baseline.features(rgb.images, ela.images)
 
 
-def run(p: P.Params) -> None:
-    train, x_train = split_features(TRAIN)
+def run(p: P.Params, fakes: str) -> None:
+    train, x_train = split_features(testsets.recipe_set(fakes))
     model = baseline.fit(x_train, train.labels)
 
     def score(name: str) -> tuple[dataset.Split, object]:
         split, x = split_features(name)
         return split, baseline.p_fake(model, x)
 
-    predictions, sets = evaluation.score_sets(dataset.test_sets(DATA), score, p.eval.threshold, "baseline")
+    name = layout.baseline_name(fakes)
+    predictions, sets = evaluation.score_sets(dataset.test_sets(DATA), score, p.eval.threshold, name)
     metrics = {
+        "fakes": fakes,
         "features": list(baseline.FEATURES),
         "coefficients": baseline.coefficients(model),
         "sets": sets,
     }
-    with outputs.atomic_outputs(PREDICTIONS, METRICS) as (predictions_tmp, metrics_tmp):
+    outs = (layout.baseline_predictions(fakes), layout.baseline_metrics(fakes))
+    with outputs.atomic_outputs(*outs) as (predictions_tmp, metrics_tmp):
         outputs.write_csv(predictions_tmp, predictions, float_format="%.7g")
         outputs.write_json(metrics_tmp, metrics)
 
 
 if __name__ == "__main__":
-    sys.exit(stage.main(run, expected=(dataset.DatasetError, ValueError)))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fakes", type=stage.recipe, required=True, help="the training recipe (train.fakes)")
+    args = parser.parse_args()
+    sys.exit(
+        stage.main(functools.partial(run, fakes=args.fakes), expected=(dataset.DatasetError, ValueError))
+    )

@@ -1,9 +1,11 @@
 """Stage ela: the ELA image of every crop (§3.2), as uint8 tensors per split.
 
-Reads data/crops/ (index.csv and the PNG crops); for every split and extra test rendering
-(test_matched, test_jpeg<q>) writes data/ela/{split}_ela.npy (N x S x S x 3 ELA),
-data/ela/{split}_rgb.npy (the crops themselves, same order) and data/ela/{split}.csv (crop_id,
-photo_id, group, label in index order, ok rows only), plus plots/gallery.png, all or none.
+Reads data/crops/ (index.csv and the PNG crops); for every training recipe (train_<recipe>: the
+train reals and that recipe's fakes) and every test set (test, test_<forger>, test_matched,
+test_jpeg<q>) writes data/ela/{set}_ela.npy (N x S x S x 3 ELA), data/ela/{set}_rgb.npy (the crops
+themselves, same order) and data/ela/{set}.csv (crop_id, photo_id, group, label in crop order, ok
+rows only), plus plots/gallery.png, all or none. With ela.at: photo the ELA of each crop is that of
+the rendered photo at its own resolution and JPEG grid, cut to the ROI (data/crops/pieces/).
 The tensors are streamed to disk, so memory does not grow with the number of crops.
 """
 
@@ -14,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from faceswap_ela import dataset, ela, gallery, materialize, outputs, stage
+from faceswap_ela import dataset, ela, gallery, materialize, outputs, stage, testsets
 from faceswap_ela import params as P
 
 CROPS = Path("data/crops")
@@ -29,10 +31,9 @@ def run(p: P.Params) -> dict[str, int]:
     # Old outputs go first: a failed run leaves none behind (as under dvc repro)
     with outputs.atomic_outputs(f"{ELA_DIR}/", GALLERY) as (ela_tmp, gallery_tmp):
         index = materialize.read_index(CROPS)
-        counts = ela.write_sets(
-            index, CROPS, ela_tmp, p.ela, sets=materialize.set_names(index), size=p.roi.size,
-            workers=p.ela.workers,
-        )  # fmt: skip
+        sets = {testsets.recipe_set(r): materialize.recipe_rows(index, r, p.seed) for r in p.train.fakes}
+        sets.update(materialize.test_rows(index))
+        counts = ela.write_sets(sets, CROPS, ela_tmp, p.ela, size=p.roi.size, workers=p.ela.workers)
         gallery.make_gallery(CROPS / "samples", gallery_tmp, p.ela)
     log.info("ELA of %s crops in %.1f s", counts, time.perf_counter() - start)
     return counts

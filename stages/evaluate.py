@@ -1,5 +1,5 @@
-"""Stage `evaluate@<input>-<seed>`: models/<name>/model.keras on every test set in data/ela (the
-standard test split, test_matched and test_jpeg<q>), streamed.
+"""Stage `evaluate@<input>-<recipe>-<seed>`: models/<name>/model.keras on every test set in data/ela
+(the standard test split, the other forgers' test_<forger>, test_matched and test_jpeg<q>), streamed.
 
 Writes data/predictions/<name>.csv (set, crop_id, photo_id, label, p_fake: every test crop of
 every set) and metrics/eval/<name>.json (accuracy, ROC AUC, precision, recall, F1 with fake as the
@@ -29,11 +29,11 @@ DATA = Path("data/ela")
 log = logging.getLogger("evaluate")
 
 
-def run(p: P.Params, input_kind: str, seed: int) -> None:
-    name = layout.model_name(input_kind, seed)
+def run(p: P.Params, input_kind: str, fakes: str, seed: int) -> None:
+    name = layout.model_name(input_kind, fakes, seed)
     model = layout.model_file(name)
     if not model.is_file():
-        raise stage.StageError(f"{model} not found: run the train@{input_kind}-{seed} stage first")
+        raise stage.StageError(f"{model} not found: run the train@{input_kind}-{fakes}-{seed} stage first")
     precision = hardware.resolve_precision(p.train.precision)
     try:
         saved = keras.saving.load_model(model, compile=False)  # float32, as train@ saved it
@@ -46,12 +46,14 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
         "eval_backend": keras.backend.backend(),
         "eval_precision": precision.precision,
         "input": input_kind,
+        "fakes": fakes,
         "seed": seed,
     }
     with tracking.resume_run(info, p, tags=tags, model=name) as tracker:
         metrics = {
             "model": name,
             "input": input_kind,
+            "fakes": fakes,
             "seed": seed,
             "precision": precision.precision,
             "mlflow_run_id": tracker.run_id,
@@ -88,6 +90,7 @@ if __name__ == "__main__":
     args = stage.model_arguments(__doc__.splitlines()[0])
     sys.exit(
         stage.main(
-            functools.partial(run, input_kind=args.input, seed=args.seed), expected=(dataset.DatasetError,)
+            functools.partial(run, input_kind=args.input, fakes=args.fakes, seed=args.seed),
+            expected=(dataset.DatasetError,),
         )
     )

@@ -3,8 +3,9 @@ augmented (train split only), resized and stored as lossless PNG crops.
 
 Reads data/raw/, data/landmarks.csv and data/split.csv; writes data/template.json (the mean face
 of the training landmarks), data/crops/ (index.csv, {split}/{crop_id}.png, samples/ for the
-gallery, and one folder per extra test rendering: test_matched/, test_jpeg<q>/) and
-metrics/materialize.json, all or none.
+gallery, one folder per other forger's fakes: train_<forger>/, test_<forger>/, and per extra test
+rendering: test_matched/, test_jpeg<q>/, and with ela.at: photo, pieces/ of the rendered photos
+around each ROI on their JPEG grid) and metrics/materialize.json, all or none.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def run(p: P.Params) -> dict:
         renderer = materialize.Renderer(
             seed=p.seed, fakes=p.fakes, roi=p.roi, augment=p.augment, template=template,
             raw_dir=str(RAW), out_dir=str(crops_tmp), sets=p.testsets,
+            train_forgers=p.train.forgers(), ela_at=p.ela.at,
         )  # fmt: skip
         results = parallel.ordered_map(renderer, tasks, workers=workers, desc="materialize", chunksize=2)
         frame = materialize.index_frame([row for photo_rows, _ in results for row in photo_rows])

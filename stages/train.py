@@ -1,11 +1,14 @@
-"""Stage `train@<input>-<seed>`: the paper's CNN on data/ela/train_ela.npy (input ela) or on the raw
-crops data/ela/train_rgb.npy (input rgb, "direct detection"), memory-mapped and streamed, with the
-training seed given, early-stopped on a group-disjoint validation slice of the train split (drawn
-by the global seed, so every model holds out the same groups).
+"""Stage `train@<input>-<recipe>-<seed>`: the paper's CNN on the ELA images (input ela) or the raw
+crops (input rgb, "direct detection") of a training recipe's set, data/ela/train_<recipe>_<input>.npy
+(the train reals and the fakes of the recipe's forgers: warp, blend, a mix such as warp_blend),
+memory-mapped and streamed, with the training seed given, early-stopped on a group-disjoint
+validation slice of the train split (drawn by the global seed, so every model holds out the same
+groups).
 
-Writes models/<name>/model.keras (the best weights, without optimizer state), models/<name>/run.json
-(the MLflow run that `evaluate` resumes), metrics/train/<name>.json and plots/history/<name>.csv,
-all or none. Trains under train.precision (auto: mixed bfloat16 on a CPU with AMX or AVX-512-BF16,
+Writes models/<name>/model.keras (the best weights, without optimizer state), models/<name>/card.json
+(what the model needs to be used: input, recipe, ELA and ROI settings, precision),
+models/<name>/run.json (the MLflow run that `evaluate` resumes), metrics/train/<name>.json and
+plots/history/<name>.csv, all or none. Trains under train.precision (auto: mixed bfloat16 on a CPU with AMX or AVX-512-BF16,
 mixed float16 on a GPU, else float32). Logs params, per-epoch metrics and a history figure to
 MLflow; `evaluate` logs the model.
 """
@@ -18,21 +21,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-from faceswap_ela import dataset, figures, hardware, layout, stage, tracking, training
+from faceswap_ela import card, dataset, figures, hardware, layout, stage, testsets, tracking, training
 from faceswap_ela import params as P
 from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
-from faceswap_ela.testsets import TRAIN
 
 DATA = Path("data/ela")
 
 log = logging.getLogger("train")
 
 
-def run(p: P.Params, input_kind: str, seed: int) -> None:
-    name = layout.model_name(input_kind, seed)
-    model, run_file = layout.model_file(name), layout.run_file(name)
+def run(p: P.Params, input_kind: str, fakes: str, seed: int) -> None:
+    name = layout.model_name(input_kind, fakes, seed)
+    model, run_file, card_file = layout.model_file(name), layout.run_file(name), layout.card_file(name)
     metrics_file, history_file = layout.train_metrics(name), layout.history_file(name)
-    split = dataset.load_split(DATA, TRAIN, input_kind)
+    split = dataset.load_split(DATA, testsets.recipe_set(fakes), input_kind)
 
     precision = hardware.resolve_precision(p.train.precision)
     tags = {
@@ -41,6 +43,7 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
         "precision": precision.precision,
         "cpu_flags": " ".join(precision.cpu_flags),
         "input": input_kind,
+        "fakes": fakes,
         "seed": seed,
     }
     with tracking.start_run(p, tags=tags, model=name) as tracker:
@@ -53,11 +56,12 @@ def run(p: P.Params, input_kind: str, seed: int) -> None:
             on_epoch=tracker.log_epoch,
             precision=precision,
         )
-        metrics = {**result.metrics, "input": input_kind, "seed": seed, "model": name}
+        metrics = {**result.metrics, "input": input_kind, "fakes": fakes, "seed": seed, "model": name}
         export = training.inference_copy(result.model)
-        outs = (model, run_file, metrics_file, history_file)
-        with atomic_outputs(*outs) as (model_tmp, run_tmp, metrics_tmp, history_tmp):
+        outs = (model, card_file, run_file, metrics_file, history_file)
+        with atomic_outputs(*outs) as (model_tmp, card_tmp, run_tmp, metrics_tmp, history_tmp):
             training.save_model(export, model_tmp)
+            write_json(card_tmp, card.make(p, input_kind, fakes, seed, name, precision.precision))
             metrics["model_bytes"] = model_tmp.stat().st_size
             write_json(run_tmp, tracker.info())
             write_json(metrics_tmp, metrics)
@@ -77,6 +81,7 @@ if __name__ == "__main__":
     args = stage.model_arguments(__doc__.splitlines()[0])
     sys.exit(
         stage.main(
-            functools.partial(run, input_kind=args.input, seed=args.seed), expected=(dataset.DatasetError,)
+            functools.partial(run, input_kind=args.input, fakes=args.fakes, seed=args.seed),
+            expected=(dataset.DatasetError,),
         )
     )

@@ -209,15 +209,15 @@ def _sharpness(rgb: np.ndarray) -> float:
     return float(cv2.Laplacian(grey[32:96, 32:96], cv2.CV_64F).var())
 
 
-def test_extra_test_sets(pipeline):
+def test_extra_sets(pipeline):
     index = pd.read_csv(pipeline / "data/crops/index.csv", dtype={"path": str})
     test = index[(index["split"] == "test") & (index["status"] == "ok")].reset_index(drop=True)
     metrics = json.loads((pipeline / "metrics/materialize.json").read_text())
-    assert sorted(metrics["extra_test_sets"]) == sorted(EXTRA_SETS)
+    assert sorted(metrics["extra_sets"]) == sorted(EXTRA_SETS)
     errors = {}
     for name in EXTRA_SETS:
         rows = index[index["split"] == name].reset_index(drop=True)
-        assert metrics["extra_test_sets"][name] == metrics["counts"]["test"]
+        assert metrics["extra_sets"][name] == metrics["counts"]["test"]
         assert list(rows["crop_id"]) == list(test["crop_id"]) and list(rows["label"]) == list(test["label"])
         assert (rows["path"] == name + "/" + rows["crop_id"] + ".png").all()
         diffs = []
@@ -251,7 +251,7 @@ def test_real_blur_augmentation_blurs_a_seeded_share_of_train_reals(photos, tmp_
     assert blurred.any() and not blurred.all()
     assert (train.loc[blurred, "label"] == 0).all()  # fakes are never blurred again
     metrics = json.loads((folder / "metrics/materialize.json").read_text())
-    assert metrics["train_reals_blurred"] == int(blurred.sum()) and metrics["extra_test_sets"] == {}
+    assert metrics["train_reals_blurred"] == int(blurred.sum()) and metrics["extra_sets"] == {}
 
 
 def test_gallery_samples(pipeline):

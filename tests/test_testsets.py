@@ -1,14 +1,18 @@
 """The names of the splits and test sets, and their order."""
 
+import pytest
+
 from faceswap_ela import testsets
 from faceswap_ela.params import ExtraSetsParams
 
 
 def test_derived_set_names():
     assert testsets.derived_sets(ExtraSetsParams()) == [
-        "test_matched", "test_jpeg100", "test_jpeg95", "test_jpeg90", "test_jpeg80", "test_jpeg70",
+        "test_blend", "test_swap", "test_matched",
+        "test_jpeg100", "test_jpeg95", "test_jpeg90", "test_jpeg80", "test_jpeg70",
     ]  # fmt: skip
-    assert testsets.derived_sets(ExtraSetsParams(matched_blur=False, jpeg_qualities=(50,))) == ["test_jpeg50"]
+    only = ExtraSetsParams(forgers=(), matched_blur=False, jpeg_qualities=(50,))
+    assert testsets.derived_sets(only) == ["test_jpeg50"]
 
 
 def test_jpeg_quality_reads_the_set_name_back():
@@ -16,6 +20,20 @@ def test_jpeg_quality_reads_the_set_name_back():
     assert testsets.jpeg_quality("test") is None and testsets.jpeg_quality("test_matched") is None
 
 
+def test_forger_sets_and_recipe_sets():
+    assert (
+        testsets.forger_set("test", "warp") == "test" and testsets.forger_set("train", "swap") == "train_swap"
+    )
+    assert [testsets.set_forger(n) for n in ("test", "test_blend", "test_matched", "test_jpeg90")] == [
+        "warp", "blend", None, None,
+    ]  # fmt: skip
+    assert testsets.recipe_set("warp_blend") == "train_warp_blend"
+    with pytest.raises(ValueError, match="not a recipe"):
+        testsets.recipe_set("warp_warp")
+
+
 def test_set_order():
-    names = ["test_jpeg70", "test_matched", "test_jpeg100", "test", "test_jpeg95", "test"]
-    assert testsets.set_order(names) == ["test", "test_matched", "test_jpeg100", "test_jpeg95", "test_jpeg70"]
+    names = ["test_jpeg70", "test_matched", "test_swap", "test_jpeg100", "test", "test_blend", "test"]
+    assert testsets.set_order(names) == [
+        "test", "test_blend", "test_swap", "test_matched", "test_jpeg100", "test_jpeg70",
+    ]  # fmt: skip

@@ -1,0 +1,68 @@
+"""A trained model's card (models/<name>/card.json, written by train@ beside model.keras): what
+the model needs to be used on a new photo. predict reads it, so a model is fed the input it was
+trained on, with the ELA and ROI settings of its own run, not those of the current params.yaml."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from faceswap_ela import params as P
+
+CARD = "card.json"
+KEYS = ("model", "input", "fakes", "forgers", "seed", "ela", "roi", "precision")
+
+
+class CardError(ValueError):
+    pass
+
+
+def make(p: P.Params, input_kind: str, fakes: str, seed: int, name: str, precision: str) -> dict:
+    """The card of a model trained under ``p``."""
+    return {
+        "model": name,
+        "input": input_kind,
+        "fakes": fakes,
+        "forgers": list(P.recipe_forgers(fakes)),
+        "seed": int(seed),
+        "ela": p.ela.model_dump(mode="json", exclude={"workers"}),
+        "roi": p.roi.model_dump(mode="json"),
+        "precision": precision,
+    }
+
+
+def path_for(model: str | os.PathLike) -> Path:
+    """Where the card of a model file lies: beside it."""
+    return Path(model).with_name(CARD)
+
+
+def read(path: str | os.PathLike) -> dict:
+    """A card, checked: its keys, its input kind, and ELA and ROI settings that params.py accepts."""
+    path = Path(path)
+    try:
+        card = json.loads(path.read_text())
+    except OSError as exc:
+        raise CardError(f"can't read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise CardError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(card, dict) or (missing := [k for k in KEYS if k not in card]):
+        raise CardError(
+            f"{path} is not a model card (it lacks {missing if isinstance(card, dict) else KEYS})"
+        )
+    if card["input"] not in P.INPUTS:
+        raise CardError(f"{path}: unknown input {card['input']!r}")
+    try:
+        P.ElaParams.model_validate(card["ela"])
+        P.RoiParams.model_validate(card["roi"])
+    except ValueError as exc:
+        raise CardError(f"{path}: bad settings: {exc}") from None
+    return card
+
+
+def ela_settings(card: dict) -> P.ElaParams:
+    return P.ElaParams.model_validate(card["ela"])
+
+
+def roi_settings(card: dict) -> P.RoiParams:
+    return P.RoiParams.model_validate(card["roi"])

@@ -28,7 +28,9 @@ from faceswap_ela import params as P
 from faceswap_ela.dataset import DatasetError
 from faceswap_ela.images import ImageError, load_rgb, save_png
 from faceswap_ela.stage import StageError
-from faceswap_ela.testsets import MATCHED, PAPER_FORGER, SPLITS, TEST, TRAIN, forger_set, jpeg_set
+from faceswap_ela.testsets import (
+    MATCHED, PAPER_FORGER, SPLITS, TEST, TRAIN, forger_set, jpeg_set, set_order,
+)  # fmt: skip
 
 N_FAKE_SAMPLES, N_REAL_SAMPLES = 6, 2
 SAMPLE_SIDE = 320  # long side of the preview photos kept for the gallery
@@ -486,9 +488,11 @@ def render_samples(tasks: list[PhotoTask], renderer: Renderer, frame: pd.DataFra
 
 
 def set_names(frame: pd.DataFrame) -> list[str]:
-    """The splits, then the extra test renderings, in the order they appear in the index."""
-    extra = [name for name in dict.fromkeys(frame["split"]) if name not in SPLITS]
-    return [*SPLITS, *extra]
+    """The splits, then the train split's other forgers' sets (in FORGERS order), then the test
+    split's sets in ``set_order``."""
+    names = set(frame["split"]) - set(SPLITS)
+    train = [forger_set(TRAIN, f) for f in P.FORGERS if forger_set(TRAIN, f) in names]
+    return [*SPLITS, *train, *set_order(names - set(train))]
 
 
 def read_index(folder: str | os.PathLike) -> pd.DataFrame:
@@ -497,15 +501,24 @@ def read_index(folder: str | os.PathLike) -> pd.DataFrame:
     path = Path(folder) / "index.csv"
     if not path.exists():
         raise DatasetError(f"{path} not found (run the materialize stage first)")
-    frame = pd.read_csv(
-        path, dtype={"crop_id": str, "photo_id": str, "group": str, "split": str, "path": str}
+    text = (
+        "crop_id",
+        "photo_id",
+        "group",
+        "split",
+        "path",
+        "piece_path",
+        "augment",
+        "forger",
+        "donor",
+        "mask",
     )
+    frame = pd.read_csv(path, dtype=dict.fromkeys(text, str))
     missing = {"crop_id", "photo_id", "group", "split", "label", "status", "path"} - set(frame.columns)
     if missing:
         raise DatasetError(f"{path} lacks columns {sorted(missing)}")
-    for column in ("path", "piece_path", "augment", "forger", "donor", "mask"):
-        if column in frame.columns:
-            frame[column] = frame[column].fillna("").astype(str)
+    for column in set(text) & set(frame.columns):
+        frame[column] = frame[column].fillna("")
     return frame[frame["status"] == "ok"].reset_index(drop=True)
 
 

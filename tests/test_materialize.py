@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from faceswap_ela import alignment, ela, materialize
+from faceswap_ela import alignment, ela, materialize, roi
 from faceswap_ela.images import load_rgb
 from faceswap_ela.params import Params
 from tests.sample_data import dlib_shapes, portrait
@@ -133,15 +133,17 @@ OUTPUTS = ["data/template.json", "data/crops", "data/ela", "metrics/materialize.
 
 
 EXTRA_SETS = ["test_matched", "test_jpeg100", "test_jpeg95", "test_jpeg90", "test_jpeg80", "test_jpeg70"]
+FORGER_SETS = ["train_blend", "test_blend", "test_swap"]  # params.yaml: train.fakes [warp, blend]
 
 
 def test_materialize_outputs(pipeline, photos):
     index = pd.read_csv(pipeline / "data/crops/index.csv", dtype={"reason": str, "path": str, "mask": str})
     assert list(index.columns) == [
         "crop_id", "photo_id", "group", "split", "label", "variant", "status", "reason", "path",
-        "scale", "mask", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "augment", "blur_sigma",
+        "forger", "donor", "quality", "scale", "mask", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "augment",
+        "blur_sigma", "piece_path", "piece_x1", "piece_y1",
     ]  # fmt: skip
-    assert list(dict.fromkeys(index["split"]))[2:] == EXTRA_SETS
+    assert list(dict.fromkeys(index["split"]))[2:] == [*FORGER_SETS, *EXTRA_SETS]
     index = index[index["split"].isin(["train", "test"])]
     assert list(index["crop_id"]) == sorted(index["crop_id"])
     assert index["blur_sigma"].isna().all()  # augment.real_blur is 0 by default
@@ -176,9 +178,10 @@ def test_materialize_outputs(pipeline, photos):
             else:
                 assert values == {}
             if row.label == 1:
-                assert 64 <= row.scale <= 127 and row.mask in ("square", "hull")
+                assert 64 <= row.scale <= 127 and row.mask in ("square", "hull") and row.forger == "warp"
             else:
-                assert pd.isna(row.scale) and pd.isna(row.mask)
+                assert pd.isna(row.scale) and pd.isna(row.mask) and pd.isna(row.forger)
+            assert pd.isna(row.quality) and pd.isna(row.piece_path)  # fakes.jpeg is off, ela.at crop
     metrics = json.loads((pipeline / "metrics/materialize.json").read_text())
     ok = index[index["status"] == "ok"]
     assert metrics["crops"] == len(ok) == 8 * VARIANTS
@@ -213,7 +216,7 @@ def test_extra_sets(pipeline):
     index = pd.read_csv(pipeline / "data/crops/index.csv", dtype={"path": str})
     test = index[(index["split"] == "test") & (index["status"] == "ok")].reset_index(drop=True)
     metrics = json.loads((pipeline / "metrics/materialize.json").read_text())
-    assert sorted(metrics["extra_sets"]) == sorted(EXTRA_SETS)
+    assert sorted(metrics["extra_sets"]) == sorted(FORGER_SETS + EXTRA_SETS)
     errors = {}
     for name in EXTRA_SETS:
         rows = index[index["split"] == name].reset_index(drop=True)
@@ -241,8 +244,9 @@ def test_extra_sets(pipeline):
 def test_real_blur_augmentation_blurs_a_seeded_share_of_train_reals(photos, tmp_path):
     folder = tmp_path / "blur"
     write_workspace(
-        folder, photos, augment={"real_blur": 0.5}, testsets={"matched_blur": False, "jpeg_qualities": []}
-    )
+        folder, photos, augment={"real_blur": 0.5}, train={"fakes": ["warp"]},
+        testsets={"forgers": [], "matched_blur": False, "jpeg_qualities": []},
+    )  # fmt: skip
     assert run_stage("materialize", folder).returncode == 0
     index = pd.read_csv(folder / "data/crops/index.csv")
     assert set(index["split"]) == {"train", "test"}
@@ -272,8 +276,14 @@ def test_gallery_samples(pipeline):
 def test_ela_outputs(pipeline):
     p = Params.model_validate(yaml.safe_load((pipeline / "params.yaml").read_text()))
     index = pd.read_csv(pipeline / "data/crops/index.csv", dtype={"photo_id": str, "group": str})
-    for split in ("train", "test", *EXTRA_SETS):
-        rows = index[(index["split"] == split) & (index["status"] == "ok")].reset_index(drop=True)
+    ok = index[index["status"] == "ok"]
+    assert sorted(p.name for p in (pipeline / "data/ela").glob("*.csv")) == sorted(
+        f"{name}.csv"
+        for name in ("train_warp", "train_blend", "test", "test_blend", "test_swap", *EXTRA_SETS)
+    )
+    for split in ("train_warp", "train_blend", "test", "test_blend", "test_swap", *EXTRA_SETS):
+        rows = ok[ok["split"] == split.removesuffix("_warp")].sort_values("crop_id", kind="stable")
+        rows = rows.reset_index(drop=True)
         table = pd.read_csv(pipeline / f"data/ela/{split}.csv", dtype={"photo_id": str, "group": str})
         pd.testing.assert_frame_equal(table, rows[["crop_id", "photo_id", "group", "label"]])
         tensor = np.load(pipeline / f"data/ela/{split}_ela.npy")
@@ -370,3 +380,135 @@ def test_render_photo_skips_bad_input_with_reasons(photos, tmp_path):
     assert [r["status"] for r in rows] == ["ok"] * 3 and len(list(out.rglob("*.png"))) == 3
     again, _ = render(task)
     assert again == rows
+
+
+def _split_of(index: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    base = index[index["split"].isin(["train", "test"])].drop_duplicates("photo_id")
+    return {row.photo_id: (row.split, row.group) for row in base.itertuples()}
+
+
+@pytest.mark.parametrize("forger", ["blend", "swap"])
+def test_other_forgers_share_the_reals_and_fake_the_same_renderings(pipeline, forger):
+    index = pd.read_csv(pipeline / "data/crops/index.csv", dtype={"path": str, "donor": str})
+    where = _split_of(index)
+    for split in ("train", "test"):
+        base = index[index["split"] == split].set_index("crop_id")
+        rows = index[index["split"] == f"{split}_{forger}"].set_index("crop_id")
+        if forger == "swap" and split == "train":  # train.fakes names no swap
+            assert rows.empty
+            continue
+        assert list(rows.index) == list(base.index) and (rows["label"] == base["label"]).all()
+        ok = rows[(rows["status"] == "ok") & (base["status"] == "ok")]
+        assert len(ok) == (base["status"] == "ok").sum()  # every forger renders every usable photo
+        for crop, row in ok.iterrows():
+            same_box = [
+                row[c] == base.loc[crop, c] for c in ("roi_x1", "roi_y1", "roi_x2", "roi_y2", "augment")
+            ]
+            assert all(same_box)
+            if row.label == 0:
+                assert row.path == base.loc[crop, "path"]  # the very same real crop
+                continue
+            assert row.path == f"{split}_{forger}/{crop}.png" and row.forger == forger
+            fake, warped = (
+                load_rgb(pipeline / "data/crops" / path) for path in (row.path, base.loc[crop, "path"])
+            )
+            assert np.abs(fake.astype(int) - warped).mean() > 1  # not the warp's fake
+            if forger == "swap":
+                donor_split, donor_group = where[row.donor]
+                assert donor_split == split and donor_group != row.group
+
+
+def test_swap_donors_are_from_another_group_of_the_same_split():
+    rng = np.random.default_rng(0)
+    face = alignment.landmark_columns()
+    assert len(face) == 136
+    tasks = []
+    for i in range(24):
+        points = rng.normal(0, 1, (68, 2)) * 3 + np.linspace(100, 200, 68)[:, None]
+        split = "test" if i % 4 == 0 else "train"
+        tasks.append(
+            materialize.PhotoTask(f"p{i:02d}", f"g{i // 3}", split, f"p{i:02d}.jpg", points, (0, 1, 1, 0))
+        )
+    tasks.append(materialize.PhotoTask("none", "g99", "train", "none.jpg", None, (1, 1)))
+    out = materialize.assign_donors(tasks, seed=42, nearest=4)
+    assert [t.photo_id for t in out] == [t.photo_id for t in tasks]
+    by_id = {t.photo_id: t for t in tasks}
+    for task in out:
+        if task.photo_id == "none":
+            assert task.donors == (None, None)
+            continue
+        for label, donor in zip(task.labels, task.donors, strict=True):
+            assert (donor is None) == (label == 0)
+            if donor is not None:
+                assert by_id[donor.photo_id].split == task.split and by_id[donor.photo_id].group != task.group
+    again = materialize.assign_donors(tasks, seed=42, nearest=4)
+    ids = [[d and d.photo_id for d in t.donors] for t in out]
+    assert [[d and d.photo_id for d in t.donors] for t in again] == ids  # seeded: the same donors
+
+
+def test_a_mixed_recipe_keeps_the_reals_and_draws_one_forger_per_fake(pipeline):
+    index = materialize.read_index(pipeline / "data/crops")
+    rows = materialize.recipe_rows(index, "warp_blend", seed=42)
+    train = index[index["split"] == "train"]
+    assert list(rows["crop_id"]) == sorted(train["crop_id"])  # each crop once, in order
+    reals = rows[rows["label"] == 0]
+    assert (reals["split"] == "train").all()
+    fakes = rows[rows["label"] == 1]
+    assert set(fakes["split"]) == {"train", "train_blend"}
+    again = materialize.recipe_rows(index, "warp_blend", seed=42)
+    pd.testing.assert_frame_equal(rows, again)
+    single = materialize.recipe_rows(index, "blend", seed=42)
+    assert (single["split"] == "train_blend").all() and len(single) == len(train)
+
+
+def test_jpeg_after_forging_resaves_reals_and_fakes_and_swaps_at_the_photo_quality(photos, tmp_path):
+    folder = tmp_path / "jpeg"
+    write_workspace(
+        folder, photos, fakes={"jpeg": [60, 90]}, train={"fakes": ["warp"]},
+        testsets={"forgers": ["swap"], "matched_blur": False, "jpeg_qualities": []},
+    )  # fmt: skip
+    result = run_stage("materialize", folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    index = pd.read_csv(folder / "data/crops/index.csv")
+    ok = index[index["status"] == "ok"]
+    drawn = ok[ok["split"].isin(["train", "test"])]
+    assert drawn["quality"].between(60, 90).all() and set(drawn["label"]) == {0, 1}
+    assert drawn["quality"].nunique() > 3
+    swaps = ok[(ok["split"] == "test_swap") & (ok["label"] == 1)]
+    assert len(swaps) and (swaps["quality"] == 92).all()  # write_workspace saves the photos at 92
+
+
+def test_ela_at_photo_cuts_the_photo_ela_at_the_crop_roi(photos, tmp_path):
+    folder = tmp_path / "photo"
+    write_workspace(
+        folder, photos, ela={"at": "photo"}, train={"fakes": ["warp"]},
+        testsets={"forgers": [], "matched_blur": False, "jpeg_qualities": []},
+    )  # fmt: skip
+    for stage in ("materialize", "ela"):
+        result = run_stage(stage, folder)
+        assert result.returncode == 0, result.stderr[-3000:]
+    p = Params.model_validate(yaml.safe_load((folder / "params.yaml").read_text()))
+    index = materialize.read_index(folder / "data/crops")
+    test = index[index["split"] == "test"].reset_index(drop=True)
+    tensor = np.load(folder / "data/ela/test_ela.npy")
+    crops = np.load(folder / "data/ela/test_rgb.npy")
+    for i, row in test.astype(
+        {c: int for c in test.columns if c.startswith(("roi_", "piece_x", "piece_y"))}
+    ).iterrows():
+        piece = load_rgb(folder / "data/crops" / row.piece_path)
+        assert row.piece_x1 % 16 == 0 and row.piece_y1 % 16 == 0  # on the photo's JPEG grid
+        box = (
+            row.roi_x1 - row.piece_x1,
+            row.roi_y1 - row.piece_y1,
+            row.roi_x2 - row.piece_x1,
+            row.roi_y2 - row.piece_y1,
+        )
+        # the same ROI as the crop: the piece cut and resized is the crop
+        np.testing.assert_array_equal(roi.resize(roi.crop(piece, box), 128), crops[i])
+        if row.label == 0:  # an unmodified JPEG photo: the ELA of the whole photo, cut at the ROI
+            photo = load_rgb(folder / "data/raw" / f"{row.photo_id}.jpg")
+            whole = ela.error_levels(photo, p.ela.quality, p.ela.subsampling)
+            box = (row.roi_x1, row.roi_y1, row.roi_x2, row.roi_y2)
+            expected = ela.scale_levels(roi.resize(roi.crop(whole, box), 128), p.ela.scale, p.ela.gain)
+            np.testing.assert_array_equal(tensor[i], expected)
+        assert not np.array_equal(tensor[i], ela.compute(crops[i], p.ela))  # not the crop's ELA

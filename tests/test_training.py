@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from faceswap_ela import hardware, training
+from faceswap_ela import card, hardware, training
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "stages" / "train.py"
@@ -45,14 +45,14 @@ def make_repo(
                 "label": [i % 2 for i in range(n)],
             }
         )
-        for name in (split,) if split == "train" else TEST_SETS:
+        for name in ("train_warp",) if split == "train" else TEST_SETS:
             np.save(ela / f"{name}_ela.npy", images)
             np.save(ela / f"{name}_rgb.npy", images[:, ::-1])
             table.to_csv(ela / f"{name}.csv", index=False)
     params = {
         "seed": seed,
         "train": {
-            "inputs": list(inputs), "seeds": [seed], "epochs": 1, "batch_size": 8, "val_fraction": 0.2,
+            "inputs": list(inputs), "fakes": ["warp"], "seeds": [seed], "epochs": 1, "batch_size": 8, "val_fraction": 0.2,
             "patience": 1,
         },
         "eval": {"bootstrap": 50},
@@ -84,10 +84,12 @@ def run_pipeline(
     done = []
     for script in (TRAIN, EVALUATE):
         for kind in inputs:
-            done.append(run_stage(script, repo, "--input", kind, "--seed", str(seed), **env))
+            done.append(
+                run_stage(script, repo, "--input", kind, "--fakes", "warp", "--seed", str(seed), **env)
+            )
             assert done[-1].returncode == 0, done[-1].stderr[-3000:]
-    for script in (BASELINE, COMPARE):
-        done.append(run_stage(script, repo, **env))
+    for script, args in ((BASELINE, ("--fakes", "warp")), (COMPARE, ())):
+        done.append(run_stage(script, repo, *args, **env))
         assert done[-1].returncode == 0, done[-1].stderr[-3000:]
     return done
 
@@ -108,6 +110,11 @@ def check_model_outputs(repo: Path, name: str, n_test: int) -> tuple[dict, dict]
     assert history.notna().all().all()
     model = repo / "models" / name / "model.keras"
     assert 120e6 > model.stat().st_size == train["model_bytes"] > 100e6  # 29.5M float32 weights, no optimizer
+    model_card = card.read(card.path_for(model))
+    assert model_card["model"] == name and model_card["input"] == train["input"] == name.split("-")[0]
+    assert model_card["fakes"] == "warp" and model_card["forgers"] == ["warp"]
+    assert model_card["ela"]["quality"] == 95 and model_card["roi"]["size"] == 128
+    assert model_card["precision"] == train["precision"]
 
     evaluated = json.loads((repo / "metrics" / "eval" / f"{name}.json").read_text())
     assert set(evaluated["sets"]) == set(TEST_SETS)
@@ -159,14 +166,14 @@ def test_model_runs_nest_under_one_comparison_run(tmp_path):
     env = {"DVC_ROOT": str(root), "DVC_EXP_NAME": "tiny-exp", "DVC_EXP_BASELINE_REV": "a" * 40}
     stages = run_pipeline(repo, **env)
     assert not any("Traceback" in stage.stderr for stage in stages)
-    run_info = json.loads((repo / "models" / "ela-s0" / "run.json").read_text())
-    evaluated = json.loads((repo / "metrics" / "eval" / "ela-s0.json").read_text())
+    run_info = json.loads((repo / "models" / "ela-warp-s0" / "run.json").read_text())
+    evaluated = json.loads((repo / "metrics" / "eval" / "ela-warp-s0.json").read_text())
     assert evaluated["mlflow_run_id"] == run_info["run_id"]  # evaluate@ logged into train@'s run
     assert run_info["tracking_uri"] == f"sqlite:///{root.resolve()}/mlflow.db"
     assert run_info["experiment"] == "tiny" and run_info["run_id"]
-    train, result = check_model_outputs(repo, "ela-s0", n_test=20)
-    check_model_outputs(repo, "rgb-s0", n_test=20)
-    check_compare_outputs(repo, "ela-s0", n_test=20)
+    train, result = check_model_outputs(repo, "ela-warp-s0", n_test=20)
+    check_model_outputs(repo, "rgb-warp-s0", n_test=20)
+    check_compare_outputs(repo, "ela-warp-s0", n_test=20)
     assert train["backend"] == "tensorflow" and train["input"] == "ela"
     assert train["train_samples"] + train["val_samples"] == 40
     assert train["val_groups"] == 2  # 20% of 10 groups
@@ -177,7 +184,7 @@ def test_model_runs_nest_under_one_comparison_run(tmp_path):
 
     client = MlflowClient(run_info["tracking_uri"])
     run = client.get_run(run_info["run_id"])
-    assert run.info.run_name == "tiny-exp ela-s0" and run.info.status == "FINISHED"
+    assert run.info.run_name == "tiny-exp ela-warp-s0" and run.info.status == "FINISHED"
     p = P.load(repo / "params.yaml")
     assert run.data.params == {k: str(v) for k, v in P.flatten(p).items()}
     tags = run.data.tags
@@ -186,7 +193,7 @@ def test_model_runs_nest_under_one_comparison_run(tmp_path):
     assert tags["backend"] == "tensorflow" and tags["device"] == train["device"]
     for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
         steps = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)]
-        history = pd.read_csv(repo / "plots" / "history" / "ela-s0.csv")
+        history = pd.read_csv(repo / "plots" / "history" / "ela-warp-s0.csv")
         assert steps == [(1, pytest.approx(history[name][0]))], name
     metrics = run.data.metrics
     assert metrics["train.best_epoch"] == 1 and metrics["train.params"] == 29_520_034
@@ -196,11 +203,17 @@ def test_model_runs_nest_under_one_comparison_run(tmp_path):
     artifacts = {
         a.path for folder in ("plots", "metrics") for a in client.list_artifacts(run.info.run_id, folder)
     }
-    assert {"plots/history.png", "plots/ela-s0.csv", "plots/roc.png", "metrics/ela-s0.json"} <= artifacts
+    assert {
+        "plots/history.png",
+        "plots/ela-warp-s0.csv",
+        "plots/roc.png",
+        "metrics/ela-warp-s0.json",
+    } <= artifacts
     assert (root / "mlartifacts" / run.info.run_id).is_dir()  # the experiment's artifact root
     models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert sorted(m.source_run_id for m in models) == sorted(
-        json.loads((repo / "models" / n / "run.json").read_text())["run_id"] for n in ("ela-s0", "rgb-s0")
+        json.loads((repo / "models" / n / "run.json").read_text())["run_id"]
+        for n in ("ela-warp-s0", "rgb-warp-s0")
     )
     assert (
         root / "mlartifacts" / "models" / models[0].model_id / "artifacts" / "data" / "model.keras"
@@ -214,7 +227,7 @@ def test_model_runs_nest_under_one_comparison_run(tmp_path):
     assert top.data.metrics["test.roc_auc"] == pytest.approx(result["roc_auc"])
     (version,) = client.search_model_versions("name='faceswap-ela-cnn'")  # tracking.register's default
     assert str(version.version) == "1" and version.run_id == run_info["run_id"]
-    assert version.tags["dvc_exp_name"] == "tiny-exp" and version.tags["model"] == "ela-s0"
+    assert version.tags["dvc_exp_name"] == "tiny-exp" and version.tags["model"] == "ela-warp-s0"
     assert version.tags["comparison_run_id"] == top.info.run_id
     logged = next(m.model_id for m in models if m.source_run_id == run_info["run_id"])
     assert version.source == f"models:/{logged}"  # the logged model of evaluate@'s run
@@ -240,22 +253,24 @@ def closed_port() -> int:
 def test_mlflow_failures_do_not_fail_the_stages(tmp_path):
     repo = make_repo(tmp_path / "repo", n_train=16, n_test=8, inputs=("ela",), seed=1)
     server = f"http://127.0.0.1:{closed_port()}"
-    trained = run_stage(TRAIN, repo, "--input", "ela", "--seed", "1", MLFLOW_TRACKING_URI=server)
+    trained = run_stage(
+        TRAIN, repo, "--input", "ela", "--fakes", "warp", "--seed", "1", MLFLOW_TRACKING_URI=server
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
-    assert json.loads((repo / "models" / "ela-s1" / "run.json").read_text()) == {
+    assert json.loads((repo / "models" / "ela-warp-s1" / "run.json").read_text()) == {
         "run_id": None, "tracking_uri": server, "experiment": "tiny"
     }  # fmt: skip
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     blocked = {"MLFLOW_TRACKING_URI": f"sqlite:///{blocker}/mlflow.db"}
-    evaluated = run_stage(EVALUATE, repo, "--input", "ela", "--seed", "1", **blocked)
+    evaluated = run_stage(EVALUATE, repo, "--input", "ela", "--fakes", "warp", "--seed", "1", **blocked)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert run_stage(BASELINE, repo).returncode == 0
+    assert run_stage(BASELINE, repo, "--fakes", "warp").returncode == 0
     compared = run_stage(COMPARE, repo, **blocked)
     assert compared.returncode == 0, compared.stderr[-3000:]
-    check_model_outputs(repo, "ela-s1", n_test=8)
-    check_compare_outputs(repo, "ela-s1", n_test=8)
+    check_model_outputs(repo, "ela-warp-s1", n_test=8)
+    check_compare_outputs(repo, "ela-warp-s1", n_test=8)
     for stage in (trained, evaluated, compared):
         warnings = [line for line in stage.stderr.splitlines() if "MLflow tracking disabled" in line]
         assert len(warnings) == 1, stage.stderr[-3000:]
@@ -266,15 +281,15 @@ def test_mlflow_failures_do_not_fail_the_stages(tmp_path):
 def test_missing_input_is_a_clear_error(tmp_path):
     (tmp_path / "params.yaml").write_text("train: {epochs: 1}\n")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
-    for kind, missing in (("ela", "data/ela/train_ela.npy"), ("rgb", "data/ela/train_rgb.npy")):
-        result = run_stage(TRAIN, tmp_path, "--input", kind, "--seed", "0", **env)
+    for kind, missing in (("ela", "data/ela/train_warp_ela.npy"), ("rgb", "data/ela/train_warp_rgb.npy")):
+        result = run_stage(TRAIN, tmp_path, "--input", kind, "--fakes", "warp", "--seed", "0", **env)
         assert result.returncode == 1
         assert f"{missing} not found" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "models").exists() and not (tmp_path / "mlflow.db").exists()
-    result = run_stage(TRAIN, tmp_path, "--input", "grey", "--seed", "0", **env)
+    result = run_stage(TRAIN, tmp_path, "--input", "grey", "--fakes", "warp", "--seed", "0", **env)
     assert result.returncode == 2 and "invalid choice: 'grey'" in result.stderr
     result = run_stage(COMPARE, tmp_path, **env)
-    assert result.returncode == 1 and "metrics/train/ela-s42.json" in result.stderr
+    assert result.returncode == 1 and "metrics/train/ela-warp-s42.json" in result.stderr
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
@@ -282,9 +297,9 @@ def test_the_same_code_trains_under_torch(tmp_path):
     repo = make_repo(tmp_path / "repo", n_train=16, n_test=8, inputs=("ela",), log_model=False, seed=2)
     env = {"KERAS_BACKEND": "torch", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     for script in (TRAIN, EVALUATE):
-        done = run_stage(script, repo, "--input", "ela", "--seed", "2", **env)
+        done = run_stage(script, repo, "--input", "ela", "--fakes", "warp", "--seed", "2", **env)
         assert done.returncode == 0, done.stderr[-3000:]
-    train, _ = check_model_outputs(repo, "ela-s2", n_test=8)
+    train, _ = check_model_outputs(repo, "ela-warp-s2", n_test=8)
     assert train["backend"] == "torch"
 
 
@@ -328,9 +343,9 @@ def test_compare_skips_registering_without_a_logged_model(tmp_path, monkeypatch,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     p = P.parse({"tracking": {"log_model": False}})
     with tracking.start_run(p) as tracker, caplog.at_level(logging.WARNING):
-        assert compare.register_primary(tracker, p, "ela-s42") is None
+        assert compare.register_primary(tracker, p, "ela-warp-s42") is None
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
-        "tracking.log_model is false: no logged model, ela-s42 is not registered"
+        "tracking.log_model is false: no logged model, ela-warp-s42 is not registered"
     ]
     from mlflow import MlflowClient
 

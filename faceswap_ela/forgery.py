@@ -1,16 +1,30 @@
 """Simulated DeepFake fakes (§3.1, Fig. 3): the forgers, and the matched blur of a real photo.
 
-A forger takes a photo, its 68 landmarks, the unit-square template and the drawn aligned size and
-mask, and returns the fake and the boolean mask of the pixels it replaced (before feathering):
-
-    forger(rgb, landmarks, template, *, size, mask, blur_kernel, feather) -> (fake, region)
+Each forger takes a photo and its 68 landmarks and returns the fake and the boolean mask of the
+pixels it changed; outside that mask the fake is the original, bit for bit.
 
 ``warp`` follows Li & Lyu's face-warping code: the face is aligned to the template by a similarity
 transform fitted to landmarks 17-67, warped into a square of ``size`` pixels, blurred with a
 Gaussian, warped back with the inverse transform over the original
 (WARP_INVERSE_MAP | BORDER_TRANSPARENT) and kept either as the whole square or only inside the
-convex hull of the brows and lower lip, with an optional feathered edge. The renderings of a photo
-(which become fakes, ROI, augmentation, extra test sets) are in faceswap_ela.materialize.
+convex hull of the brows and lower lip, with an optional feathered edge. Its mask is the region
+before feathering:
+
+    warp(rgb, landmarks, template, *, size, mask, blur_kernel, feather) -> (fake, region)
+
+``blend`` makes a self-blended image (Shiohara & Yamasaki, CVPR 2022): a copy of the photo with
+its colours changed, downscaled-and-upscaled or sharpened, and slightly shifted and scaled, is
+blended over the photo through the landmark hull, elastically deformed, eroded or dilated and
+blurred, at a random ratio (1 in half the cases by default). ``swap`` pastes another photo's face:
+aligned onto the head by a similarity fit of landmarks 17-67, given the head's colour statistics
+in Lab (Reinhard's transfer) and feathered inside the head's hull. Their draws all come from
+``rng``, in a fixed order; their region is every pixel of non-zero blend weight:
+
+    blend(rgb, landmarks, *, rng, params) -> (fake, region)
+    swap(rgb, landmarks, donor_rgb, donor_landmarks, *, rng, params) -> (fake, region)
+
+The renderings of a photo (which become fakes, ROI, augmentation, extra test sets) are in
+faceswap_ela.materialize.
 """
 
 from __future__ import annotations
@@ -20,10 +34,12 @@ import math
 import cv2
 import numpy as np
 
-from faceswap_ela.alignment import BROWS_AND_LOWER_LIP, INNER, umeyama
+from faceswap_ela.alignment import BROWS_AND_LOWER_LIP, INNER, transform, umeyama
+from faceswap_ela.params import BlendParams, SwapParams
 
 MASKS = ("square", "hull")
 RESAMPLE_SIGMA = 0.5  # about the blur of one bilinear resampling, in pixels of the finer grid
+ELASTIC_GRID = 4  # control points per side of the blend mask's random displacement field
 
 
 def aligned_matrix(landmarks: np.ndarray, template: np.ndarray, size: int) -> np.ndarray:
@@ -54,15 +70,25 @@ def _feathered(mask: np.ndarray, feather: int) -> np.ndarray:
     return alpha
 
 
+def _mix(rgb: np.ndarray, replacement: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """rgb + alpha * (replacement - rgb), rounded: exactly ``rgb`` where alpha is 0."""
+    base = rgb.astype(np.float32)
+    out = np.rint(base + alpha[..., None] * (replacement.astype(np.float32) - base))
+    return np.ascontiguousarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
 def _composite(rgb: np.ndarray, replacement: np.ndarray, region: np.ndarray, feather: int) -> np.ndarray:
     """``replacement`` inside ``region`` (its edge feathered over ``feather`` pixels), ``rgb`` elsewhere."""
     if feather > 0:
-        alpha = _feathered(region, feather)[..., None]
-        base = rgb.astype(np.float32)
-        out = np.rint(base + alpha * (replacement.astype(np.float32) - base)).astype(np.uint8)
-    else:
-        out = np.where(region[..., None], replacement, rgb)
-    return np.ascontiguousarray(out)
+        return _mix(rgb, replacement, _feathered(region, feather))
+    return np.ascontiguousarray(np.where(region[..., None], replacement, rgb))
+
+
+def _hull(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The boolean mask of the convex hull of (N, 2) points in an image of ``shape``."""
+    inside = np.zeros(shape[:2], np.uint8)
+    cv2.fillConvexPoly(inside, cv2.convexHull(np.round(points).astype(np.int32)), 1)
+    return inside > 0
 
 
 def _masked(region: np.ndarray, landmarks: np.ndarray, mask: str) -> np.ndarray:
@@ -71,10 +97,7 @@ def _masked(region: np.ndarray, landmarks: np.ndarray, mask: str) -> np.ndarray:
         raise ValueError(f"mask must be one of {MASKS}, not {mask!r}")
     if mask == "hull":
         points = np.asarray(landmarks, dtype=np.float64)[list(BROWS_AND_LOWER_LIP)]
-        hull = cv2.convexHull(np.round(points).astype(np.int32))
-        inside = np.zeros(region.shape, np.uint8)
-        cv2.fillConvexPoly(inside, hull, 1)
-        region = region & (inside > 0)
+        region = region & _hull(points, region.shape)
     return region
 
 
@@ -141,3 +164,170 @@ def blur_region(rgb: np.ndarray, region: np.ndarray, sigma: float, feather: int 
     soft = rgb.copy()
     soft[y1:y2, x1:x2] = cv2.GaussianBlur(rgb[y1:y2, x1:x2], (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
     return _composite(rgb, soft, region, feather)
+
+
+def _hull_points(landmarks: np.ndarray, hull: str) -> np.ndarray:
+    """Landmarks 0-67 for hull 'all', 17-67 for 'inner'."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    return landmarks if hull == "all" else landmarks[INNER]
+
+
+def face_size(landmarks: np.ndarray) -> float:
+    """The long side of the box holding landmarks 17-67, in pixels: the unit of the blend and
+    swap parameters."""
+    inner = np.asarray(landmarks, dtype=np.float64)[INNER]
+    return float((inner.max(axis=0) - inner.min(axis=0)).max())
+
+
+def _box(points: np.ndarray, reach: float, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """The rows and columns of the points' bounding box grown by ``reach`` pixels, inside the image."""
+    height, width = shape[:2]
+    low = np.floor(points.min(axis=0) - reach).astype(int)
+    high = np.ceil(points.max(axis=0) + reach).astype(int) + 1
+    return (
+        slice(max(0, low[1]), min(height, max(0, high[1]))),
+        slice(max(0, low[0]), min(width, max(0, high[0]))),
+    )
+
+
+def _odd(pixels: float) -> int:
+    return 2 * round(pixels / 2) + 1
+
+
+def _recolour(
+    copy: np.ndarray, rgb_shift: np.ndarray, hue: float, saturation: float, brightness: float, contrast: float
+) -> np.ndarray:
+    """Per-channel shift (levels), hue (degrees) and saturation (x 1 + s) shift, then contrast about
+    the mean (x 1 + c) and brightness (+ b * 255), on float RGB in [0, 255]."""
+    copy = np.clip(copy + rgb_shift.astype(np.float32), 0, 255)
+    hsv = cv2.cvtColor(copy / 255, cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = np.mod(hsv[..., 0] + hue, 360)
+    hsv[..., 1] = np.clip(hsv[..., 1] * (1 + saturation), 0, 1)
+    copy = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255
+    return (copy - copy.mean()) * (1 + contrast) + copy.mean() + brightness * 255
+
+
+def blend(
+    rgb: np.ndarray, landmarks: np.ndarray, *, rng: np.random.Generator, params: BlendParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """A self-blended fake of ``rgb`` and the mask of its pixels of non-zero blend weight:
+    fake = copy * alpha * ratio + rgb * (1 - alpha * ratio), see the module doc."""
+    points = _hull_points(landmarks, params.hull)
+    face = face_size(landmarks)
+    # every draw, in a fixed order
+    scale = rng.uniform(*params.scale)
+    shift = rng.uniform(-params.shift, params.shift, 2) * face
+    rgb_shift = rng.uniform(-params.rgb_shift, params.rgb_shift, 3)
+    hue, saturation, brightness, contrast = (
+        rng.uniform(-limit, limit)
+        for limit in (params.hue_shift, params.saturation, params.brightness, params.contrast)
+    )
+    sharpen = rng.random() < params.sharpen_p
+    amount = rng.uniform(*params.sharpen)
+    factor = rng.uniform(*params.downscale)
+    field = (rng.uniform(-1, 1, (2, ELASTIC_GRID, ELASTIC_GRID)) * params.elastic * face).astype(np.float32)
+    grow = round(rng.uniform(*params.grow) * face)
+    kernel = _odd(rng.uniform(*params.blur) * face)
+    full = rng.random() < params.full_blend
+    partial = rng.uniform(*params.ratio)
+    ratio = 1.0 if full else partial
+
+    rows, cols = _box(points, float(np.abs(field).max()) + max(grow, 0) + kernel // 2 + 2, rgb.shape)
+    top_left = np.array([cols.start, rows.start], dtype=np.float64)
+    height, width = rows.stop - rows.start, cols.stop - cols.start
+    region = np.zeros(rgb.shape[:2], bool)
+    if height < 2 or width < 2:
+        return rgb.copy(), region
+
+    # the mask: the hull moved by a smooth random field, eroded or dilated, blurred
+    mask = _hull(points - top_left, (height, width)).astype(np.float32)
+    grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    dx, dy = (cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC) for f in field)
+    mask = cv2.remap(mask, grid_x + dx, grid_y + dy, cv2.INTER_LINEAR, borderValue=0) > 0.5
+    if grow:
+        element = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(grow) + 1, 2 * abs(grow) + 1))
+        change = cv2.dilate if grow > 0 else cv2.erode
+        mask = change(mask.astype(np.uint8), element) > 0
+    alpha = cv2.GaussianBlur(mask.astype(np.float32), (kernel, kernel), 0) * np.float32(ratio)
+
+    # the copy: scaled about the face centre and shifted, recoloured, then sharpened or softened
+    centre = points.mean(axis=0)
+    matrix = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]])
+    matrix[:, 2] = (1 - scale) * centre + shift - top_left
+    copy = cv2.warpAffine(
+        rgb, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+    ).astype(np.float32)
+    copy = _recolour(copy, rgb_shift, hue, saturation, brightness, contrast)
+    if sharpen:
+        sharpening = np.full((3, 3), -amount, np.float32)
+        sharpening[1, 1] = 1 + 8 * amount
+        copy = cv2.filter2D(copy, -1, sharpening, borderType=cv2.BORDER_REFLECT_101)
+    else:
+        small = (max(1, round(width / factor)), max(1, round(height / factor)))
+        copy = cv2.resize(cv2.resize(copy, small, interpolation=cv2.INTER_AREA), (width, height))
+    copy = np.clip(copy, 0, 255)
+
+    fake = rgb.copy()
+    fake[rows, cols] = _mix(rgb[rows, cols], copy, alpha)
+    region[rows, cols] = alpha > 0
+    return fake, region
+
+
+def _transfer_lab(source: np.ndarray, target: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """``source`` (uint8 RGB) given the mean and spread of ``target`` in Lab, both measured inside
+    ``where`` (Reinhard et al.'s colour transfer); float RGB in [0, 255]."""
+    source_lab, target_lab = (
+        cv2.cvtColor(x.astype(np.float32) / 255, cv2.COLOR_RGB2Lab) for x in (source, target)
+    )
+    source_mean, source_std = source_lab[where].mean(axis=0), source_lab[where].std(axis=0)
+    target_mean, target_std = target_lab[where].mean(axis=0), target_lab[where].std(axis=0)
+    lab = (source_lab - source_mean) * (target_std / np.maximum(source_std, 1e-3)) + target_mean
+    return np.clip(cv2.cvtColor(lab.astype(np.float32), cv2.COLOR_Lab2RGB) * 255, 0, 255)
+
+
+def swap(
+    rgb: np.ndarray,
+    landmarks: np.ndarray,
+    donor_rgb: np.ndarray,
+    donor_landmarks: np.ndarray,
+    *,
+    rng: np.random.Generator,
+    params: SwapParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``rgb`` with the donor's face pasted over its own, and the mask of its pixels of non-zero
+    weight (it lies inside the head's hull): see the module doc."""
+    face = face_size(landmarks)
+    feather = round(rng.uniform(*params.feather) * face)
+    points = _hull_points(landmarks, params.hull)
+    rows, cols = _box(points, 2, rgb.shape)
+    top_left = np.array([cols.start, rows.start], dtype=np.float64)
+    height, width = rows.stop - rows.start, cols.stop - cols.start
+    region = np.zeros(rgb.shape[:2], bool)
+    if height < 2 or width < 2:
+        return rgb.copy(), region
+
+    matrix = umeyama(np.asarray(donor_landmarks, dtype=np.float64)[INNER], np.asarray(landmarks)[INNER])
+    matrix[:, 2] -= top_left
+    size = (width, height)
+    donor = cv2.warpAffine(donor_rgb, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    # only where the donor photo reaches, inside the head's hull (and the donor's)
+    reached = np.ones(donor_rgb.shape[:2], np.uint8)
+    mask = cv2.warpAffine(reached, matrix, size, flags=cv2.INTER_NEAREST, borderValue=0) > 0
+    mask &= _hull(points - top_left, (height, width))
+    if params.intersect:
+        mask &= _hull(transform(_hull_points(donor_landmarks, params.hull), matrix), (height, width))
+    if not mask.any():
+        return rgb.copy(), region
+
+    head = rgb[rows, cols]
+    face_rgb = _transfer_lab(donor, head, mask) if params.color_transfer else donor
+    if feather > 0:
+        # feathered inwards: the weight reaches 0 at the mask's edge
+        element = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * feather + 1, 2 * feather + 1))
+        alpha = _feathered(cv2.erode(mask.astype(np.uint8), element) > 0, feather)
+    else:
+        alpha = mask.astype(np.float32)
+    fake = rgb.copy()
+    fake[rows, cols] = _mix(head, face_rgb, alpha)
+    region[rows, cols] = alpha > 0
+    return fake, region

@@ -18,6 +18,19 @@ from PIL import Image, ImageOps
 # both are refused here, so a 20,000 x 20,000 image never reaches the decoder.
 MAX_PIXELS = 89_478_485
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# The luminance quantization table of ITU-T T.81 Annex K (K.1), row by row: IJG quality 50
+IJG_LUMINANCE = np.array(
+    [
+        [16, 11, 10, 16, 24, 40, 51, 61],
+        [12, 12, 14, 19, 26, 58, 60, 55],
+        [14, 13, 16, 24, 40, 57, 69, 56],
+        [14, 17, 22, 29, 51, 87, 80, 62],
+        [18, 22, 37, 56, 68, 109, 103, 77],
+        [24, 35, 55, 64, 81, 104, 113, 92],
+        [49, 64, 78, 87, 103, 121, 120, 101],
+        [72, 92, 95, 98, 112, 100, 103, 99],
+    ]
+).ravel()
 
 
 class ImageError(ValueError):
@@ -91,6 +104,25 @@ def probe(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) after a full decode, or ImageError: a truncated file fails here too."""
     array = load_rgb(path)
     return array.shape[1], array.shape[0]
+
+
+def jpeg_quality(path: str | os.PathLike) -> int | None:
+    """The IJG quality (1-100) whose luminance table, scaled as libjpeg's jpeg_set_quality scales
+    it, is nearest (least absolute difference) to the file's; None for a file that isn't a JPEG
+    or has no luminance table. Files from other encoders get the nearest IJG quality."""
+    try:
+        with Image.open(path) as image:
+            tables = getattr(image, "quantization", None) if image.format in ("JPEG", "MPO") else None
+    except Image.UnidentifiedImageError:
+        return None
+    if not tables or 0 not in tables:
+        return None
+    table = np.asarray(tables[0], dtype=np.int64)  # Pillow gives the 64 values row by row
+    qualities = np.arange(1, 101)
+    scale = np.where(qualities < 50, 5000 // qualities, 200 - 2 * qualities)
+    ceiling = 255 if table.max() <= 255 else 32767  # baseline tables hold 8-bit values
+    scaled = np.clip((IJG_LUMINANCE * scale[:, None] + 50) // 100, 1, ceiling)
+    return int(qualities[np.abs(scaled - table).sum(axis=1).argmin()])
 
 
 def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:

@@ -15,7 +15,7 @@ import re
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -102,6 +102,60 @@ class MaterializeParams(_Section):
     workers: int = Field(0, ge=0)
 
 
+Share = Annotated[float, Field(ge=0, le=1)]
+Zoom = Annotated[float, Field(gt=0, le=2)]
+Downscale = Annotated[float, Field(ge=1, le=16)]
+Grow = Annotated[float, Field(ge=-0.5, le=0.5)]
+Hull = Literal["all", "inner"]  # the convex hull of landmarks 0-67, or of 17-67 (inside the ROI)
+
+
+def _ordered(v: tuple) -> tuple:
+    if v[0] > v[1]:
+        raise ValueError("must be [low, high] with low <= high")
+    return v
+
+
+class BlendParams(_Section):
+    """A self-blended fake (Shiohara & Yamasaki's SBI); sizes are shares of the face size."""
+
+    hull: Hull = "inner"
+    shift: float = Field(0.03, ge=0, le=0.5)
+    scale: tuple[Zoom, Zoom] = (0.95, 1.05)
+    rgb_shift: float = Field(20.0, ge=0, le=255)
+    hue_shift: float = Field(5.0, ge=0, le=180)
+    saturation: Share = 0.2
+    brightness: Share = 0.1
+    contrast: Share = 0.1
+    sharpen_p: Share = 0.5
+    sharpen: tuple[Share, Share] = (0.2, 0.5)
+    downscale: tuple[Downscale, Downscale] = (2.0, 4.0)
+    elastic: float = Field(0.03, ge=0, le=0.5)
+    grow: tuple[Grow, Grow] = (-0.05, 0.05)
+    blur: tuple[Share, Share] = (0.02, 0.12)
+    full_blend: Share = 0.5
+    ratio: tuple[Share, Share] = (0.25, 0.75)
+
+    @field_validator("scale", "sharpen", "downscale", "grow", "blur", "ratio")
+    @classmethod
+    def _range(cls, v: tuple) -> tuple:
+        return _ordered(v)
+
+
+class SwapParams(_Section):
+    """An identity swap: another photo's face aligned, colour-matched and pasted."""
+
+    hull: Hull = "inner"
+    intersect: bool = True
+    color_transfer: bool = True
+    feather: tuple[Share, Share] = (0.03, 0.1)
+    donors: int = Field(16, ge=1)  # drawn among this many photos of the closest face shape
+
+    @field_validator("feather")
+    @classmethod
+    def _range(cls, v: tuple) -> tuple:
+        return _ordered(v)
+
+
 class FakeParams(_Section):
     fraction: float = Field(0.5, ge=0, le=1)
     scales: tuple[int, int] = (64, 127)
@@ -116,6 +170,8 @@ class FakeParams(_Section):
         if v and (len(v) != 2 or not 1 <= v[0] <= v[1] <= 100):
             raise ValueError("must be [] (off) or [low, high] with 1 <= low <= high <= 100")
         return v
+    blend: BlendParams = BlendParams()
+    swap: SwapParams = SwapParams()
 
     @field_validator("scales")
     @classmethod

@@ -123,3 +123,17 @@ def test_save_png_is_lossless_and_deterministic(tmp_path):
 
 def test_image_suffixes():
     assert set(images.IMAGE_SUFFIXES) == {".jpg", ".jpeg", ".png"}
+
+
+@pytest.mark.parametrize("quality", [50, 75, 90, 95, 100])
+def test_jpeg_quality_is_read_back_from_the_tables(tmp_path, quality):
+    rgb = render_face("grace_hopper", (160, 120))
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(rgb).save(path, quality=quality)
+    assert images.jpeg_quality(path) == quality
+
+
+def test_jpeg_quality_is_none_for_other_files(tmp_path, bad):
+    save_png(tmp_path / "photo.png", np.zeros((8, 8, 3), np.uint8))
+    assert images.jpeg_quality(tmp_path / "photo.png") is None
+    assert images.jpeg_quality(bad["random_bytes"]) is None

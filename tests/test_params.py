@@ -15,6 +15,7 @@ def test_repo_params_are_valid_and_complete():
     assert p.ela.quality != 90, "the default must differ from the common choice so -S ela.quality=90 differs"
     assert p.split.test_fraction == pytest.approx(0.2)
     assert set(raw) == set(P.Params.model_fields)
+    assert {key for key, _ in P.leaves(raw)} == set(P.flatten(p)), "params.yaml lists every parameter"
 
 
 @pytest.mark.parametrize(
@@ -25,6 +26,17 @@ def test_repo_params_are_valid_and_complete():
         ({"landmarks": {"multiple_faces": "all"}}, "landmarks.multiple_faces"),
         ({"fakes": {"blur_kernel": 4}}, "fakes.blur_kernel"),
         ({"fakes": {"scales": [127, 64]}}, "fakes.scales"),
+        ({"fakes": {"blend": {"ratio": [0.75, 0.25]}}}, "fakes.blend.ratio"),
+        ({"fakes": {"blend": {"ratio": [0.25, 1.5]}}}, "fakes.blend.ratio"),
+        ({"fakes": {"blend": {"blur": 0.1}}}, "fakes.blend.blur"),
+        ({"fakes": {"blend": {"hull": "jaw"}}}, "fakes.blend.hull"),
+        ({"fakes": {"blend": {"scale": [0, 1]}}}, "fakes.blend.scale"),
+        ({"fakes": {"blend": {"full_blend": True}}}, "fakes.blend.full_blend"),
+        ({"fakes": {"blend": {"rgb_shift": -1}}}, "fakes.blend.rgb_shift"),
+        ({"fakes": {"blend": {"bogus": 1}}}, "fakes.blend.bogus"),
+        ({"fakes": {"swap": {"feather": [0.1, 0.03]}}}, "fakes.swap.feather"),
+        ({"fakes": {"swap": {"intersect": "yes"}}}, "fakes.swap.intersect"),
+        ({"fakes": {"swap": {"hul": "all"}}}, "fakes.swap.hul"),
         ({"split": {"test_fraction": 1.5}}, "split.test_fraction"),
         ({"data": {"checksums": {"muct-a-jpg-v1.tar.gz": "abc"}}}, "data.checksums"),
         ({"data": {"group_pattern": "no-groups"}}, "data.group_pattern"),
@@ -59,6 +71,7 @@ def test_flatten_and_digest():
     flat = P.flatten(p)
     assert flat["ela.quality"] == p.ela.quality
     assert flat["fakes.scales"] == "[64, 127]"
+    assert flat["fakes.blend.ratio"] == "[0.25, 0.75]" and flat["fakes.swap.hull"] == "inner"
     assert flat["data.checksums"] == "{}"
     assert P.digest(p) == P.digest(P.parse({}))
     assert P.digest(p) != P.digest(P.parse({"ela": {"quality": 90}}))

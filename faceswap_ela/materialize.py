@@ -29,7 +29,14 @@ from faceswap_ela.dataset import DatasetError
 from faceswap_ela.images import ImageError, load_rgb, save_png
 from faceswap_ela.stage import StageError
 from faceswap_ela.testsets import (
-    MATCHED, PAPER_FORGER, SPLITS, TEST, TRAIN, forger_set, jpeg_set, set_order,
+    MATCHED,
+    PAPER_FORGER,
+    SPLITS,
+    TEST,
+    TRAIN,
+    forger_set,
+    jpeg_set,
+    set_order,
 )  # fmt: skip
 
 N_FAKE_SAMPLES, N_REAL_SAMPLES = 6, 2

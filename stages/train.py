@@ -8,9 +8,9 @@ groups).
 Writes models/<name>/model.keras (the best weights, without optimizer state), models/<name>/card.json
 (what the model needs to be used: input, recipe, ELA and ROI settings, precision),
 models/<name>/run.json (the MLflow run that `evaluate` resumes), metrics/train/<name>.json and
-plots/history/<name>.csv, all or none. Trains under train.precision (auto: mixed bfloat16 on a CPU with AMX or AVX-512-BF16,
-mixed float16 on a GPU, else float32). Logs params, per-epoch metrics and a history figure to
-MLflow; `evaluate` logs the model.
+plots/history/<name>.csv, all or none. Trains under train.precision (auto: mixed bfloat16 on a CPU
+with AMX or AVX-512-BF16, mixed float16 on a GPU, else float32). Logs params, per-epoch metrics and
+a history figure to MLflow; `evaluate` logs the model.
 """
 
 from __future__ import annotations

@@ -52,8 +52,8 @@ def make_repo(
     params = {
         "seed": seed,
         "train": {
-            "inputs": list(inputs), "fakes": ["warp"], "seeds": [seed], "epochs": 1, "batch_size": 8, "val_fraction": 0.2,
-            "patience": 1,
+            "inputs": list(inputs), "fakes": ["warp"], "seeds": [seed], "epochs": 1, "batch_size": 8,
+            "val_fraction": 0.2, "patience": 1,
         },
         "eval": {"bootstrap": 50},
         "tracking": {"experiment": "tiny", "log_model": log_model},

@@ -1,9 +1,12 @@
-"""The comparison of the trained models (ELA-CNN, RGB-CNN, one per seed) and the baseline on every
-test set: the paper's Table 2 beside ours, AUC with mean +- sd over seeds and 95% bootstrap
-intervals over test photos, the ELA-minus-RGB difference, and the robustness to re-saved JPEGs.
+"""The comparison of the trained model families (input kind x training recipe, one model per seed)
+and each recipe's sharpness baseline on every test set: the cross-forger table (each row on the
+paper's warp fakes and on the other forgers' fakes), the paper's Table 2 beside ours, AUC with mean
++- sd over seeds and 95% bootstrap intervals over test photos, the paired differences (ELA - RGB
+within each recipe, each family - its recipe's baseline), the false-positive rate at
+eval.threshold, and the robustness to re-saved JPEGs.
 
-Every model is scored on the same crops of each test set, so one set of bootstrap weights (test
-photos drawn with replacement) serves all of them and the differences are paired.
+Every model and baseline is scored on the same crops of each test set, so one set of bootstrap
+weights (test photos drawn with replacement) serves all of them and the differences are paired.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import pandas as pd
 import tabulate
 
 from faceswap_ela import evaluation, layout
-from faceswap_ela.params import INPUTS
-from faceswap_ela.testsets import MATCHED, TEST, jpeg_quality, set_order
+from faceswap_ela.params import INPUTS, TrainParams, recipe_forgers
+from faceswap_ela.testsets import MATCHED, PAPER_FORGER, TEST, jpeg_quality, set_forger, set_order
 
-BASELINE = "baseline"
-LABELS = {"ela": "ELA-CNN", "rgb": "RGB-CNN", BASELINE: "sharpness baseline"}
+INPUT_LABELS = {"ela": "ELA-CNN", "rgb": "RGB-CNN"}
+BASELINE_LABEL = "sharpness baseline"
 MIB = 2**20
-ELA_MINUS_RGB = "ela_minus_rgb"
+# curves.csv and robustness.csv have the columns of these recipes' families even when not trained
+DEFAULT_RECIPES = TrainParams().fakes
 
 # Table 2 of Zhang & Zhao, as quoted in METHOD.md (multiply-adds: the paper's "GFLOPs (forward pass)")
 PAPER_COLUMNS = ("model", "input", "params", "size_mb", "gmacs", "epochs", "auc")
@@ -44,14 +48,21 @@ PAPER_ROWS = tuple(
 
 
 class ComparisonError(ValueError):
-    """A model's or the baseline's file is missing or unreadable."""
+    """A model's or a baseline's file is missing or unreadable."""
+
+
+def family(input_kind: str, fakes: str) -> str:
+    """A model family's key: ``ela-warp``, the model names without the seed."""
+    return f"{input_kind}-{fakes}"
 
 
 @dataclass(frozen=True)
 class ModelResult:
-    """One trained model: its input kind, seed, train metrics, history and test predictions."""
+    """One trained model: its input kind, training recipe, seed, train metrics, history and test
+    predictions."""
 
     input: str
+    fakes: str
     seed: int
     train: Mapping[str, object]
     history: pd.DataFrame
@@ -59,7 +70,11 @@ class ModelResult:
 
     @property
     def name(self) -> str:
-        return layout.model_name(self.input, self.seed)
+        return layout.model_name(self.input, self.fakes, self.seed)
+
+    @property
+    def family(self) -> str:
+        return family(self.input, self.fakes)
 
 
 def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
@@ -75,22 +90,22 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
-def load_model_result(input_kind: str, seed: int) -> ModelResult:
+def load_model_result(input_kind: str, fakes: str, seed: int) -> ModelResult:
     """One trained model's train metrics, history and predictions, from the files ``layout``
     names; ComparisonError when one is missing or unreadable."""
-    name = layout.model_name(input_kind, seed)
+    name = layout.model_name(input_kind, fakes, seed)
     try:
         train = json.loads(layout.train_metrics(name).read_text())
         history = pd.read_csv(layout.history_file(name))
     except (OSError, ValueError) as exc:
         raise ComparisonError(f"model {name}: {exc}") from None
     predictions = read_predictions(layout.predictions_file(name))
-    return ModelResult(input_kind, seed, train, history, predictions)
+    return ModelResult(input_kind, fakes, seed, train, history, predictions)
 
 
 @dataclass(frozen=True)
 class Auc:
-    """One model kind's AUC on one test set: mean and sd over seeds, per seed, and the 95% bootstrap
+    """One row's AUC on one test set: mean and sd over seeds, per seed, and the 95% bootstrap
     interval of the seed mean over test photos."""
 
     auc_mean: float | None
@@ -115,6 +130,34 @@ class Auc:
 
 
 @dataclass(frozen=True)
+class FalsePositives:
+    """The share of one test set's real crops scored p_fake >= eval.threshold: mean over seeds and
+    per seed (None for a set without reals)."""
+
+    fpr_mean: float | None
+    fpr_per_seed: list[float | None]
+    n_real: int
+
+    @classmethod
+    def of(cls, results: Sequence[Mapping[str, object]]) -> FalsePositives:
+        n_real = int(results[0]["n_real"])
+        rates = [r["fp"] / n_real if n_real else None for r in results]
+        valid = [r for r in rates if r is not None]
+        return cls(
+            round(float(np.mean(valid)), 4) if valid else None,
+            [None if r is None else round(r, 4) for r in rates],
+            n_real,
+        )
+
+    def text(self) -> str:
+        if self.fpr_mean is None:
+            return "n/a"
+        valid = [r for r in self.fpr_per_seed if r is not None]
+        spread = f" ({min(valid):.1%}–{max(valid):.1%})" if len(self.fpr_per_seed) > 1 else ""
+        return f"{self.fpr_mean:.1%}{spread}"
+
+
+@dataclass(frozen=True)
 class Difference:
     """A paired difference of seed-mean AUC on one test set; for ELA - RGB also the verdict and the
     difference of each seed's two models."""
@@ -135,10 +178,18 @@ class Difference:
 
 
 @dataclass(frozen=True)
-class InputSummary:
-    """One input kind over its seeds: cost, training speed and AUC on every test set."""
+class Row:
+    """A row of the cross-forger table: a model family, or (``input`` None) a recipe's baseline."""
 
     label: str
+    input: str | None
+    fakes: str
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family over its seeds: cost and training speed."""
+
     seeds: list[int]
     params: object
     multiply_adds: object
@@ -147,13 +198,11 @@ class InputSummary:
     epochs_run: float | None
     epochs_to_95pct_val_accuracy: float | None
     samples_per_s: float | None
-    sets: dict[str, Auc]
 
     @classmethod
-    def of(cls, kind: str, runs: Sequence[ModelResult]) -> InputSummary:
+    def of(cls, runs: Sequence[ModelResult]) -> Family:
         train = runs[0].train
         return cls(
-            label=LABELS.get(kind, kind),
             seeds=[m.seed for m in runs],
             params=train.get("params"),
             multiply_adds=train.get("multiply_adds"),
@@ -164,38 +213,44 @@ class InputSummary:
                 [evaluation.epochs_to_fraction(m.history["val_accuracy"]) for m in runs]
             ),
             samples_per_s=_mean([m.train.get("samples_per_s") for m in runs]),
-            sets={},
         )
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """Every input kind and the baseline on every test set (``sets``, in ``set_order``), the paired
-    differences by set and pair (``ela_minus_rgb``, ``<kind>_minus_baseline``), the bootstrap's
-    settings and the paper's rows."""
+    """Every model family and baseline (``rows``: each recipe's families, then its baseline) on
+    every test set (``sets``, in ``set_order``): the AUC (``cross_forger``, by row and set), the
+    false-positive rate at ``threshold``, the paired differences by set and pair
+    (``<row>_minus_<row>``), the families' cost, the bootstrap's settings and the paper's rows."""
 
-    inputs: dict[str, InputSummary]
-    baseline: dict[str, Auc]
+    rows: dict[str, Row]
+    families: dict[str, Family]
+    cross_forger: dict[str, dict[str, Auc]]
+    false_positives: dict[str, dict[str, FalsePositives]]
     differences: dict[str, dict[str, Difference]]
     sets: list[str]
+    threshold: float
+    primary_recipe: str
     bootstrap: dict
     paper: list[dict]
 
-    def auc(self, model: str, set_name: str) -> Auc | None:
-        """The AUC of an input kind, or of the baseline (``BASELINE``), on one test set."""
-        sets = self.baseline if model == BASELINE else self.inputs[model].sets
-        return sets.get(set_name)
+    def auc(self, row: str, set_name: str) -> Auc | None:
+        """The AUC of a family (``ela-warp``) or a baseline (``baseline-warp``) on one test set."""
+        return self.cross_forger.get(row, {}).get(set_name)
 
     def to_json(self) -> dict:
         """compare.json's document."""
         return {
-            "inputs": {kind: dataclasses.asdict(entry) for kind, entry in self.inputs.items()},
-            "baseline": {"sets": {name: dataclasses.asdict(auc) for name, auc in self.baseline.items()}},
+            "rows": {key: dataclasses.asdict(row) for key, row in self.rows.items()},
+            "families": {key: dataclasses.asdict(entry) for key, entry in self.families.items()},
+            "cross_forger": _as_json(self.cross_forger),
+            "fpr_at_threshold": {"threshold": self.threshold, "rows": _as_json(self.false_positives)},
             "differences": {
                 name: {pair: item.to_json() for pair, item in pairs.items()}
                 for name, pairs in self.differences.items()
             },
             "sets": list(self.sets),
+            "primary_recipe": self.primary_recipe,
             "bootstrap": dict(self.bootstrap),
             "paper": [dict(row) for row in self.paper],
         }
@@ -204,10 +259,17 @@ class Comparison:
         """The parts of compare.json logged to MLflow, by metric prefix."""
         doc = self.to_json()
         return {
-            "compare": doc["inputs"],
-            "compare.baseline": doc["baseline"],
+            "compare": doc["families"],
+            "compare.cross_forger": doc["cross_forger"],
+            "compare.fpr": doc["fpr_at_threshold"]["rows"],
             "compare.diff": doc["differences"],
         }
+
+
+def _as_json(table: Mapping[str, Mapping[str, object]]) -> dict:
+    return {
+        row: {name: dataclasses.asdict(cell) for name, cell in cells.items()} for row, cells in table.items()
+    }
 
 
 def _cell(value: float, sd: float | None, ci: list[float] | None, sign: str = "") -> str:
@@ -248,22 +310,40 @@ def _verdict(ci: list[float] | None) -> str:
 
 def compare(
     models: Sequence[ModelResult],
-    baseline: pd.DataFrame | None,
+    baselines: Mapping[str, pd.DataFrame],
     *,
     resamples: int,
     seed: int,
     threshold: float = 0.5,
+    primary_recipe: str = PAPER_FORGER,
 ) -> Comparison:
-    """compare.json: per input kind its cost, training speed and AUC on every test set (mean, sd
-    over seeds, per seed, 95% bootstrap interval of the seed-mean over test photos), the same for
-    the baseline, the paired ELA - RGB and CNN - baseline differences, and the paper's rows."""
+    """compare.json: per model family (its seeds) and per recipe's baseline (``baselines``, by
+    recipe) the AUC on every test set (mean, sd over seeds, per seed, 95% bootstrap interval of the
+    seed mean over test photos) and the false-positive rate at ``threshold``; the paired ELA - RGB
+    and family - baseline differences within each recipe; each family's cost; the paper's rows."""
     if not models:
         raise ValueError("no trained models to compare")
-    runs = {kind: [m for m in models if m.input == kind] for kind in dict.fromkeys(m.input for m in models)}
+    runs: dict[str, list[ModelResult]] = {}
+    for m in models:
+        runs.setdefault(m.family, []).append(m)
+    rows: dict[str, Row] = {}
+    sources: dict[str, list[tuple[str, pd.DataFrame]]] = {}  # row -> (name, predictions) per seed
+    for recipe in dict.fromkeys([*(m.fakes for m in models), *baselines]):
+        for key, family_runs in runs.items():
+            if family_runs[0].fakes == recipe:
+                kind = family_runs[0].input
+                rows[key] = Row(f"{INPUT_LABELS.get(kind, kind)} · {recipe}", kind, recipe)
+                sources[key] = [(m.name, m.predictions) for m in family_runs]
+        if recipe in baselines:
+            key = layout.baseline_name(recipe)
+            rows[key] = Row(f"{BASELINE_LABEL} · {recipe}", None, recipe)
+            sources[key] = [(key, baselines[recipe])]
+    families = {key: Family.of(runs[key]) for key in rows if key in runs}
+    pairs = _pairs(rows)
     first = models[0].predictions
     sets = set_order(first["set"].unique())
-    inputs = {kind: InputSummary.of(kind, kind_runs) for kind, kind_runs in runs.items()}
-    base_aucs: dict[str, Auc] = {}
+    cross: dict[str, dict[str, Auc]] = {key: {} for key in rows}
+    false_positives: dict[str, dict[str, FalsePositives]] = {key: {} for key in rows}
     differences = {}
     for set_name in sets:
         reference = first[first["set"] == set_name]
@@ -271,131 +351,166 @@ def compare(
         labels = reference["label"].to_numpy(dtype=np.int64)
         photos = reference["photo_id"].to_numpy(dtype=str)
         weights = evaluation.photo_weights(photos, resamples, seed) if resamples else None
-        scores = {
-            kind: [_scores(m.predictions, set_name, crops, m.name) for m in kind_runs]
-            for kind, kind_runs in runs.items()
-        }
-        if baseline is not None:
-            scores[BASELINE] = [_scores(baseline, set_name, crops, BASELINE)]
         boot_means: dict[str, np.ndarray] = {}
-        for kind, kind_scores in scores.items():
-            aucs = [evaluation.evaluate(labels, s, threshold)["roc_auc"] for s in kind_scores]
+        for key, row_sources in sources.items():
+            scores = [_scores(frame, set_name, crops, name) for name, frame in row_sources]
+            results = [evaluation.evaluate(labels, s, threshold) for s in scores]
             if weights is not None:
-                boot_means[kind] = np.mean(
-                    [evaluation.weighted_aucs(labels, s, weights) for s in kind_scores], axis=0
+                boot_means[key] = np.mean(
+                    [evaluation.weighted_aucs(labels, s, weights) for s in scores], axis=0
                 )
-            auc = Auc.of(aucs, boot_means.get(kind))
-            if kind == BASELINE:
-                base_aucs[set_name] = auc
-            else:
-                inputs[kind].sets[set_name] = auc
-        differences[set_name] = _differences(inputs, base_aucs, set_name, boot_means)
+            cross[key][set_name] = Auc.of([r["roc_auc"] for r in results], boot_means.get(key))
+            false_positives[key][set_name] = FalsePositives.of(results)
+        differences[set_name] = {
+            pair: item
+            for pair, (a, b) in pairs.items()
+            if (item := _difference(families, cross, a, b, set_name, boot_means)) is not None
+        }
     bootstrap = {
         "resamples": resamples,
         "unit": "test photo",
         "photos": int(first[first["set"] == TEST]["photo_id"].nunique()) if TEST in sets else None,
         "level": 0.95,
     }
-    return Comparison(inputs, base_aucs, differences, sets, bootstrap, list(PAPER_ROWS))
+    return Comparison(
+        rows=rows,
+        families=families,
+        cross_forger=cross,
+        false_positives=false_positives,
+        differences=differences,
+        sets=sets,
+        threshold=threshold,
+        primary_recipe=primary_recipe,
+        bootstrap=bootstrap,
+        paper=list(PAPER_ROWS),
+    )
 
 
-def _differences(
-    inputs: Mapping[str, InputSummary],
-    base: Mapping[str, Auc],
+def ela_minus_rgb(recipe: str) -> str:
+    """The key of a recipe's paired ELA - RGB difference."""
+    return f"{family('ela', recipe)}_minus_{family('rgb', recipe)}"
+
+
+def _pairs(rows: Mapping[str, Row]) -> dict[str, tuple[str, str]]:
+    """The paired differences by key ``<a>_minus_<b>``, within each recipe: ELA - RGB, then each
+    family - the recipe's baseline."""
+    pairs = {}
+    for recipe in dict.fromkeys(row.fakes for row in rows.values()):
+        ela, rgb, base = family("ela", recipe), family("rgb", recipe), layout.baseline_name(recipe)
+        if ela in rows and rgb in rows:
+            pairs[ela_minus_rgb(recipe)] = (ela, rgb)
+        if base in rows:
+            for key, row in rows.items():
+                if row.fakes == recipe and row.input is not None:
+                    pairs[f"{key}_minus_{base}"] = (key, base)
+    return pairs
+
+
+def _difference(
+    families: Mapping[str, Family],
+    cross: Mapping[str, Mapping[str, Auc]],
+    a: str,
+    b: str,
     set_name: str,
     boots: Mapping[str, np.ndarray],
-) -> dict[str, Difference]:
-    """Paired differences of seed-mean AUC: ELA - RGB (also per seed), and each CNN - baseline."""
-    pairs = [("ela", "rgb")] if {"ela", "rgb"} <= set(inputs) else []
-    if base:
-        pairs += [(kind, BASELINE) for kind in inputs]
-    out = {}
-    for a, b in pairs:
-        auc_a = inputs[a].sets[set_name]
-        auc_b = base[set_name] if b == BASELINE else inputs[b].sets[set_name]
-        if auc_a.auc_mean is None or auc_b.auc_mean is None:
-            continue
-        diff = round(auc_a.auc_mean - auc_b.auc_mean, 4)
-        ci = evaluation.interval(boots[a] - boots[b]) if a in boots and b in boots else None
-        if (a, b) == ("ela", "rgb"):
-            out[ELA_MINUS_RGB] = Difference(diff, ci, _verdict(ci), **_per_seed_differences(inputs, set_name))
-        else:
-            out[f"{a}_minus_{b}"] = Difference(diff, ci)
-    return out
-
-
-def _per_seed_differences(inputs: Mapping[str, InputSummary], set_name: str) -> dict:
-    """ELA - RGB for each seed both inputs were trained with (the same seed's two models)."""
-    per_input = {
-        kind: dict(zip(inputs[kind].seeds, inputs[kind].sets[set_name].auc_per_seed, strict=True))
-        for kind in ("ela", "rgb")
-    }
+) -> Difference | None:
+    """A - B in seed-mean AUC with its paired interval; between two families (ELA - RGB) also the
+    verdict and the per-seed differences. None when either AUC is undefined."""
+    auc_a, auc_b = cross[a][set_name], cross[b][set_name]
+    if auc_a.auc_mean is None or auc_b.auc_mean is None:
+        return None
+    diff = round(auc_a.auc_mean - auc_b.auc_mean, 4)
+    ci = evaluation.interval(boots[a] - boots[b]) if a in boots and b in boots else None
+    if b not in families:
+        return Difference(diff, ci)
+    per_seed = [
+        dict(zip(families[key].seeds, cross[key][set_name].auc_per_seed, strict=True)) for key in (a, b)
+    ]
     diffs = {
-        str(seed): round(auc - per_input["rgb"][seed], 4)
-        for seed, auc in per_input["ela"].items()
-        if auc is not None and per_input["rgb"].get(seed) is not None
+        str(s): round(auc - per_seed[1][s], 4)
+        for s, auc in per_seed[0].items()
+        if auc is not None and per_seed[1].get(s) is not None
     }
     values = list(diffs.values())
-    return {
-        "diff_per_seed": diffs,
-        "diff_sd": round(_sd(values), 4) if values else None,
-        "seeds_ela_ahead": sum(v > 0 for v in values),
-    }
+    return Difference(
+        diff, ci, _verdict(ci), diffs, round(_sd(values), 4) if values else None, sum(v > 0 for v in values)
+    )
+
+
+def _headline_prefix(set_name: str) -> str | None:
+    """The prefix of a set's keys in eval.json: "" for test, "matched_", "<forger>_"; None for the
+    JPEG sets (robustness.csv has them)."""
+    if set_name == MATCHED:
+        return "matched_"
+    forger = set_forger(set_name)
+    if forger is None:
+        return None
+    return "" if forger == PAPER_FORGER else f"{forger}_"
 
 
 def headline(result: Comparison, primary: ModelResult, primary_metrics: Mapping[str, object]) -> dict:
     """metrics/eval.json: the primary model's test metrics (accuracy, AUC, precision, recall, F1,
-    confusion matrix), the seed-mean AUC of each input kind, and the baseline's AUC and margin, on
-    the standard and the sharpness-matched test sets."""
+    confusion matrix); then for the matched set and each forger's set (keys prefixed ``matched_``,
+    ``<forger>_``; none for test) the primary model's AUC (``roc_auc``), every family's seed-mean
+    AUC (``<family>_auc_mean``), and the primary recipe's baseline AUC and the primary family's
+    margin over it."""
     out = {"model": primary.name, **primary_metrics}
-    for set_name, prefix in ((TEST, ""), (MATCHED, "matched_")):
-        if set_name not in result.sets:
+    seed_index = result.families[primary.family].seeds.index(primary.seed)
+    base = layout.baseline_name(primary.fakes)
+    for set_name in result.sets:
+        prefix = _headline_prefix(set_name)
+        if prefix is None:
             continue
-        for kind, entry in result.inputs.items():
-            out[f"{prefix}{kind}_auc_mean"] = entry.sets[set_name].auc_mean
-        base = result.baseline.get(set_name)
-        if base is not None:
-            out[f"{prefix}baseline_auc"] = base.auc_mean
-            primary_auc = result.inputs[primary.input].sets[set_name].auc_mean
-            if primary_auc is not None and base.auc_mean is not None:
-                out[f"{prefix}margin_over_baseline"] = round(primary_auc - base.auc_mean, 4)
+        primary_auc = result.auc(primary.family, set_name)
+        if prefix:
+            out[f"{prefix}roc_auc"] = primary_auc.auc_per_seed[seed_index]
+        for key in result.families:
+            out[f"{prefix}{key}_auc_mean"] = result.auc(key, set_name).auc_mean
+        base_auc = result.auc(base, set_name)
+        if base_auc is not None:
+            out[f"{prefix}baseline_auc"] = base_auc.auc_mean
+            if primary_auc.auc_mean is not None and base_auc.auc_mean is not None:
+                out[f"{prefix}margin_over_baseline"] = round(primary_auc.auc_mean - base_auc.auc_mean, 4)
     return out
 
 
+def _column_families(recipes: Sequence[str]) -> list[str]:
+    """The families that curves.csv and robustness.csv have columns for: every input kind of
+    ``INPUTS`` with every recipe of the default run and of ``recipes``, so that plot definitions
+    naming the default run's columns hold for any ``train.inputs`` and ``train.fakes``."""
+    return [family(kind, recipe) for kind in INPUTS for recipe in dict.fromkeys([*DEFAULT_RECIPES, *recipes])]
+
+
 def curves(models: Sequence[ModelResult]) -> pd.DataFrame:
-    """Per epoch, each input kind's training and validation accuracy and loss (mean over the seeds
-    that ran that epoch): epoch, <input>_accuracy, <input>_val_accuracy, <input>_loss, ... Every
-    kind of ``INPUTS`` has its columns, empty where it was not trained, so that plot definitions
-    naming them hold for any ``train.inputs``."""
+    """Per epoch, each family's training and validation accuracy and loss (mean over the seeds
+    that ran that epoch): epoch, <family>_accuracy, <family>_val_accuracy, <family>_loss, ...,
+    empty where the family was not trained (see ``_column_families``)."""
     longest = max((len(m.history) for m in models), default=0)
     frame = pd.DataFrame({"epoch": np.arange(1, longest + 1)})
-    for kind in INPUTS:
-        runs = [m.history.set_index("epoch") for m in models if m.input == kind]
+    for key in _column_families([m.fakes for m in models]):
+        runs = [m.history.set_index("epoch") for m in models if m.family == key]
         for metric in ("accuracy", "val_accuracy", "loss", "val_loss"):
             if not runs:
-                frame[f"{kind}_{metric}"] = np.nan
+                frame[f"{key}_{metric}"] = np.nan
                 continue
             stacked = pd.concat([h[metric] for h in runs], axis=1).reindex(frame["epoch"])
-            frame[f"{kind}_{metric}"] = stacked.mean(axis=1, skipna=True).round(6).to_numpy()
+            frame[f"{key}_{metric}"] = stacked.mean(axis=1, skipna=True).round(6).to_numpy()
     return frame
 
 
 def robustness(result: Comparison) -> pd.DataFrame:
-    """AUC per JPEG quality the test photos were re-saved at: quality, <kind>_auc (seed mean) for
-    every kind of ``INPUTS`` (empty where it was not trained), baseline_auc."""
-    columns = ["quality", *(f"{kind}_auc" for kind in INPUTS), "baseline_auc"]
+    """AUC per JPEG quality the test photos were re-saved at: quality, <family>_auc (seed mean) and
+    baseline-<recipe>_auc, empty where not trained (see ``_column_families``)."""
+    recipes = list(dict.fromkeys([*DEFAULT_RECIPES, *(row.fakes for row in result.rows.values())]))
+    keys = [*_column_families(recipes), *(layout.baseline_name(r) for r in recipes)]
     rows = []
     for set_name in result.sets:
         quality = jpeg_quality(set_name)
-        if quality is None:
-            continue
-        row = {"quality": quality}
-        for kind, entry in result.inputs.items():
-            row[f"{kind}_auc"] = entry.sets[set_name].auc_mean
-        if set_name in result.baseline:
-            row["baseline_auc"] = result.baseline[set_name].auc_mean
-        rows.append(row)
-    return pd.DataFrame(rows, columns=columns)
+        if quality is not None:
+            rows.append(
+                {"quality": quality} | {f"{k}_auc": result.auc(k, set_name).auc_mean for k in result.rows}
+            )
+    return pd.DataFrame(rows, columns=["quality", *(f"{k}_auc" for k in keys)])
 
 
 def roc_points(predictions: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -406,18 +521,56 @@ def roc_points(predictions: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 
 
 def roc_curves(
-    result: Comparison, models: Sequence[ModelResult], baseline: pd.DataFrame | None, seed: int
+    result: Comparison, models: Sequence[ModelResult], baselines: Mapping[str, pd.DataFrame], seed: int
 ) -> dict[str, tuple[pd.Series, pd.Series]]:
-    """The test-set ROC curves of the models trained with ``seed`` and of the baseline (when
-    given), by legend label: "<input label> <model> (AUC <test AUC>)"."""
+    """The test-set ROC curves of the models trained with ``seed`` and of each recipe's baseline,
+    by legend label: "<family label> s<seed> (AUC <test AUC>)", "<baseline label> (AUC ...)"."""
     curves = {}
     for m in (m for m in models if m.seed == seed):
-        auc = number(result.auc(m.input, TEST).auc_per_seed[0], 3)
-        curves[f"{LABELS[m.input]} {m.name} (AUC {auc})"] = roc_points(m.predictions)
-    if baseline is not None:
-        auc = number(result.auc(BASELINE, TEST).auc_mean, 3)
-        curves[f"{LABELS[BASELINE]} (AUC {auc})"] = roc_points(baseline)
+        seed_index = result.families[m.family].seeds.index(seed)
+        auc = number(result.auc(m.family, TEST).auc_per_seed[seed_index], 3)
+        curves[f"{result.rows[m.family].label} s{seed} (AUC {auc})"] = roc_points(m.predictions)
+    for recipe, frame in baselines.items():
+        key = layout.baseline_name(recipe)
+        curves[f"{result.rows[key].label} (AUC {number(result.auc(key, TEST).auc_mean, 3)})"] = roc_points(
+            frame
+        )
     return curves
+
+
+def cross_forger_long(result: Comparison) -> pd.DataFrame:
+    """plots/cross_forger.csv: one line per row and test set (model, set, auc, ci_low, ci_high), the
+    seed-mean AUC and its 95% interval."""
+    return pd.DataFrame(
+        [
+            (key, name, auc.auc_mean, *(auc.ci95 or (None, None)))
+            for key, cells in result.cross_forger.items()
+            for name, auc in cells.items()
+        ],
+        columns=["model", "set", "auc", "ci_low", "ci_high"],
+    )
+
+
+def cross_forger_grid(result: Comparison) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The seed-mean AUC of each row (by label) on each test set, and where the set's forger is one
+    the row was trained on."""
+    labels = [row.label for row in result.rows.values()]
+    aucs = pd.DataFrame(
+        [[result.auc(key, name).auc_mean for name in result.sets] for key in result.rows],
+        index=labels,
+        columns=result.sets,
+        dtype=float,
+    )
+    trained = pd.DataFrame(
+        [[_trained_on(row, name) for name in result.sets] for row in result.rows.values()],
+        index=labels,
+        columns=result.sets,
+    )
+    return aucs, trained
+
+
+def _trained_on(row: Row, set_name: str) -> bool:
+    return set_forger(set_name) in recipe_forgers(row.fakes)
 
 
 def number(value: object, digits: int = 1) -> str:
@@ -444,19 +597,26 @@ def _table(frame: pd.DataFrame) -> str:
     )
 
 
+def _by_set(result: Comparison, cells: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """A table with one column per test set: label -> one cell per set."""
+    return pd.DataFrame([[label, *row] for label, row in cells.items()], columns=["Model", *result.sets])
+
+
 def cost_table(result: Comparison) -> pd.DataFrame:
-    """Cost, training speed and test AUC of each input kind, the baseline and the paper's models."""
-    rows = [
-        (
-            f"{entry.label} (seeds {', '.join(map(str, entry.seeds))})", f"{entry.params:,}",
-            f"{entry.multiply_adds / 1e9:.3f}", number(entry.size_mib), number(entry.best_epoch),
-            number(entry.epochs_to_95pct_val_accuracy), _auc_text(entry.sets.get(TEST)),
-        )
-        for entry in result.inputs.values()
-    ]  # fmt: skip
-    if result.baseline:
-        label = f"{LABELS[BASELINE]} (logistic regression, 5 features)"
-        rows.append((label, "6", "~0", "~0", "–", "–", _auc_text(result.baseline.get(TEST))))
+    """Cost, training speed and test AUC of each family, each baseline and the paper's models."""
+    rows = []
+    for key, row in result.rows.items():
+        test = _auc_text(result.auc(key, TEST))
+        entry = result.families.get(key)
+        if entry is None:
+            rows.append((f"{row.label} (logistic regression, 5 features)", "6", "~0", "~0", "–", "–", test))
+            continue
+        seeds = f"{'seeds' if len(entry.seeds) > 1 else 'seed'} {', '.join(map(str, entry.seeds))}"
+        rows.append((
+            f"{row.label} ({seeds})", f"{entry.params:,}", f"{entry.multiply_adds / 1e9:.3f}",
+            number(entry.size_mib), number(entry.best_epoch), number(entry.epochs_to_95pct_val_accuracy),
+            test,
+        ))  # fmt: skip
     rows += [
         (row["model"], f"{row['params']:.3g}", f"{row['gmacs']}", f"{row['size_mb']} (MB)", "–",
          f"{row['epochs']} (trained)", f"{row['auc']:.3f}")
@@ -467,29 +627,44 @@ def cost_table(result: Comparison) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=header)
 
 
-def auc_table(result: Comparison) -> pd.DataFrame:
-    """AUC of each input kind and the baseline on every test set, then the paired differences (rows
-    that have one at least): the long form (row, set, cell) pivoted to one column per set."""
-    cells = [
-        (entry.label, name, _auc_text(entry.sets.get(name)))
-        for entry in result.inputs.values()
-        for name in result.sets
-    ]
-    if result.baseline:
-        cells += [(LABELS[BASELINE], name, _auc_text(result.baseline.get(name))) for name in result.sets]
-    pairs = [ELA_MINUS_RGB, "ela_minus_baseline", "rgb_minus_baseline"]
-    for pair in pairs:
+def cross_forger_table(result: Comparison) -> pd.DataFrame:
+    """The AUC of each family and baseline on every test set, in bold where the set's forger is
+    one the row was trained on."""
+    cells = {}
+    for key, row in result.rows.items():
+        texts = [_auc_text(result.auc(key, name)) for name in result.sets]
+        cells[row.label] = [
+            f"**{text}**" if _trained_on(row, name) else text
+            for name, text in zip(result.sets, texts, strict=True)
+        ]
+    return _by_set(result, cells)
+
+
+def differences_table(result: Comparison) -> pd.DataFrame:
+    """The paired differences on every test set: ELA − RGB within each recipe, and each family −
+    its recipe's baseline."""
+    cells = {}
+    for pair, (a, b) in _pairs(result.rows).items():
+        row_a, row_b = result.rows[a], result.rows[b]
+        if row_b.input is None:
+            label = f"{row_a.label} − baseline"
+        else:
+            label = f"{row_a.input.upper()} − {row_b.input.upper()} · {row_a.fakes}"
         items = [result.differences.get(name, {}).get(pair) for name in result.sets]
         if any(items):
-            label = pair.replace("_minus_", " − ").upper().replace("BASELINE", "baseline")
-            cells += [
-                (label, name, "n/a" if item is None else item.text())
-                for name, item in zip(result.sets, items, strict=True)
-            ]
-    long = pd.DataFrame(cells, columns=["Model", "set", "cell"])
-    order = list(dict.fromkeys(long["Model"]))
-    wide = long.pivot(index="Model", columns="set", values="cell").reindex(index=order, columns=result.sets)
-    return wide.rename_axis(columns=None).reset_index()
+            cells[label] = ["n/a" if item is None else item.text() for item in items]
+    return _by_set(result, cells)
+
+
+def false_positive_table(result: Comparison) -> pd.DataFrame:
+    """The false-positive rate at the threshold of each family and baseline on every test set."""
+    return _by_set(
+        result,
+        {
+            row.label: [result.false_positives[key][name].text() for name in result.sets]
+            for key, row in result.rows.items()
+        },
+    )
 
 
 def _auc_text(auc: Auc | None) -> str:
@@ -497,18 +672,34 @@ def _auc_text(auc: Auc | None) -> str:
 
 
 def markdown(result: Comparison) -> str:
-    """compare.md: the cost and AUC beside the paper, the AUC per test set with the differences,
-    and one sentence on ELA vs RGB."""
+    """compare.md: the cost and AUC beside the paper, the cross-forger table, the paired
+    differences, the false-positive rates, and one sentence on ELA vs RGB."""
     intro = "AUC: seed mean (± sd over seeds when more than one) [95% bootstrap interval over test photos]."
-    parts = [intro, _table(cost_table(result)), _table(auc_table(result)), claim(result)]
+    cross = (
+        "Cross-forger AUC: each model family (input · training recipe) and the sharpness baseline fitted "
+        "on the same recipe's crops, on the paper's warp fakes (test), other forgers' fakes with the same "
+        "reals (test_<forger>), the sharpness-matched and the JPEG re-saved sets; bold: a forger the row "
+        "was trained on."
+    )
+    diff = "Paired differences of AUC (same test photos resampled), within each training recipe."
+    fpr = (
+        f"False-positive rate: share of real crops with p_fake ≥ {result.threshold:g}, "
+        "seed mean (range over seeds when more than one)."
+    )
+    parts = [
+        intro, _table(cost_table(result)), cross, _table(cross_forger_table(result)),
+        diff, _table(differences_table(result)), fpr, _table(false_positive_table(result)), claim(result),
+    ]  # fmt: skip
     return "\n\n".join(parts) + "\n"
 
 
 def claim(result: Comparison) -> str:
-    """One sentence on the paper's ELA-vs-raw claim from the paired test-set difference."""
-    item = result.differences.get(TEST, {}).get(ELA_MINUS_RGB)
+    """One sentence on the paper's ELA-vs-raw claim from the paired test-set difference of the
+    primary recipe's models."""
+    recipe = result.primary_recipe
+    item = result.differences.get(TEST, {}).get(ela_minus_rgb(recipe))
     if not item:
-        return "ELA vs raw RGB: not measured (train.inputs lacks ela or rgb)."
+        return f"ELA vs raw RGB: not measured (no ela and rgb models of recipe {recipe})."
     ci = item.ci95
     interval_text = f" (95% interval {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
     seeds = item.diff_per_seed or {}
@@ -518,11 +709,12 @@ def claim(result: Comparison) -> str:
         if len(seeds) > 1
         else ""
     )
+    trained = f"Trained on {recipe} fakes, "
     if item.verdict == "ELA better":
-        return f"On this data ELA input beats raw RGB by {item.diff:+.3f} AUC{interval_text}{seeds_text}."
+        return f"{trained}ELA input beats raw RGB on test by {item.diff:+.3f} AUC{interval_text}{seeds_text}."
     if item.verdict == "RGB better":
-        return f"On this data raw RGB beats ELA input by {-item.diff:.3f} AUC{interval_text}{seeds_text}."
+        return f"{trained}raw RGB beats ELA input on test by {-item.diff:.3f} AUC{interval_text}{seeds_text}."
     return (
-        f"On this data ELA input does not measurably beat raw RGB: the AUC difference is "
+        f"{trained}ELA input does not measurably beat raw RGB on test: the AUC difference is "
         f"{item.diff:+.3f}{interval_text}{seeds_text}."
     )

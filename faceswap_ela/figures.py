@@ -1,5 +1,5 @@
-"""The paper's figures as PNG files: accuracy/loss curves, ROC curve, confusion matrix; and
-predict's heatmap of one face.
+"""The paper's figures as PNG files: accuracy/loss curves, ROC curve, confusion matrix, the
+cross-forger AUC grid; and predict's heatmap of one face.
 
 Drawn with matplotlib's Agg canvas directly (no pyplot, no global backend). ``path`` may have any
 name (the stages write to temporary siblings); the format is always PNG.
@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from faceswap_ela.outputs import atomic_path
 
@@ -101,6 +103,35 @@ def confusion_figure(
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title("Confusion matrix, test split")
+    _save(fig, path)
+
+
+def auc_grid_figure(
+    aucs: pd.DataFrame,
+    path: str | os.PathLike,
+    boxed: pd.DataFrame | None = None,
+    title: str = "AUC by training recipe (rows) and test set (columns)",
+) -> None:
+    """A heat map of AUC (rows x columns of ``aucs``, NaN as n/a) from chance (0.5, and below) to
+    1, each cell annotated; the cells ``boxed`` marks True are outlined."""
+    values = aucs.to_numpy(dtype=np.float64)
+    rows, cols = values.shape
+    fig = Figure(figsize=(2.6 + 1.05 * cols, 1.4 + 0.42 * rows), layout="constrained")
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.5, vmax=1.0, aspect="auto")
+    fig.colorbar(image, ax=ax, label="AUC (0.5: chance)")
+    for (row, col), value in np.ndenumerate(values):
+        text = "n/a" if np.isnan(value) else f"{value:.3f}"
+        colour = "white" if value < 0.8 else "black"  # viridis is dark below 0.8
+        ax.text(col, row, text, ha="center", va="center", color=colour, fontsize="small")
+    if boxed is not None:
+        for row, col in zip(*np.nonzero(boxed.to_numpy(dtype=bool)), strict=True):
+            ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
+        title += "\nboxed: the forger the row was trained on"
+    ax.set_xticks(range(cols), aucs.columns, rotation=30, ha="right")
+    ax.set_yticks(range(rows), aucs.index)
+    ax.set_title(title, fontsize="medium")
     _save(fig, path)
 
 

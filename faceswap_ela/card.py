@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import get_args
+
+from pydantic import ValidationError
 
 from faceswap_ela import params as P
 
@@ -38,25 +41,33 @@ def path_for(model: str | os.PathLike) -> Path:
 
 
 def read(path: str | os.PathLike) -> dict:
-    """A card, checked: its keys, its input kind, and ELA and ROI settings that params.py accepts."""
+    """The card at ``path``, checked (see ``check``)."""
     path = Path(path)
     try:
-        card = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except OSError as exc:
         raise CardError(f"can't read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise CardError(f"{path} is not JSON: {exc}") from None
+    return check(data, str(path))
+
+
+def check(card: object, where: str) -> dict:
+    """A card read from ``where``, checked: its keys, its input kind and precision, and ELA and ROI
+    settings that params.py accepts."""
     if not isinstance(card, dict) or (missing := [k for k in KEYS if k not in card]):
         raise CardError(
-            f"{path} is not a model card (it lacks {missing if isinstance(card, dict) else KEYS})"
+            f"{where} is not a model card (it lacks {missing if isinstance(card, dict) else list(KEYS)})"
         )
     if card["input"] not in P.INPUTS:
-        raise CardError(f"{path}: unknown input {card['input']!r}")
-    try:
-        P.ElaParams.model_validate(card["ela"])
-        P.RoiParams.model_validate(card["roi"])
-    except ValueError as exc:
-        raise CardError(f"{path}: bad settings: {exc}") from None
+        raise CardError(f"{where}: unknown input {card['input']!r}")
+    if card["precision"] not in get_args(P.Precision):
+        raise CardError(f"{where}: unknown precision {card['precision']!r}")
+    for key, section in (("ela", P.ElaParams), ("roi", P.RoiParams)):
+        try:
+            section.model_validate(card[key])
+        except ValidationError as exc:
+            raise CardError(f"{where}: bad {key} settings: {P._format(exc)}") from None
     return card
 
 

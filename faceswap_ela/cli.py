@@ -1,18 +1,22 @@
 """The ``faceswap-ela`` command line. One subcommand so far:
 
-    faceswap-ela predict PATH... [--model M|models:/NAME/latest] [--format table|json|csv] [--heatmap DIR]
-                                 [--threshold T] [--rois K] [--params params.yaml]
-                                 [--precision auto|float32|bfloat16|float16] [--verbose]
+    faceswap-ela predict PATH... [--model NAME|FILE|models:/NAME/latest] [--format table|json|csv]
+                                 [--heatmap DIR] [--threshold T] [--rois K] [--params params.yaml]
+                                 [--input ela|rgb] [--precision auto|float32|bfloat16|float16]
+                                 [--verbose]
 
 prints, for every face found in the photos (folders are walked recursively for .jpg/.jpeg/.png),
-the face box, p(fake) and the label at the threshold. Results go to stdout; one line per input that
-failed, one per heatmap that could not be written, and a summary, go to stderr.
+the face box, p(fake) and the label at the threshold. The model is used as its card says (input
+kind, ELA and ROI settings, precision); a model without a card gets params.yaml's settings and a
+warning. Results go to stdout; one line per input that failed, one per heatmap that could not be
+written, and a summary, go to stderr.
 
 Exit status: 0 when every input was processed (a photo without a face is processed: it gets a row
 with status "no face"), 1 when any input failed (missing, unreadable, truncated, oversized, a
 broken or looping link, a FIFO or device, a folder that can't be read) or a heatmap could not be
-written, 2 for usage errors (bad arguments, missing or unloadable model, bad params.yaml, a heatmap
-folder that can't be written), checked before any photo is read.
+written, 2 for usage errors (bad arguments, missing or unloadable model, a bad model card or a flag
+that contradicts it, bad params.yaml, a heatmap folder that can't be written), checked before any
+photo is read.
 """
 
 from __future__ import annotations
@@ -45,11 +49,6 @@ def _threshold(text: str) -> float:
     return value
 
 
-def _model(text: str) -> Path | str:
-    """A registry URI stays text (a Path would fold its slashes); anything else is a path."""
-    return text if text.startswith("models:/") else Path(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Face-swap detection with Error Level Analysis and a CNN (Zhang & Zhao)."
@@ -65,9 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("paths", nargs="+", metavar="PATH", help="photos, or folders to walk recursively")
     predict.add_argument(
-        "--model", type=_model, metavar="M",
-        help="Keras ELA model, or a registered one: models:/NAME/latest, models:/NAME/VERSION, "
-        "models:/NAME@ALIAS (default: <repo root>/models/ela-s<first of train.seeds>/model.keras)",
+        "--model", metavar="M",
+        help="a pipeline model's name (ela-blend-s42: <repo root>/models/NAME/model.keras), a Keras "
+        "file, or a registered model: models:/NAME/latest, models:/NAME/VERSION, models:/NAME@ALIAS "
+        "(default: the paper's ELA-CNN, ela-warp-s<first of train.seeds>)",
     )  # fmt: skip
     predict.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     predict.add_argument("--heatmap", type=Path, metavar="DIR", help="write crop + ELA PNGs per face here")
@@ -81,16 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     predict.add_argument(
         "--params", type=Path, metavar="FILE",
-        help="params.yaml the model was trained with (default: <repo root>/params.yaml)",
+        help="params.yaml for the landmarks, the threshold and the seed, and for the ELA and ROI "
+        "settings of a model without a card (default: <repo root>/params.yaml)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--input", choices=("ela", "rgb"),
+        help="what the model takes: ELA images or RGB crops (default: its card's, else ela); "
+        "one that contradicts the card is an error",
     )  # fmt: skip
     predict.add_argument(
         "--precision", choices=("auto", "float32", "bfloat16", "float16"),
-        help="numeric precision of the forward pass (default: params.yaml train.precision)",
+        help="numeric precision of the forward pass (default: the card's, else params.yaml train.precision)",
     )  # fmt: skip
     predict.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
     predict.add_argument(
-        "--verbose", action="store_true", help="let TensorFlow's start-up messages through to stderr"
-    )
+        "--verbose", action="store_true",
+        help="name the model's settings and the precision used; let TensorFlow's start-up messages through",
+    )  # fmt: skip
     return parser
 
 
@@ -112,7 +119,12 @@ def run_predict(args: argparse.Namespace) -> int:
             rois=args.rois,
             verbose=args.verbose,
             precision=args.precision,
+            input_kind=args.input,
         )
+        if predictor.warning:
+            print(f"{PROG}: warning: {predictor.warning}", file=sys.stderr)
+        if args.verbose:
+            print(f"{PROG}: {predictor.settings()}", file=sys.stderr)
         rows = predictor.predict(args.paths, heatmap_dir=args.heatmap, progress=args.progress)
         if args.verbose and predictor.precision_choice is not None:
             choice = predictor.precision_choice

@@ -195,16 +195,31 @@ class Piece:
     values: dict = field(default_factory=dict)
 
 
+def roi_levels(
+    diff: np.ndarray,
+    box: tuple[int, int, int, int],
+    size: int,
+    settings: ElaParams,
+    values: dict | None = None,
+) -> np.ndarray | None:
+    """The ELA crop of the ROI ``box`` from a photo's raw error levels ``diff`` (ela.at: photo):
+    cut, resized to ``size`` (area averaging), given the geometric part of the augmentation
+    ``values``, then scaled; None when the box is empty (see roi.crop)."""
+    cut = roi.crop(diff, box)
+    if cut is None:
+        return None
+    cut = augment.apply(roi.resize(cut, size), augment.geometric(values or {}))
+    return scale_levels(cut, settings.scale, settings.gain)
+
+
 def piece_levels(piece: Piece, size: int, settings: ElaParams) -> np.ndarray:
     """The ELA crop of a piece: the raw error levels of the photo at its own resolution and grid,
-    cut to the ROI, resized to ``size`` (area averaging), given the crop's geometric augmentation,
-    then scaled."""
+    through ``roi_levels`` with the ROI and the crop's augmentation."""
     diff = error_levels(read_crop(piece.path), settings.quality, settings.subsampling)
-    cut = roi.crop(diff, piece.box)
-    if cut is None:
+    levels = roi_levels(diff, piece.box, size, settings, piece.values)
+    if levels is None:
         raise ValueError(f"ROI {piece.box} is empty in {piece.path}")
-    cut = augment.apply(roi.resize(cut, size), augment.geometric(piece.values))
-    return scale_levels(cut, settings.scale, settings.gain)
+    return levels
 
 
 def ela_task(task: tuple) -> int:

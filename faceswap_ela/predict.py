@@ -1,6 +1,12 @@
 """Classify the faces of ordinary photos with a trained model: photo -> faces -> ROI crops -> ELA
--> p(fake), through the same code as the pipeline (landmarks.detect_faces, roi.roi_box / crop /
-resize, ela.compute, evaluation.predict_fake) with the settings of params.yaml.
+(for an ELA model) -> p(fake), through the same code as the pipeline (landmarks.detect_faces,
+roi.roi_box / crop / resize, ela.compute or, for ``ela.at: photo``, ela.roi_levels of the whole
+photo's error levels, evaluation.predict_fake).
+
+The model's card (card.json beside the model file, or the MLmodel metadata of a registered model)
+gives the input kind (ELA or RGB crops), the ELA and ROI settings and the default precision of the
+run that trained it; params.yaml gives the rest (landmarks, threshold, the seed of random ROIs).
+A model without a card is used with params.yaml's settings as an ELA model, with a warning.
 
 Every face dlib finds is scored. The ROI is the deterministic centred box (``roi_box`` with
 rng=None), or with ``rois`` > 1 the mean p(fake) over that many random ROIs drawn like the training
@@ -13,8 +19,8 @@ Each input gives one or more Predictions: one per face (status ``ok``), or one r
 ``no face``, ``face too small`` (the ROI lies outside the photo) or ``error`` (missing, unreadable,
 truncated or oversized file, a broken or looping link, a FIFO or device, a folder that can't be
 read; the reason is in ``error``). Usage problems (no model file, a file that isn't a Keras model,
-an unknown registered model or version, a model that doesn't fit ``roi.size``, a heatmap folder
-that can't be written) raise PredictError.
+an unknown registered model or version, a bad card or one that an explicit setting contradicts, a
+model that doesn't fit ``roi.size``, a heatmap folder that can't be written) raise PredictError.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from tabulate import tabulate
 
-from faceswap_ela import ela, landmarks, layout, roi, seeding
+from faceswap_ela import card, ela, landmarks, layout, roi, seeding
 from faceswap_ela.images import ImageError, find_photos, load_rgb, os_reason
 from faceswap_ela.params import Params
 
@@ -91,13 +98,30 @@ class FaceCrops:
     elas: list[np.ndarray] = field(default_factory=list)
 
 
-def default_model(params: Params, root: str | os.PathLike | None = None) -> Path:
-    """The ELA model of the last ``dvc repro``: ``<repo root>/models/ela-s<first seed>/model.keras``."""
+def named_model(name: str, root: str | os.PathLike | None = None) -> Path:
+    """The pipeline's model ``name`` (``ela-blend-s42``): ``<repo root>/models/<name>/model.keras``."""
     from faceswap_ela.params import repo_root
 
+    return Path(root if root is not None else repo_root()) / layout.model_file(name)
+
+
+def default_model(params: Params, root: str | os.PathLike | None = None) -> Path:
+    """The paper's ELA-CNN of the last ``dvc repro``: the model ``ela-warp-s<first seed>``."""
     if "ela" not in params.train.inputs:
         raise PredictError("params.yaml train.inputs trains no ELA model: pass --model")
-    return Path(root if root is not None else repo_root()) / layout.model_file(layout.primary(params))
+    return named_model(layout.primary(params), root)
+
+
+def is_model_name(model: object) -> bool:
+    """Whether ``model`` is text naming a pipeline model rather than a file: no folder, no suffix
+    (``ela-blend-s42``, not ``model.keras`` or ``./ela-blend-s42``)."""
+    return (
+        isinstance(model, str)
+        and bool(model)
+        and not model.startswith(".")
+        and Path(model).name == model
+        and not Path(model).suffix
+    )
 
 
 REGISTRY_PREFIX = "models:/"
@@ -109,10 +133,13 @@ def is_registry_uri(model: object) -> bool:
     return isinstance(model, str) and model.startswith(REGISTRY_PREFIX)
 
 
-def fetch_registered(uri: str, root: str | os.PathLike | None = None, *, quiet: bool = True) -> Path:
+def fetch_registered(
+    uri: str, root: str | os.PathLike | None = None, *, quiet: bool = True
+) -> tuple[Path, dict | None]:
     """Download the registered model ``uri`` from the MLflow store (MLFLOW_TRACKING_URI, else the
     sqlite store at the repository root) into a temporary folder removed at exit, and return the
-    .keras file inside; PredictError when the store, the model or the version is missing."""
+    .keras file inside and the card of its MLmodel metadata (None without one); PredictError when
+    the store, the model or the version is missing, or the card is bad."""
     import atexit
     import shutil
 
@@ -138,7 +165,24 @@ def fetch_registered(uri: str, root: str | os.PathLike | None = None, *, quiet: 
     found = sorted(Path(local).rglob("*.keras"))
     if not found:
         raise PredictError(f"can't load model {uri}: the registered model holds no .keras file")
-    return found[0]
+    return found[0], registered_card(Path(local), uri)
+
+
+def registered_card(folder: Path, uri: str) -> dict | None:
+    """The card that evaluate@ logged in the MLmodel metadata of a downloaded model (see
+    tracking.Tracker.log_model), None when there is none (no MLmodel file: a plain .keras file)."""
+    mlmodel = folder / "MLmodel"
+    if not mlmodel.is_file():
+        return None
+    try:
+        meta = yaml.safe_load(mlmodel.read_text())
+        data = meta.get("metadata") if isinstance(meta, dict) else None
+        if not isinstance(data, dict) or "card" not in data:
+            return None
+        return card.check(data["card"], f"{uri} (MLmodel metadata)")
+    except (OSError, yaml.YAMLError, card.CardError) as exc:
+        reason = os_reason(exc) if isinstance(exc, OSError) else " ".join(str(exc).split())
+        raise PredictError(f"can't read the card of {uri}: {reason}") from None
 
 
 def check_heatmap_dir(folder: str | os.PathLike) -> Path:
@@ -177,10 +221,17 @@ def ela_input(crop: np.ndarray, params: Params) -> np.ndarray:
 
 
 def face_crops(
-    rgb: np.ndarray, face: landmarks.Face, index: int, params: Params, rois: int, name: str
+    rgb: np.ndarray,
+    face: landmarks.Face,
+    index: int,
+    params: Params,
+    rois: int,
+    name: str,
+    levels: np.ndarray | None = None,
 ) -> FaceCrops:
-    """A FaceCrops for one detected face (crops resized to roi.size, ELA of each); crops that are
-    empty or too small are left out."""
+    """A FaceCrops for one detected face (crops resized to roi.size, ELA of each: of the resized
+    crop, or with ``levels``, the photo's raw error levels (ela.at: photo), cut from those); crops
+    that are empty or too small are left out."""
     left, top, right, bottom = (int(round(v)) for v in face.box)
     out = FaceCrops(index=index, box=(left, top, right, bottom))
     for roi_box in roi_boxes(face.points, rgb.shape, params, rois, name, index):
@@ -189,7 +240,10 @@ def face_crops(
             continue
         piece = roi.resize(piece, params.roi.size)
         out.crops.append(piece)
-        out.elas.append(ela_input(piece, params))
+        if levels is None:
+            out.elas.append(ela_input(piece, params))
+        else:
+            out.elas.append(ela.roi_levels(levels, roi_box, params.roi.size, params.ela))
     return out
 
 
@@ -233,10 +287,17 @@ def _not_a_model(path: Path) -> str | None:
     return None
 
 
-def load_model(path: str | os.PathLike, size: int, *, policy: str = "float32", quiet: bool = True) -> Any:
+def load_model(
+    path: str | os.PathLike,
+    size: int,
+    *,
+    policy: str = "float32",
+    quiet: bool = True,
+    card_from: str | None = None,
+) -> Any:
     """The Keras model at ``path`` (imports Keras) computing under the dtype ``policy``, checked to
-    take ``size`` x ``size`` x 3 input and to give two class probabilities; with ``quiet``,
-    TensorFlow's start-up chatter is dropped."""
+    take ``size`` x ``size`` x 3 input (the roi.size of params.yaml, or of the card ``card_from``)
+    and to give two class probabilities; with ``quiet``, TensorFlow's start-up chatter is dropped."""
     path = Path(path)
     problem = _not_a_model(path)
     if problem:
@@ -254,25 +315,31 @@ def load_model(path: str | os.PathLike, size: int, *, policy: str = "float32", q
         raise PredictError(f"can't load model {path}: {reason}") from None
     shape = tuple(net.input_shape[1:])
     if shape != (size, size, 3):
-        raise PredictError(
-            f"model {path} takes {shape} input but params roi.size is {size}: "
-            "pass the params.yaml it was trained with (--params)"
-        )
+        if card_from is None:
+            problem = f"params roi.size is {size}: pass the params.yaml it was trained with (--params)"
+        else:
+            problem = f"its card {card_from} says roi.size {size}"
+        raise PredictError(f"model {path} takes {shape} input but {problem}")
     if tuple(net.output_shape[1:]) != (2,):
         raise PredictError(f"model {path} gives {tuple(net.output_shape[1:])} outputs, not p(real), p(fake)")
     return net
 
 
 class Predictor:
-    """Scores the faces of photos with one model and one params.yaml.
+    """Scores the faces of photos with one model, its card and one params.yaml.
 
-    ``model`` (a path, or a ``models:/...`` URI fetched with fetch_registered) defaults to
-    default_model(); ``threshold`` to params.eval.threshold. The dlib models
-    and the Keras model are loaded on first use and kept (predict loads the Keras model first).
-    PredictError when the model file is missing or ``rois`` < 1. ``verbose`` lets TensorFlow's
-    start-up lines through. Heatmaps that could not be written are listed in ``heatmap_errors``.
-    The forward pass runs under ``precision`` (default params.train.precision, resolved for this
-    machine as training and evaluation resolve it); the choice is in ``precision_choice``.
+    ``model`` (a path, a pipeline model's name resolved by named_model, or a ``models:/...`` URI
+    fetched with fetch_registered) defaults to default_model(); ``threshold`` to
+    params.eval.threshold. The model's card (card.json beside the model file, or the registered
+    model's MLmodel metadata) sets the input kind and the ``ela`` and ``roi`` sections of
+    ``params``, which keeps the rest; without a card, params.yaml's settings are used and
+    ``warning`` says so. ``input_kind`` (ela or rgb, default the card's, else ela) must agree with
+    the card. The dlib models and the Keras model are loaded on first use and kept (predict loads
+    the Keras model first). PredictError when the model file is missing, its card is bad or
+    contradicted, or ``rois`` < 1. ``verbose`` lets TensorFlow's start-up lines through. Heatmaps
+    that could not be written are listed in ``heatmap_errors``. The forward pass runs under
+    ``precision`` (default the card's, else params.train.precision, resolved for this machine as
+    training and evaluation resolve it); the choice is in ``precision_choice``.
     """
 
     def __init__(
@@ -284,15 +351,47 @@ class Predictor:
         rois: int = 1,
         verbose: bool = False,
         precision: str | None = None,
+        input_kind: str | None = None,
     ):
-        self.params = params
-        self.precision = params.train.precision if precision is None else precision
-        self.precision_choice: Any = None
-        if is_registry_uri(model):
-            model = fetch_registered(str(model), quiet=not verbose)
+        self.card: dict | None = None
+        registered = is_registry_uri(model)
+        if registered:
+            where, absent = f"{model} (MLmodel metadata)", f"{model} has none in its MLmodel metadata"
+            model, self.card = fetch_registered(str(model), quiet=not verbose)
+        elif is_model_name(model):
+            model = named_model(str(model))
         self.model_path = Path(model) if model is not None else default_model(params)
         if not self.model_path.exists():
             raise PredictError(f"model {self.model_path} not found: run dvc repro first or pass --model")
+        if not registered:
+            where = str(card.path_for(self.model_path))
+            absent = f"{where} not found"
+            if Path(where).is_file():
+                try:
+                    self.card = card.read(where)
+                except card.CardError as exc:
+                    raise PredictError(f"bad model card: {exc}") from None
+        self.warning: str | None = None
+        if self.card is None:
+            self.settings_from = "params.yaml (no model card)"
+            self.params = params
+            self.input = input_kind or "ela"
+            self.warning = (
+                f"no model card: {absent}; using params.yaml's ELA and ROI settings, input {self.input}"
+            )
+            self.precision = params.train.precision if precision is None else precision
+        else:
+            if input_kind is not None and input_kind != self.card["input"]:
+                raise PredictError(
+                    f"--input {input_kind} contradicts the model card: input {self.card['input']} ({where})"
+                )
+            self.settings_from = where
+            self.params = params.model_copy(
+                update={"ela": card.ela_settings(self.card), "roi": card.roi_settings(self.card)}
+            )
+            self.input = self.card["input"]
+            self.precision = self.card["precision"] if precision is None else precision
+        self.precision_choice: Any = None
         self.threshold = float(params.eval.threshold if threshold is None else threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise PredictError(f"threshold must be in [0, 1], not {self.threshold}")
@@ -304,6 +403,17 @@ class Predictor:
         self._dlib: tuple[Any, Any] | None = None
         self._net: Any = None
 
+    def settings(self) -> str:
+        """One line naming the settings the model is used with, and where they come from."""
+        e, r = self.params.ela, self.params.roi
+        recipe = self.card["fakes"] if self.card is not None else "unknown"
+        return (
+            f"model {self.model_path}, settings of {self.settings_from}: input {self.input}, "
+            f"recipe {recipe}, ELA quality {e.quality} subsampling {e.subsampling} scale {e.scale} "
+            f"gain {e.gain:g} at {e.at}, ROI size {r.size} dx_max {r.dx_max:g} dy_max {r.dy_max:g}, "
+            f"precision {self.precision}"
+        )
+
     @property
     def net(self) -> Any:
         """The Keras model (loaded on first use)."""
@@ -312,9 +422,12 @@ class Predictor:
                 from faceswap_ela import hardware
 
                 self.precision_choice = hardware.resolve_precision(self.precision)
-            policy = self.precision_choice.policy
             self._net = load_model(
-                self.model_path, self.params.roi.size, policy=policy, quiet=not self.verbose
+                self.model_path,
+                self.params.roi.size,
+                policy=self.precision_choice.policy,
+                quiet=not self.verbose,
+                card_from=None if self.card is None else self.settings_from,
             )
         return self._net
 
@@ -326,21 +439,30 @@ class Predictor:
                 self._dlib = landmarks.load_models()
             except landmarks.LandmarkError as exc:
                 raise PredictError(str(exc)) from None
-        lm = self.params.landmarks
+        lm, settings = self.params.landmarks, self.params.ela
         found = landmarks.detect_faces(
             rgb, *self._dlib, upsample=lm.upsample, max_side=lm.max_side, retry_full_size=lm.retry_full_size
         )
-        return [face_crops(rgb, face, i, self.params, self.rois, name) for i, face in enumerate(found)]
+        levels = None
+        if found and settings.at == "photo":
+            levels = ela.error_levels(rgb, settings.quality, settings.subsampling)
+        return [
+            face_crops(rgb, face, i, self.params, self.rois, name, levels) for i, face in enumerate(found)
+        ]
 
-    def score(self, elas: np.ndarray) -> np.ndarray:
-        """p(fake) of each ELA image (N x S x S x 3 uint8), in one batched predict."""
-        if not len(elas):
+    def inputs(self, face: FaceCrops) -> list[np.ndarray]:
+        """What the model takes of a face: its ELA images, or its RGB crops for an rgb model."""
+        return face.crops if self.input == "rgb" else face.elas
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        """p(fake) of each input image (N x S x S x 3 uint8), in one batched predict."""
+        if not len(images):
             return np.zeros(0, dtype=np.float64)
         net = self.net
         with quiet_stderr(not self.verbose):
             from faceswap_ela.evaluation import predict_fake
 
-            return predict_fake(net, np.ascontiguousarray(elas))
+            return predict_fake(net, np.ascontiguousarray(images))
 
     def label(self, p_fake: float) -> str:
         return "fake" if p_fake >= self.threshold else "real"
@@ -359,7 +481,7 @@ class Predictor:
         if not found:
             return [Prediction(str(path), status=NO_FACE)]
         for face in found:
-            if not keep_crops:
+            if not keep_crops and self.input == "ela":
                 face.crops = face.crops[:0]
         return [
             face
@@ -405,7 +527,7 @@ class Predictor:
                     row = None
                 rows.append(row)
         if pending:
-            scores = self.score(np.stack([e for _, _, face in pending for e in face.elas]))
+            scores = self.score(np.stack([x for _, _, face in pending for x in self.inputs(face)]))
             start, names = 0, set()
             for slot, path, face in pending:
                 p_fake = float(scores[start : start + len(face.elas)].mean())

@@ -240,14 +240,17 @@ class Tracker:
         self.log_artifact(path, "metrics")
         self.log_metrics(numeric_leaves(data, prefix))
 
-    def log_model(self, net: Any, saved: str | os.PathLike | None = None, name: str = "model") -> None:
+    def log_model(
+        self, net: Any, saved: str | os.PathLike | None = None, name: str = "model", card: dict | None = None
+    ) -> None:
         """The model as an MLflow Keras model (``mlflow.keras.log_model``, with a signature and
-        explicit requirements so that nothing is inferred by reloading it). Should that fail, the
+        explicit requirements so that nothing is inferred by reloading it, and the model ``card``
+        as ``card`` in the MLmodel file's metadata, where predict reads it). Should that fail, the
         saved .keras file ``saved`` is logged as a plain artifact instead."""
         if not self.active:
             return
         try:
-            self._log_keras_model(net, name)
+            self._log_keras_model(net, name, card)
         except Exception as exc:
             if saved is None:
                 self._fail("logging the model", exc)
@@ -257,7 +260,7 @@ class Tracker:
             )
             self.log_artifact(saved, name)
 
-    def _log_keras_model(self, net: Any, name: str) -> None:
+    def _log_keras_model(self, net: Any, name: str, card: dict | None) -> None:
         import importlib.metadata as md
 
         import keras
@@ -275,8 +278,9 @@ class Tracker:
             requirements.append(f"{backend}=={md.version(backend).split('+')[0]}")
         with _global_store(self.uri), mlflow.start_run(run_id=self.run_id):
             mlflow.keras.log_model(
-                net, name=name, signature=ModelSignature(inputs, outputs), pip_requirements=requirements
-            )
+                net, name=name, signature=ModelSignature(inputs, outputs), pip_requirements=requirements,
+                metadata=None if card is None else {"card": card},
+            )  # fmt: skip
 
     def adopt(self, run_ids: list[str]) -> None:
         """Nest these runs under this one (MLflow's ``mlflow.parentRunId`` tag), leaving alone a

@@ -5,7 +5,8 @@ Writes data/predictions/<name>.csv (set, crop_id, photo_id, label, p_fake: every
 every set) and metrics/eval/<name>.json (accuracy, ROC AUC, precision, recall, F1 with fake as the
 positive class at eval.threshold, and the confusion matrix, per set), all or none. The forward
 pass runs under train.precision, as training did. Logs them, with the ROC figure of the standard
-test set and (tracking.log_model) the model, into the model's MLflow run (models/<name>/run.json).
+test set and (tracking.log_model) the model with its card (models/<name>/card.json, in the MLmodel
+metadata), into the model's MLflow run (models/<name>/run.json).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import keras
 
-from faceswap_ela import dataset, evaluation, figures, hardware, layout, stage, tracking
+from faceswap_ela import card, dataset, evaluation, figures, hardware, layout, stage, tracking
 from faceswap_ela import model as cnn
 from faceswap_ela import params as P
 from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
@@ -41,6 +42,8 @@ def run(p: P.Params, input_kind: str, fakes: str, seed: int) -> None:
     except Exception as exc:
         raise stage.StageError(f"cannot load {model}: {exc}") from None
 
+    card_file = layout.card_file(name)
+    model_card = card.read(card_file) if card_file.is_file() else None  # logged with the model
     info = tracking.read_run_file(layout.run_file(name))
     tags = {
         "eval_backend": keras.backend.backend(),
@@ -83,7 +86,7 @@ def run(p: P.Params, input_kind: str, fakes: str, seed: int) -> None:
             tracker.log_artifact(figure, "plots")
         tracker.log_artifact(outs[1], "metrics")
         if p.tracking.log_model:
-            tracker.log_model(saved, saved=model)
+            tracker.log_model(saved, saved=model, card=model_card)
 
 
 if __name__ == "__main__":
@@ -91,6 +94,6 @@ if __name__ == "__main__":
     sys.exit(
         stage.main(
             functools.partial(run, input_kind=args.input, fakes=args.fakes, seed=args.seed),
-            expected=(dataset.DatasetError,),
+            expected=(dataset.DatasetError, card.CardError),
         )
     )

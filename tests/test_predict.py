@@ -19,9 +19,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from faceswap_ela import alignment, cli, forgery, landmarks, layout, predict, roi, seeding
+from faceswap_ela import alignment, card, cli, ela, forgery, landmarks, layout, predict, roi, seeding
 from faceswap_ela import params as P
-from faceswap_ela.images import save_png
+from faceswap_ela.images import load_rgb, save_png
 from tests.sample_data import portrait, write_bad_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,8 @@ SEED = 0
 
 @dataclass(frozen=True)
 class Trained:
-    """A model trained in this session, the params.yaml it was trained with, and test photos."""
+    """A model trained in this session (a bare .keras file, without a card, as older models are),
+    the params.yaml it was trained with, and test photos."""
 
     model: Path
     params: Path
@@ -108,6 +109,60 @@ def run(capsys, *args: str | Path) -> tuple[int, str, str]:
 
 def using(trained: Trained) -> list[str]:
     return ["--model", str(trained.model), "--params", str(trained.params)]
+
+
+def with_card(trained: Trained, folder: Path, **changes) -> Path:
+    """A copy of the trained model in ``folder`` with a card as train@ writes it (ELA input, recipe
+    warp, precision float32, the settings it was trained with), ``changes`` merged in (a dict
+    updates its section); returns the model file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / "model.keras"
+    shutil.copy(trained.model, model)
+    data = card.make(P.load(trained.params), "ela", "warp", SEED, folder.name, "float32")
+    for key, value in changes.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    card.path_for(model).write_text(json.dumps(data))
+    return model
+
+
+def with_params(trained: Trained, folder: Path, **sections) -> Path:
+    """The test params.yaml with ``sections`` updated, written in ``folder``."""
+    raw = yaml.safe_load(trained.params.read_text())
+    for name, values in sections.items():
+        raw[name].update(values)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def scores(capsys, *args: str | Path) -> tuple[list[float], str]:
+    """p_fake of each row of a successful run, and its stderr."""
+    code, out, err = run(capsys, *args, "--format", "json")
+    assert code == 0, err
+    return [row["p_fake"] for row in json.loads(out)], err
+
+
+def warnings_in(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("faceswap-ela: warning:")]
+
+
+def centred_roi(photo: Path, p: P.Params) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A one-face photo as RGB and the centred ROI of its face, found as predict finds it."""
+    rgb, lm = load_rgb(photo), p.landmarks
+    (face,) = landmarks.detect_faces(
+        rgb, *landmarks.load_models(), upsample=lm.upsample, max_side=lm.max_side,
+        retry_full_size=lm.retry_full_size,
+    )  # fmt: skip
+    return rgb, roi.roi_box(face.points, rgb.shape, None, dx_max=p.roi.dx_max, dy_max=p.roi.dy_max)
+
+
+def model_scores(trained: Trained, images: list[np.ndarray]) -> np.ndarray:
+    """p(fake) of the trained model (float32) on these inputs."""
+    import keras
+
+    from faceswap_ela.evaluation import predict_fake
+
+    return predict_fake(keras.saving.load_model(trained.model, compile=False), np.stack(images))
 
 
 def by_photo(rows: list[dict]) -> dict[str, list[dict]]:
@@ -240,6 +295,76 @@ def test_folder_walk_and_default_model(trained, capsys, tmp_path, monkeypatch):
     assert all(r["status"] == "ok" for r in rows)
 
 
+def test_the_card_settings_are_used_not_params(trained, capsys, tmp_path):
+    photos = [trained.real[PORTRAITS[0]], trained.fake[PORTRAITS[0]]]
+    expected, err = scores(capsys, *photos, *using(trained), "--precision", "float32")
+    (warning,) = warnings_in(err)  # a bare model: params.yaml's settings, said once
+    assert warning == (
+        f"faceswap-ela: warning: no model card: {trained.model.with_name('card.json')} not found; "
+        "using params.yaml's ELA and ROI settings, input ela"
+    )
+    model = with_card(trained, tmp_path / "ela-warp-s0")
+    other = with_params(trained, tmp_path, ela={"quality": 50})
+    got, err = scores(capsys, *photos, "--model", model, "--params", other, "--verbose")
+    assert got == expected and warnings_in(err) == []  # the card's quality 95, not params' 50
+    assert (
+        f"faceswap-ela: model {model}, settings of {card.path_for(model)}: input ela, recipe warp, "
+        f"ELA quality 95 subsampling 4:2:0 scale max gain 20 at crop, ROI size {SIZE} dx_max 0.125 "
+        "dy_max 0.2, precision float32\n"
+    ) in err
+    assert "precision float32 (asked for) on " in err  # the card's precision: params say auto
+    bare, err = scores(capsys, *photos, "--model", trained.model, "--params", other, "--verbose",
+                       "--precision", "float32")  # fmt: skip
+    assert bare != expected and len(warnings_in(err)) == 1  # params' quality 50 this time
+    assert "settings of params.yaml (no model card): input ela, recipe unknown, ELA quality 50 " in err
+
+
+def test_an_rgb_model_is_fed_rgb_crops(trained, capsys, tmp_path):
+    photo = trained.fake[PORTRAITS[1]]
+    rgb, box = centred_roi(photo, P.load(trained.params))
+    crop = roi.resize(roi.crop(rgb, box), SIZE)
+    model = with_card(trained, tmp_path / "rgb-warp-s0", input="rgb")
+    got, err = scores(capsys, photo, "--model", model, "--params", trained.params, "--verbose")
+    assert got == pytest.approx(model_scores(trained, [crop]).tolist(), abs=1e-5)
+    assert got != scores(capsys, photo, *using(trained))[0]  # an ELA image gives another score
+    assert "input rgb, recipe warp," in err
+    # a bare model says nothing: --input tells; one that contradicts the card is refused
+    assert scores(capsys, photo, *using(trained), "--input", "rgb", "--precision", "float32")[0] == got
+    assert scores(capsys, photo, "--model", model, "--params", trained.params, "--input", "rgb")[0] == got
+    code, out, err = run(capsys, photo, "--model", model, "--params", trained.params, "--input", "ela")
+    assert code == 2 and out == ""
+    assert err.splitlines() == [
+        f"faceswap-ela: error: --input ela contradicts the model card: input rgb ({card.path_for(model)})"
+    ]
+
+
+def test_ela_at_photo_takes_the_error_levels_of_the_whole_photo(trained, capsys, tmp_path):
+    photo = trained.fake[PORTRAITS[0]]
+    p = P.load(trained.params)
+    rgb, box = centred_roi(photo, p)
+    levels = ela.roi_levels(ela.error_levels(rgb, p.ela.quality, p.ela.subsampling), box, SIZE, p.ela)
+    model = with_card(trained, tmp_path / "ela-warp-s0", ela={"at": "photo"})
+    got, err = scores(capsys, photo, "--model", model, "--params", trained.params, "--verbose")
+    assert got == pytest.approx(model_scores(trained, [levels]).tolist(), abs=1e-5)
+    assert got != scores(capsys, photo, *using(trained))[0]  # not the ELA of the resized crop
+    assert " at photo, " in err
+
+
+def test_a_model_name_resolves_in_the_repository(trained, capsys, tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    model = with_card(trained, repo / "models" / "ela-blend-s0", fakes="blend", forgers=["blend"])
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    shutil.copy(trained.params, repo / "params.yaml")
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(repo / "models")
+    photo = trained.real[PORTRAITS[0]]
+    _, err = scores(capsys, photo, "--model", "ela-blend-s0", "--verbose")
+    assert f"faceswap-ela: model {model}, settings of {card.path_for(model)}: input ela, recipe blend," in err
+    code, _, err = run(capsys, photo, "--model", "ela-swap-s0")
+    assert code == 2
+    assert f"model {repo / 'models' / 'ela-swap-s0' / 'model.keras'} not found" in err
+
+
 def test_usage_errors_exit_2(trained, capsys, tmp_path):
     photo = trained.real[PORTRAITS[0]]
     code, _, err = run(capsys, photo, "--model", tmp_path / "none.keras", "--params", trained.params)
@@ -255,6 +380,17 @@ def test_usage_errors_exit_2(trained, capsys, tmp_path):
     not_model.write_bytes(b"not a keras archive")
     code, _, err = run(capsys, photo, "--model", not_model, "--params", trained.params)
     assert code == 2 and "can't load model" in err
+    # a card that doesn't fit the model, or that can't be read: one line, naming the card
+    model = with_card(trained, tmp_path / "carded", roi={"size": 128})
+    code, _, err = run(capsys, photo, "--model", model, "--params", trained.params)
+    assert code == 2 and err.splitlines() == [
+        f"faceswap-ela: error: model {model} takes ({SIZE}, {SIZE}, 3) input but its card "
+        f"{card.path_for(model)} says roi.size 128"
+    ]
+    card.path_for(model).write_text("{not json")
+    code, _, err = run(capsys, photo, "--model", model, "--params", trained.params)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"faceswap-ela: error: bad model card: {card.path_for(model)} is not JSON")
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["predict", str(photo), "--rois", "0"])
     assert exit_info.value.code == 2
@@ -307,8 +443,9 @@ def test_find_photos_and_heatmap_names(tmp_path):
 
 @pytest.fixture
 def registry(trained, tmp_path, monkeypatch) -> str:
-    """A sqlite MLflow store holding the trained model as version 1 of faceswap-ela-cnn (logged and
-    registered by the pipeline's own Tracker), alias ``champion``; MLFLOW_TRACKING_URI points at it."""
+    """A sqlite MLflow store holding the trained model, logged and registered by the pipeline's own
+    Tracker: with its card as version 1 of faceswap-ela-cnn (alias ``champion``), without one as
+    version 1 of faceswap-ela-bare; MLFLOW_TRACKING_URI points at it."""
     import keras
     from mlflow import MlflowClient
 
@@ -318,29 +455,39 @@ def registry(trained, tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     client = MlflowClient(uri)
     experiment = client.create_experiment("tiny", artifact_location=tracking.artifact_location(uri))
-    run_id = client.create_run(experiment).info.run_id
-    tracker = tracking.Tracker(client, run_id, uri, "tiny")
-    tracker.log_model(keras.saving.load_model(trained.model, compile=False), saved=trained.model)
-    assert tracker.register_model(run_id, "faceswap-ela-cnn", {"git_commit": "f" * 40}) == "1"
-    assert tracker.active, "logging or registering failed"
+    net = keras.saving.load_model(trained.model, compile=False)
+    model_card = card.read(card.path_for(with_card(trained, tmp_path / "ela-warp-s0")))
+    for name, logged_card in (("faceswap-ela-cnn", model_card), ("faceswap-ela-bare", None)):
+        run_id = client.create_run(experiment).info.run_id
+        tracker = tracking.Tracker(client, run_id, uri, "tiny")
+        tracker.log_model(net, saved=trained.model, card=logged_card)
+        assert tracker.register_model(run_id, name, {"git_commit": "f" * 40}) == "1"
+        assert tracker.active, "logging or registering failed"
     client.set_registered_model_alias("faceswap-ela-cnn", "champion", "1")
     return uri
 
 
-def test_predict_with_a_registered_model(trained, registry, capsys):
+def test_predict_with_a_registered_model(trained, registry, capsys, tmp_path):
     photos = [trained.real[PORTRAITS[0]], trained.fake[PORTRAITS[0]]]
-    code, out, err = run(capsys, *photos, *using(trained), "--format", "json")
-    assert code == 0, err
-    expected = [row["p_fake"] for row in json.loads(out)]
+    expected, _ = scores(capsys, *photos, *using(trained), "--precision", "float32")
+    other = with_params(trained, tmp_path, ela={"quality": 50})  # the card's quality 95 wins
     for uri in (
         "models:/faceswap-ela-cnn/latest",
         "models:/faceswap-ela-cnn/1",
         "models:/faceswap-ela-cnn@champion",
     ):
-        code, out, err = run(capsys, *photos, "--model", uri, "--params", trained.params, "--format", "json")
-        assert code == 0, err
-        assert [row["p_fake"] for row in json.loads(out)] == pytest.approx(expected, abs=1e-5), uri
-        assert "2 face(s) scored" in err
+        got, err = scores(capsys, *photos, "--model", uri, "--params", other, "--verbose")
+        assert got == pytest.approx(expected, abs=1e-5), uri
+        assert "2 face(s) scored" in err and warnings_in(err) == []
+        assert f"settings of {uri} (MLmodel metadata): input ela, recipe warp, ELA quality 95 " in err
+    # logged without a card: params.yaml's settings, with a warning
+    uri = "models:/faceswap-ela-bare/1"
+    got, err = scores(capsys, *photos, "--model", uri, "--params", trained.params, "--precision", "float32")
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert warnings_in(err) == [
+        f"faceswap-ela: warning: no model card: {uri} has none in its MLmodel metadata; "
+        "using params.yaml's ELA and ROI settings, input ela"
+    ]
 
 
 def test_unknown_registered_model_is_a_usage_error(trained, registry, capsys, tmp_path, monkeypatch):

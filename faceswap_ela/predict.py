@@ -338,8 +338,9 @@ class Predictor:
     the Keras model first). PredictError when the model file is missing, its card is bad or
     contradicted, or ``rois`` < 1. ``verbose`` lets TensorFlow's start-up lines through. Heatmaps
     that could not be written are listed in ``heatmap_errors``. The forward pass runs under
-    ``precision`` (default the card's, else params.train.precision, resolved for this machine as
-    training and evaluation resolve it); the choice is in ``precision_choice``.
+    ``precision`` (default params.train.precision, resolved for this machine as training and
+    evaluation resolve it: a model trained in float16 on a GPU is not run in emulated float16 on a
+    CPU); the choice is in ``precision_choice``.
     """
 
     def __init__(
@@ -390,7 +391,8 @@ class Predictor:
                 update={"ela": card.ela_settings(self.card), "roi": card.roi_settings(self.card)}
             )
             self.input = self.card["input"]
-            self.precision = self.card["precision"] if precision is None else precision
+            # the forward pass runs at this machine's precision; the card's is what training used
+            self.precision = params.train.precision if precision is None else precision
         self.precision_choice: Any = None
         self.threshold = float(params.eval.threshold if threshold is None else threshold)
         if not 0.0 <= self.threshold <= 1.0:
@@ -412,6 +414,7 @@ class Predictor:
             f"recipe {recipe}, ELA quality {e.quality} subsampling {e.subsampling} scale {e.scale} "
             f"gain {e.gain:g} at {e.at}, ROI size {r.size} dx_max {r.dx_max:g} dy_max {r.dy_max:g}, "
             f"precision {self.precision}"
+            + (f" (trained in {self.card['precision']})" if self.card is not None else "")
         )
 
     @property

@@ -305,14 +305,17 @@ def test_the_card_settings_are_used_not_params(trained, capsys, tmp_path):
     )
     model = with_card(trained, tmp_path / "ela-warp-s0")
     other = with_params(trained, tmp_path, ela={"quality": 50})
-    got, err = scores(capsys, *photos, "--model", model, "--params", other, "--verbose")
+    got, err = scores(
+        capsys, *photos, "--model", model, "--params", other, "--verbose", "--precision", "float32"
+    )
     assert got == expected and warnings_in(err) == []  # the card's quality 95, not params' 50
     assert (
         f"faceswap-ela: model {model}, settings of {card.path_for(model)}: input ela, recipe warp, "
         f"ELA quality 95 subsampling 4:2:0 scale max gain 20 at crop, ROI size {SIZE} dx_max 0.125 "
-        "dy_max 0.2, precision float32\n"
+        "dy_max 0.2, precision float32 (trained in float32)\n"
     ) in err
-    assert "precision float32 (asked for) on " in err  # the card's precision: params say auto
+    _, err = scores(capsys, photos[0], "--model", model, "--params", other, "--verbose")
+    assert ", precision auto (trained in float32)" in err  # the forward pass runs at this machine's precision
     bare, err = scores(capsys, *photos, "--model", trained.model, "--params", other, "--verbose",
                        "--precision", "float32")  # fmt: skip
     assert bare != expected and len(warnings_in(err)) == 1  # params' quality 50 this time

@@ -1,5 +1,5 @@
-"""End to end: `dvc repro` through every stage (train and evaluate once per input kind) in a
-temporary git repo, on a small MUCT-layout dataset served over loopback, then
+"""End to end: `dvc repro` through every stage (train and evaluate once per input kind and training
+recipe) in a temporary git repo, on a small MUCT-layout dataset served over loopback, then
 `dvc exp run -S ela.quality=...` re-running only the later stages."""
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ from tests.sample_data import build_muct_archives, serve, write_muct_landmarks_c
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATA_STAGES = ["download", "landmarks", "split", "materialize"]
+MODELS = ["ela-warp-s42", "ela-blend-s42", "rgb-warp-s42", "rgb-blend-s42"]
 LATER_STAGES = {
     "ela",
-    "train@ela-42",
-    "train@rgb-42",
-    "evaluate@ela-42",
-    "evaluate@rgb-42",
-    "baseline",
+    *(f"{stage}@{model.replace('-s42', '-42')}" for stage in ("train", "evaluate") for model in MODELS),
+    "baseline@warp",
+    "baseline@blend",
     "compare",
 }
 
@@ -87,6 +86,7 @@ def pipeline_repo(tmp_path_factory):
             source=url, archives=["muct-a-jpg-v1.tar.gz", "muct-landmarks-v1.tar.gz"], retries=1
         )
         params["materialize"]["variants"] = 2
+        params["split"]["test_fraction"] = 0.4  # two test subjects: a swap's donor is another one
         params["train"].update(epochs=2, batch_size=8, patience=1, val_fraction=0.25)
         params["tracking"]["log_model"] = True
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -112,7 +112,7 @@ def pipeline_repo(tmp_path_factory):
 def test_repro_runs_every_stage_and_writes_every_output(pipeline_repo):
     repo, first, *_ = pipeline_repo
     ran = _ran(first)
-    assert ran[:4] == DATA_STAGES and set(ran[4:]) == LATER_STAGES and len(ran) == 11, ran
+    assert ran[:4] == DATA_STAGES and set(ran[4:]) == LATER_STAGES and len(ran) == 16, ran
     assert ran.index("compare") == len(ran) - 1
     manifest = pd.read_csv(repo / "data/raw/manifest.csv", dtype=str, keep_default_na=False)
     assert len(manifest) == 15 and manifest["group"].nunique() == 5
@@ -125,28 +125,41 @@ def test_repro_runs_every_stage_and_writes_every_output(pipeline_repo):
     assert set(index.label) == {0, 1}
     import numpy as np
 
-    sets = ["train", "test", "test_matched", *(f"test_jpeg{q}" for q in (100, 95, 90, 80, 70))]
-    for name in sets:
+    test_sets = [
+        "test",
+        "test_blend",
+        "test_swap",
+        "test_matched",
+        *(f"test_jpeg{q}" for q in (100, 95, 90, 80, 70)),
+    ]
+    for name in ["train_warp", "train_blend", *test_sets]:
         tensors = np.load(repo / f"data/ela/{name}_ela.npy", mmap_mode="r")
         assert tensors.dtype == np.uint8 and tensors.shape[1:] == (128, 128, 3)
-        assert len(pd.read_csv(repo / f"data/ela/{name}.csv")) == len(tensors)
-    for model in ("ela-s42", "rgb-s42"):
+        table = pd.read_csv(repo / f"data/ela/{name}.csv")
+        assert len(table) == len(tensors) and set(table["label"]) == {0, 1}, name  # swaps found donors
+    for model in MODELS:
         assert (repo / f"models/{model}/model.keras").stat().st_size > 100_000_000
+        assert json.loads((repo / f"models/{model}/card.json").read_text())["model"] == model
         assert json.loads((repo / f"metrics/train/{model}.json").read_text())["model"] == model
         evaluated = json.loads((repo / f"metrics/eval/{model}.json").read_text())
-        assert set(evaluated["sets"]) == set(sets) - {"train"}
+        assert list(evaluated["sets"]) == test_sets
         predictions = pd.read_csv(repo / f"data/predictions/{model}.csv")
-        assert set(predictions["set"]) == set(sets) - {"train"}
-    for name in ("landmarks", "split", "materialize", "eval", "baseline", "compare"):
+        assert list(dict.fromkeys(predictions["set"])) == test_sets
+    for name in ("landmarks", "split", "materialize", "eval", "baseline/warp", "baseline/blend", "compare"):
         assert json.loads((repo / f"metrics/{name}.json").read_text())
     evaluation = json.loads((repo / "metrics/eval.json").read_text())
-    assert 0.0 <= evaluation["roc_auc"] <= 1.0 and evaluation["model"] == "ela-s42"
-    assert {"baseline_auc", "rgb_auc_mean", "matched_ela_auc_mean"} <= set(evaluation)
+    assert 0.0 <= evaluation["roc_auc"] <= 1.0 and evaluation["model"] == "ela-warp-s42"
+    assert {"baseline_auc", "rgb-warp_auc_mean", "matched_ela-warp_auc_mean", "swap_roc_auc"} <= set(
+        evaluation
+    )
     compare = json.loads((repo / "metrics/compare.json").read_text())
-    assert set(compare["inputs"]) == {"ela", "rgb"} and "ela_minus_rgb" in compare["differences"]["test"]
+    rows = ["ela-warp", "rgb-warp", "baseline-warp", "ela-blend", "rgb-blend", "baseline-blend"]
+    assert sorted(compare["cross_forger"]) == sorted(rows)
+    assert all(list(compare["cross_forger"][row]) == test_sets for row in rows)  # one cell per row and set
+    assert "ela-warp_minus_rgb-warp" in compare["differences"]["test"]
     assert "| Model |" in (repo / "metrics/compare.md").read_text()
-    for plot in ("gallery.png", "roc.png", "confusion.png", "curves.png", "robustness.png", "roc.csv",
-                 "confusion.csv", "curves.csv", "robustness.csv"):  # fmt: skip
+    figures = ("gallery", "roc", "confusion", "curves", "robustness", "cross_forger")
+    for plot in [f"{name}.png" for name in figures] + [f"{name}.csv" for name in figures[1:]]:
         assert (repo / "plots" / plot).stat().st_size > 0
     robustness = pd.read_csv(repo / "plots/robustness.csv")
     assert list(robustness["quality"]) == [100, 95, 90, 80, 70]
@@ -172,16 +185,18 @@ def test_mlflow_holds_one_top_level_run_per_pipeline_run(pipeline_repo):
             run: {k for (k,) in con.execute("select key from metrics where run_uuid=?", (run,))}
             for run, _, _ in runs
         }
-    assert len(runs) == 15, runs  # 5 pipeline runs x (2 models + 1 comparison)
+    assert len(runs) == 25, runs  # 5 pipeline runs x (4 models + 1 comparison)
     assert {status for _, _, status in runs} == {"FINISHED"}
     top = [(run, name) for run, name, _ in runs if "mlflow.parentRunId" not in tags[run]]
     assert len(top) == 5 and all(tags[run].get("role") == "comparison" for run, _ in top)
     children = {
         run: tags[run]["mlflow.parentRunId"] for run, _, _ in runs if "mlflow.parentRunId" in tags[run]
     }
-    assert len(children) == 10 and set(children.values()) == {run for run, _ in top}
+    assert len(children) == 20 and set(children.values()) == {run for run, _ in top}
     first_top, first_models = top[0][0], [r for r, parent in children.items() if parent == top[0][0]]
-    assert sorted(tags[r]["input"] for r in first_models) == ["ela", "rgb"]
+    assert sorted((tags[r]["input"], tags[r]["fakes"]) for r in first_models) == [
+        ("ela", "blend"), ("ela", "warp"), ("rgb", "blend"), ("rgb", "warp"),
+    ]  # fmt: skip
     for run in first_models:
         assert params[run]["ela.quality"] == "95" and params[run]["materialize.variants"] == "2"
         assert {
@@ -196,14 +211,16 @@ def test_mlflow_holds_one_top_level_run_per_pipeline_run(pipeline_repo):
     assert {"test.roc_auc", "test.baseline_auc"} <= metrics[first_top]
     # the experiment's runs are named after DVC's experiment and logged the new parameter
     names = {name for run, name, _ in runs if children.get(run) == top[1][0]}
-    assert top[1][1] == "q70" and names == {"q70 ela-s42", "q70 rgb-s42"}
+    assert top[1][1] == "q70" and names == {f"q70 {model}" for model in MODELS}
     assert params[top[1][0]]["ela.quality"] == "70"
     assert sorted(params[run]["ela.quality"] for run, _ in top[2:4]) == ["60", "80"]
     # evaluate@ re-ran without training: its new runs point at the training runs they evaluate
     untrained = [r for r, parent in children.items() if parent == top[4][0]]
-    assert top[4][1] == "no-training" and len(untrained) == 2
-    trained = {tags[r]["input"]: tags[r]["train_run_id"] for r in untrained}
-    assert set(trained) == {"ela", "rgb"} and all(tags[run]["input"] == kind for kind, run in trained.items())
+    assert top[4][1] == "no-training" and len(untrained) == 4
+    trained = {(tags[r]["input"], tags[r]["fakes"]): tags[r]["train_run_id"] for r in untrained}
+    assert len(trained) == 4 and all(
+        (tags[run]["input"], tags[run]["fakes"]) == key for key, run in trained.items()
+    )
     assert all(tags[r]["eval_precision"] in ("float32", "bfloat16", "float16") for r in untrained)
     artifacts = list((repo / "mlartifacts").rglob("*"))
     assert any(p.name == "roc.png" for p in artifacts) and any(p.name == "compare.md" for p in artifacts)
@@ -226,9 +243,10 @@ def test_queued_sweep_is_listed_with_auc_per_quality(pipeline_repo):
 
 def test_exp_run_reruns_only_ela_and_later(pipeline_repo):
     _, _, exp, _ = pipeline_repo
-    # the raw crops do not depend on ela.quality: the RGB-CNN is not trained again
-    assert set(_ran(exp)) == LATER_STAGES - {"train@rgb-42"}, _ran(exp)
-    for stage in [*DATA_STAGES, "train@rgb-42"]:
+    # the raw crops do not depend on ela.quality: the RGB-CNNs are not trained again
+    rgb = {"train@rgb-warp-42", "train@rgb-blend-42"}
+    assert set(_ran(exp)) == LATER_STAGES - rgb, _ran(exp)
+    for stage in [*DATA_STAGES, *rgb]:
         assert re.search(rf"Stage '{stage}' didn't change, skipping", exp), exp[-3000:]
 
 
@@ -236,6 +254,11 @@ def test_parameters_that_shape_no_model_train_nothing(pipeline_repo):
     _, _, _, untrained = pipeline_repo
     ran = set(_ran(untrained))
     assert not {stage for stage in ran if stage.startswith("train@")}, ran
-    assert {"materialize", "ela", "evaluate@ela-42", "evaluate@rgb-42", "compare"} <= ran, ran
-    for stage in ("train@ela-42", "train@rgb-42"):
+    assert {
+        "materialize",
+        "ela",
+        *(s for s in LATER_STAGES if s.startswith("evaluate@")),
+        "compare",
+    } <= ran, ran
+    for stage in (s for s in LATER_STAGES if s.startswith("train@")):
         assert re.search(rf"Stage '{stage}' didn't change, skipping", untrained), untrained[-3000:]

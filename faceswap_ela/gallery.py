@@ -1,8 +1,10 @@
-"""A figure like the paper's Figure 8: original photos, their renderings (fakes, and a few
-reals), the ROI crops and the crops' ELA images, one column per sample.
+"""A figure like the paper's Figure 8: original photos, their renderings, the ROI crops and the
+crops' ELA images, one column per sample: for a few test photos, a real rendering and one fake
+rendering by each forger of the test split (the same variant, so the same ROI).
 
-The materialize stage keeps the samples in ``data/crops/samples/``: ``index.csv`` (crop_id,
-photo_id, label, original, rendered, crop; file names relative to the folder) and the PNGs.
+The materialize stage keeps the samples in ``data/crops/samples/``: ``index.csv`` (set, crop_id,
+photo_id, label, forger, donor; original, rendered, crop: file names relative to the folder) and
+the PNGs.
 """
 
 from __future__ import annotations
@@ -17,18 +19,19 @@ from faceswap_ela import ela
 from faceswap_ela.images import load_rgb, save_png
 from faceswap_ela.params import ElaParams
 
-SAMPLE_COLUMNS = ["crop_id", "photo_id", "label", "original", "rendered", "crop"]
+SAMPLE_COLUMNS = ["set", "crop_id", "photo_id", "label", "forger", "donor", "original", "rendered", "crop"]
 
 
 def write_samples(folder: str | os.PathLike, samples: list[tuple[dict, dict[str, np.ndarray]]]) -> None:
-    """Save (row, images) pairs, images keyed original / rendered / crop, and their index."""
+    """Save (crop index row, images) pairs, images keyed original / rendered / crop, and their index."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     records = []
     for row, images in samples:
-        record = {"crop_id": row["crop_id"], "photo_id": row["photo_id"], "label": int(row["label"])}
+        record = {key: row[key] for key in ("crop_id", "photo_id", "forger", "donor")}
+        record.update(set=row["split"], label=int(row["label"]))
         for kind in ("original", "rendered", "crop"):
-            name = f"{row['crop_id']}__{kind}.png"
+            name = f"{row['split']}__{row['crop_id']}__{kind}.png"
             save_png(folder / name, images[kind])
             record[kind] = name
         records.append(record)
@@ -46,7 +49,10 @@ def make_gallery(samples_dir: str | os.PathLike, out_png: str | os.PathLike, set
 
     samples_dir = Path(samples_dir)
     index = samples_dir / "index.csv"
-    frame = pd.read_csv(index, dtype=str) if index.exists() else pd.DataFrame(columns=SAMPLE_COLUMNS)
+    if index.exists():
+        frame = pd.read_csv(index, dtype=str, keep_default_na=False)
+    else:
+        frame = pd.DataFrame(columns=SAMPLE_COLUMNS)
     ela_row = f"ELA (q={settings.quality}, {settings.subsampling}, {settings.scale})"
     rows = ["original photo", "rendering", "ROI crop", ela_row]
     n = max(1, len(frame))
@@ -64,15 +70,20 @@ def make_gallery(samples_dir: str | os.PathLike, out_png: str | os.PathLike, set
             crop,
             ela.compute(crop, settings),
         ]
-        kind = "fake" if int(sample.label) == 1 else "real"
         for row, image in enumerate(images):
             axes[row, col].imshow(image, interpolation="nearest")
-        axes[0, col].set_title(
-            f"{kind}\n{sample.crop_id}", fontsize=7, color="C3" if kind == "fake" else "C0"
-        )
+        fake = int(sample.label) == 1
+        title = f"fake: {sample.forger}\n{sample.crop_id}" if fake else f"real\n{sample.crop_id}"
+        if sample.donor:
+            title += f"\nface of {sample.donor}"
+        axes[0, col].set_title(title, fontsize=7, color="C3" if fake else "C0")
     for row, label in enumerate(rows):
         axes[row, 0].set_ylabel(label, fontsize=8)
-    fig.suptitle("Renderings, ROI crops and their ELA images (cf. the paper's Figure 8)", fontsize=10)
+    fig.suptitle(
+        "A real and the fakes of each forger: renderings, ROI crops and their ELA images "
+        "(cf. the paper's Figure 8)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(out_png, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)

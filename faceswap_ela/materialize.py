@@ -39,7 +39,7 @@ from faceswap_ela.testsets import (
     set_order,
 )  # fmt: skip
 
-N_FAKE_SAMPLES, N_REAL_SAMPLES = 6, 2
+N_SAMPLE_PHOTOS = 2  # gallery photos: each a real and its fake by every forger of the test split
 SAMPLE_SIDE = 320  # long side of the preview photos kept for the gallery
 
 
@@ -150,12 +150,12 @@ class Renderer:
     template: np.ndarray
     raw_dir: str
     out_dir: str
-    samples: frozenset[str] = field(default_factory=frozenset)
+    samples: frozenset[str] = field(default_factory=frozenset)  # crop ids to keep previews of
     sets: P.ExtraSetsParams = field(default_factory=P.ExtraSetsParams)
     train_forgers: tuple[str, ...] = (PAPER_FORGER,)
     ela_at: str = "crop"
 
-    def __call__(self, task: PhotoTask) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
+    def __call__(self, task: PhotoTask) -> tuple[list[dict], dict[tuple[str, str], dict[str, np.ndarray]]]:
         """Render, crop, augment (train only), resize and save every variant of one photo.
 
         Each variant is rendered once by the paper's warp (a real stays as it is) into its split,
@@ -174,10 +174,11 @@ class Renderer:
 
         Returns the index rows (one per variant, 'skipped' with a reason when something about the
         photo or crop is unusable, then one per other forger and extra rendering of an ok crop) and
-        the preview images of the variants named in ``samples``."""
+        the preview images of the variants named in ``samples``, by (set, crop_id): in the split and
+        in each other forger's set."""
         rgb, reason = self._photo(task)
         rows, extra_rows = [], []
-        samples: dict[str, dict[str, np.ndarray]] = {}
+        samples: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         for variant, label in enumerate(task.labels):
             row = IndexRow(
                 crop_id(task.photo_id, variant), task.photo_id, task.group, task.split, label, variant,
@@ -241,7 +242,9 @@ class Renderer:
             return []
         if piece is None:
             return []
-        extra_rows = [self._forged(task, rgb, row, drawn, forger) for forger in self.forgers(task.split)[1:]]
+        extra_rows = [
+            self._forged(task, rgb, row, drawn, forger, samples) for forger in self.forgers(task.split)[1:]
+        ]
         if task.split == TEST:
             soft = None if soft is None else _resaved(soft, row.quality)
             for set_name, image in self._extra_renderings(rendered, soft):
@@ -251,11 +254,7 @@ class Renderer:
                     extra.scale, extra.mask, extra.blur_sigma = drawn.size, drawn.mask, round(sigma, 4)
                 extra_rows.append(extra)
         if row.crop_id in self.samples:
-            samples[row.crop_id] = {
-                "original": roi.shrink(rgb, SAMPLE_SIDE),
-                "rendered": roi.shrink(rendered, SAMPLE_SIDE),
-                "crop": piece,
-            }
+            samples[(task.split, row.crop_id)] = _preview(rgb, rendered, piece)
         return extra_rows
 
     def _cut(self, row: IndexRow, photo: np.ndarray, drawn: Drawn, folder: str) -> np.ndarray | None:
@@ -277,8 +276,11 @@ class Renderer:
             row.piece_path = self._save(f"pieces/{folder}", row.crop_id, photo[y1 : y2 + 1, x1 : x2 + 1])
         return piece
 
-    def _forged(self, task: PhotoTask, rgb: np.ndarray, row: IndexRow, drawn: Drawn, forger: str) -> IndexRow:
-        """The row of one variant in another forger's set: a real's own crop, or that forger's fake."""
+    def _forged(
+        self, task: PhotoTask, rgb: np.ndarray, row: IndexRow, drawn: Drawn, forger: str, samples: dict
+    ) -> IndexRow:
+        """The row of one variant in another forger's set: a real's own crop, or that forger's fake
+        (its preview kept in ``samples`` when the variant is one of ``self.samples``)."""
         set_name = forger_set(task.split, forger)
         out = dataclasses.replace(row, split=set_name)
         if row.label == 0:
@@ -287,8 +289,10 @@ class Renderer:
         out.forger, out.scale, out.mask, out.donor = forger, None, "", ""
         out.quality = self._quality(task, row.variant, forger)
         try:
-            fake = self._forge(task, rgb, row.variant, forger, out)
-            self._cut(out, _resaved(fake, out.quality), drawn, set_name)
+            fake = _resaved(self._forge(task, rgb, row.variant, forger, out), out.quality)
+            piece = self._cut(out, fake, drawn, set_name)
+            if piece is not None and row.crop_id in self.samples:
+                samples[(set_name, row.crop_id)] = _preview(rgb, fake, piece)
         except (cv2.error, ValueError, np.linalg.LinAlgError, ImageError) as exc:
             out.reason = _failure(exc)
         return out
@@ -362,6 +366,15 @@ class Renderer:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         save_png(target, image)
         return relative
+
+
+def _preview(original: np.ndarray, rendered: np.ndarray, crop: np.ndarray) -> dict[str, np.ndarray]:
+    """A gallery sample's images: the photos shrunk for the figure, the crop as saved."""
+    return {
+        "original": roi.shrink(original, SAMPLE_SIDE),
+        "rendered": roi.shrink(rendered, SAMPLE_SIDE),
+        "crop": crop,
+    }
 
 
 def _resaved(rgb: np.ndarray, quality: int | None) -> np.ndarray:
@@ -462,36 +475,47 @@ def template_json(template: np.ndarray, n_faces: int) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
-def choose_samples(frame: pd.DataFrame) -> list[str]:
-    """Gallery samples, in crop_id order among the test split's ok crops: the first fake of each
-    of the first N_FAKE_SAMPLES photos, then the first real of each of the first N_REAL_SAMPLES."""
-    ok = frame[(frame["split"] == TEST) & (frame["status"] == "ok")]
+def choose_samples(frame: pd.DataFrame, forgers: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Gallery samples as (set, crop_id), in column order: for each of N_SAMPLE_PHOTOS test photos,
+    its first ok real, then one fake variant in the set of each of ``forgers`` (warp's: ``test``)
+    where it is ok. The fake variant is the photo's first that is ok in the most sets; the photos
+    whose fake is ok in the most sets come first, then by photo_id."""
+    sets = [forger_set(TEST, forger) for forger in forgers]
+    ok = frame[frame["status"] == "ok"]
+    fakes = ok[(ok["label"] == 1) & ok["split"].isin(sets)]
+    n_sets = fakes.groupby("crop_id")["split"].nunique()
+    candidates = []
+    for photo_id, rows in ok[ok["split"] == TEST].groupby("photo_id", sort=True):
+        reals = sorted(rows.loc[rows["label"] == 0, "crop_id"])
+        fake_ids = sorted(rows.loc[rows["label"] == 1, "crop_id"])
+        if reals and fake_ids:
+            fake = max(fake_ids, key=n_sets.get)  # the first of the most
+            candidates.append((-n_sets[fake], photo_id, reals[0], fake))
     chosen = []
-    for label, count in ((1, N_FAKE_SAMPLES), (0, N_REAL_SAMPLES)):
-        firsts = ok[ok["label"] == label].drop_duplicates("photo_id", keep="first")
-        chosen += list(firsts["crop_id"][:count])
+    for _, _, real, fake in sorted(candidates)[:N_SAMPLE_PHOTOS]:
+        have = set(fakes.loc[fakes["crop_id"] == fake, "split"])
+        chosen += [(TEST, real), *((name, fake) for name in sets if name in have)]
     return chosen
 
 
 def render_samples(tasks: list[PhotoTask], renderer: Renderer, frame: pd.DataFrame, folder: Path) -> None:
-    """Render the chosen samples' photos again (deterministic, so the same crops) keeping the
-    previews, and save them with their index into ``folder``."""
-    chosen = choose_samples(frame)
-    photos = set(frame.set_index("crop_id").loc[chosen, "photo_id"]) if chosen else set()
-    previews: dict[str, dict] = {}
+    """Render the chosen samples' photos again by the test split's forgers (deterministic, so the
+    same crops) keeping the previews, and save them with their index into ``folder``."""
+    chosen = choose_samples(frame, renderer.forgers(TEST))
+    crops = {crop for _, crop in chosen}
+    photos = set(frame.loc[frame["crop_id"].isin(crops), "photo_id"])
+    previews: dict[tuple[str, str], dict] = {}
     with tempfile.TemporaryDirectory(prefix="materialize-samples-") as scratch:
-        for split in SPLITS:
-            (Path(scratch) / split).mkdir()
-        no_extras = P.ExtraSetsParams(forgers=(), matched_blur=False, jpeg_qualities=())
+        no_extras = P.ExtraSetsParams(forgers=renderer.sets.forgers, matched_blur=False, jpeg_qualities=())
         again = dataclasses.replace(
-            renderer, out_dir=scratch, samples=frozenset(chosen), sets=no_extras,
+            renderer, out_dir=scratch, samples=frozenset(crops), sets=no_extras,
             train_forgers=(PAPER_FORGER,), ela_at="crop",
         )  # fmt: skip
         for task in tasks:
             if task.photo_id in photos:
                 previews.update(again(task)[1])
-    rows = frame[frame["split"].isin(SPLITS)].set_index("crop_id", drop=False)
-    gallery.write_samples(folder, [(rows.loc[name].to_dict(), previews[name]) for name in chosen])
+    rows = frame.set_index(["split", "crop_id"], drop=False)
+    gallery.write_samples(folder, [(rows.loc[key].to_dict(), previews[key]) for key in chosen])
 
 
 def set_names(frame: pd.DataFrame) -> list[str]:

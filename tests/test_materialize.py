@@ -259,18 +259,31 @@ def test_real_blur_augmentation_blurs_a_seeded_share_of_train_reals(photos, tmp_
 
 
 def test_gallery_samples(pipeline):
-    samples = pd.read_csv(pipeline / "data/crops/samples/index.csv")
-    assert list(samples["label"]) == [1, 1, 0, 0]  # the first fake and real of each test photo
-    assert set(samples["photo_id"]) == {"astro_3", "grace_3"}
+    """Each test photo's first real, and its first fake by every test forger (same crop id), each
+    crop equal to the one in its set's folder."""
+    folder = pipeline / "data/crops/samples"
+    samples = pd.read_csv(folder / "index.csv", dtype=str, keep_default_na=False)
+    index = pd.read_csv(pipeline / "data/crops/index.csv", dtype=str, keep_default_na=False)
+    index = index.set_index(["split", "crop_id"])
+    assert list(samples["photo_id"]) == ["astro_3"] * 4 + ["grace_3"] * 4
+    assert list(samples["set"]) == ["test", "test", "test_blend", "test_swap"] * 2
+    assert list(samples["forger"]) == ["", "warp", "blend", "swap"] * 2
+    assert list(samples["label"]) == ["0", "1", "1", "1"] * 2
+    for photo in samples.groupby("photo_id"):
+        assert photo[1]["crop_id"].iloc[1:].nunique() == 1  # one fake variant, by each forger
+    assert ((samples["donor"] != "") == (samples["forger"] == "swap")).all()
+    assert (samples["donor"] != samples["photo_id"]).all()
     for row in samples.itertuples():
-        original = load_rgb(pipeline / "data/crops/samples" / row.original)
-        rendered = load_rgb(pipeline / "data/crops/samples" / row.rendered)
+        original = load_rgb(folder / row.original)
+        rendered = load_rgb(folder / row.rendered)
         assert max(original.shape) <= 320 and original.shape == rendered.shape
-        assert (original != rendered).any() == (row.label == 1)
-        crop = load_rgb(pipeline / "data/crops/samples" / row.crop)
-        np.testing.assert_array_equal(crop, load_rgb(pipeline / "data/crops/test" / f"{row.crop_id}.png"))
+        assert (original != rendered).any() == (row.label == "1")
+        crop = load_rgb(folder / row.crop)
+        indexed = index.loc[(row.set, row.crop_id)]
+        assert (indexed["status"], indexed["forger"], indexed["donor"]) == ("ok", row.forger, row.donor)
+        np.testing.assert_array_equal(crop, load_rgb(pipeline / "data/crops" / indexed["path"]))
     gallery = load_rgb(pipeline / "plots/gallery.png")
-    assert gallery.shape[0] > 300 and gallery.shape[1] > 300
+    assert gallery.shape[0] > 300 and gallery.shape[1] > 8 * 150
 
 
 def test_ela_outputs(pipeline):

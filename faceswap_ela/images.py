@@ -106,6 +106,15 @@ def probe(path: str | os.PathLike) -> tuple[int, int]:
     return array.shape[1], array.shape[0]
 
 
+def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) from the file's header alone (no decode), or None when it can't be read."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def jpeg_quality(path: str | os.PathLike) -> int | None:
     """The IJG quality (1-100) whose luminance table, scaled as libjpeg's jpeg_set_quality scales
     it, is nearest (least absolute difference) to the file's; None for a file that isn't a JPEG

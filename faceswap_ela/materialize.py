@@ -306,7 +306,9 @@ class Renderer:
             return forgery.blend(rgb, task.landmarks, rng=rng, params=self.fakes.blend)[0]
         donor = task.donors[variant] if variant < len(task.donors) else None
         if donor is None:
-            raise ValueError("no swap donor: no photo of another group in this split")
+            raise ValueError(
+                "no swap donor: no usable face of another group in this split, at least half as large"
+            )
         row.donor = donor.photo_id
         donor_rgb = load_rgb(Path(self.raw_dir) / donor.path)
         return forgery.swap(rgb, task.landmarks, donor_rgb, donor.landmarks, rng=rng, params=self.fakes.swap)[
@@ -398,9 +400,10 @@ def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
 
 
 def build_tasks(
-    p: P.Params, split_path: Path, landmarks_path: Path
+    p: P.Params, split_path: Path, landmarks_path: Path, raw_dir: Path
 ) -> tuple[list[PhotoTask], list[np.ndarray]]:
-    """One task per photo of the split (sorted by id) and the training landmark sets."""
+    """One task per photo of the split (sorted by id) and the training landmark sets; with swaps,
+    each fake's donor (``assign_donors``; the photos' sizes read from their headers in ``raw_dir``)."""
     split = read_table(split_path, ["id", "group", "split"])
     bad = sorted(set(split["split"]) - set(SPLITS))
     if bad:
@@ -422,7 +425,10 @@ def build_tasks(
         if row.split == TRAIN and landmarks is not None and alignment.check_landmarks(landmarks) is None:
             train_sets.append(landmarks)
     if "swap" in (*p.train.forgers(), *p.testsets.forgers):
-        tasks = assign_donors(tasks, p.seed, p.fakes.swap.donors)
+        sizes = {
+            t.photo_id: size for t in tasks if (size := images.header_size(raw_dir / t.path)) is not None
+        }
+        tasks = assign_donors(tasks, p.seed, p.fakes.swap.donors, sizes)
     return tasks, train_sets
 
 
@@ -433,30 +439,39 @@ def _shape(landmarks: np.ndarray) -> np.ndarray:
     return (inner / max(np.linalg.norm(inner), 1e-9)).ravel()
 
 
-def assign_donors(tasks: list[PhotoTask], seed: int, nearest: int) -> list[PhotoTask]:
+def assign_donors(
+    tasks: list[PhotoTask], seed: int, nearest: int, sizes: dict[str, tuple[int, int]] | None = None
+) -> list[PhotoTask]:
     """Each fake variant's swap donor: drawn (seeded by the photo and variant) among the
     ``nearest`` photos of the same split but another group whose landmarks are closest in shape
-    (Face X-ray's choice: a face of a similar pose and build pastes plausibly)."""
-    usable = [t for t in tasks if t.landmarks is not None and alignment.check_landmarks(t.landmarks) is None]
-    usable_ids = {t.photo_id for t in usable}
+    (Face X-ray's choice: a face of a similar pose and build pastes plausibly). A donor's
+    landmarks must be usable (inside its photo, of ``sizes``: id -> (width, height), when given)
+    and its face at least half as large as the head's, so that it is not blown up into a blur."""
+
+    def usable(t: PhotoTask) -> bool:
+        if t.landmarks is None or (sizes is not None and t.photo_id not in sizes):
+            return False
+        shape = None if sizes is None else sizes[t.photo_id][::-1]
+        return alignment.check_landmarks(t.landmarks, shape) is None
+
     out = []
     for split in SPLITS:
-        pool = [t for t in usable if t.split == split]
+        pool = [t for t in tasks if t.split == split and usable(t)]
         shapes = np.stack([_shape(t.landmarks) for t in pool]) if pool else np.zeros((0, 102))
+        faces = np.array([forgery.face_size(t.landmarks) for t in pool])
         groups = np.array([t.group for t in pool])
         for task in (t for t in tasks if t.split == split):
             donors: list[Donor | None] = [None] * len(task.labels)
-            if task.photo_id in usable_ids and pool:
+            if pool and task.landmarks is not None and alignment.check_landmarks(task.landmarks) is None:
                 distance = np.linalg.norm(shapes - _shape(task.landmarks), axis=1)
-                distance[groups == task.group] = np.inf
+                distance[(groups == task.group) | (faces < 0.5 * forgery.face_size(task.landmarks))] = np.inf
                 ranked = [
                     i for i in np.argsort(distance, kind="stable")[:nearest] if np.isfinite(distance[i])
                 ]
                 for variant, label in enumerate(task.labels):
                     if label == 1 and ranked:
-                        pick = pool[
-                            ranked[seeding.rng(seed, "donor", task.photo_id, variant).integers(len(ranked))]
-                        ]
+                        rng = seeding.rng(seed, "donor", task.photo_id, variant)
+                        pick = pool[ranked[rng.integers(len(ranked))]]
                         donors[variant] = Donor(pick.photo_id, pick.path, pick.landmarks)
             out.append(dataclasses.replace(task, donors=tuple(donors)))
     order = {t.photo_id: i for i, t in enumerate(tasks)}

@@ -170,6 +170,7 @@ class FakeParams(_Section):
         if v and (len(v) != 2 or not 1 <= v[0] <= v[1] <= 100):
             raise ValueError("must be [] (off) or [low, high] with 1 <= low <= high <= 100")
         return v
+
     blend: BlendParams = BlendParams()
     swap: SwapParams = SwapParams()
 

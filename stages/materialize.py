@@ -34,7 +34,7 @@ def run(p: P.Params) -> dict:
     workers = parallel.n_workers(p.materialize.workers)
     # Old outputs go first: a failed run leaves none behind (as under dvc repro)
     with outputs.atomic_outputs(TEMPLATE, f"{CROPS}/", METRICS) as (template_tmp, crops_tmp, metrics_tmp):
-        tasks, train_sets = materialize.build_tasks(p, SPLIT, LANDMARKS)
+        tasks, train_sets = materialize.build_tasks(p, SPLIT, LANDMARKS, RAW)
         if not tasks:
             raise StageError(f"{SPLIT} lists no photos")
         try:

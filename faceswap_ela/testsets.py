@@ -1,6 +1,6 @@
-"""The names of the splits and of the test sets, and their order: the train and test splits, then
-the test split's extra renderings (params.yaml's ``testsets``): the sharpness-matched set and one
-set per JPEG quality the test photos are re-saved at."""
+"""The names of the classes, of the splits and of the test sets, and their order: the train and
+test splits, then the test split's extra renderings (params.yaml's ``testsets``): the
+sharpness-matched set and one set per JPEG quality the test photos are re-saved at."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from faceswap_ela.params import ExtraSetsParams
 
+CLASSES = ("real", "fake")  # the labels' names, in the CNN's softmax order (index = label)
 TRAIN, TEST = "train", "test"
 SPLITS = (TRAIN, TEST)
 MATCHED = "test_matched"

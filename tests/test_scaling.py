@@ -20,6 +20,7 @@ import requests
 import yaml
 from PIL import Image
 
+from faceswap_ela import layout
 from tests import test_server
 from tests.sample_data import render_face
 from tests.tiny_pipeline import (
@@ -38,6 +39,7 @@ from tests.tiny_pipeline import (
 
 pytestmark = pytest.mark.slow
 server = test_server.server  # the fixture: a real `mlflow server` on a free loopback port
+MODEL = layout.model_name("ela", "warp", 42)  # the tiny pipeline's one model
 ARTIFACT = "faceswap-ela-cnn"  # dvc.yaml's model artifact, the name MLflow registers it under too
 ROUNDS = 3  # queued sweeps against the sqlite store, each on a store that grows
 SWEEP = 4  # experiments per sweep, on 2 workers
@@ -188,7 +190,7 @@ def test_queued_sweeps_on_two_workers_lose_no_mlflow_run(tiny_pipeline, tmp_path
         assert len(top) == len(runs) / 2 == SWEEP * (round_ + 1)  # nothing lost, nothing doubled
         for name, overrides in queued.items():
             (child,) = [r for r in runs if r.parent == top[name].run_id]
-            assert child.name == f"{name} ela-s42"
+            assert child.name == f"{name} {MODEL}"
             assert float(child.params["eval.threshold"]) == _threshold(overrides)
             assert child.metrics["test.roc_auc"] == pytest.approx(top[name].metrics["test.roc_auc"], abs=1e-6)
             if name in shown:
@@ -229,7 +231,7 @@ def test_a_queued_sweep_tracks_into_a_server(server, tiny_pipeline, tmp_path):
             shown[name]["metrics"]["metrics/eval.json"]["roc_auc"]
         )
         children = [i for i, tags, _ in runs.values() if tags.get("mlflow.parentRunId") == info["run_id"]]
-        assert [i["run_name"] for i in children] == [f"{name} ela-s42"]
+        assert [i["run_name"] for i in children] == [f"{name} {MODEL}"]
 
 
 def _running(repo: Path, name: str):
@@ -245,7 +247,7 @@ def test_queue_kill_leaves_the_run_killed(tiny_pipeline, tmp_path):
     (name,) = queue(repo, "train.epochs=500", "train.patience=500", name="long")
     with queue_workers(repo, 1):
         deadline = time.monotonic() + 300
-        while (training := _running(repo, f"{name} ela-s42")) is None:  # train@ past its first epoch
+        while (training := _running(repo, f"{name} {MODEL}")) is None:  # train@ past its first epoch
             assert time.monotonic() < deadline, queue_status(repo)
             time.sleep(1)
         run(["dvc", "queue", "kill", name], repo)

@@ -91,7 +91,9 @@ def build(folder: Path) -> Path:
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     pipeline["stages"] = {name: pipeline["stages"][name] for name in STAGES}
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"].update(inputs=["ela"], seeds=[42], epochs=1, batch_size=8, val_fraction=0.2, patience=1)
+    params["train"].update(
+        inputs=["ela"], fakes=["warp"], seeds=[42], epochs=1, batch_size=8, val_fraction=0.2, patience=1
+    )
     params["eval"]["bootstrap"] = 50
     params["testsets"]["jpeg_qualities"] = []
     params["tracking"].update(log_model=False, register=False)

@@ -3,6 +3,8 @@
 #   make repro SOURCE=../shared/datasets/helen-train   the same on a local folder (no internet)
 #   make test                                    the test suite
 #   make server                                  an MLflow tracking server on 127.0.0.1:5001 (SERVER_PORT=...)
+#   make ui-check                                the MLflow UI of a tiny pipeline, seen in headless Chromium
+#   make ui-screenshot                           docs/mlflow-compare.png: two runs compared in the MLflow UI
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -15,7 +17,7 @@ SERVER_OPTS ?=
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench ui server clean
+.PHONY: setup repro test lint bench ui server ui-check ui-screenshot clean
 
 setup: $(VENV)/.installed
 
@@ -55,6 +57,13 @@ server: setup
 	$(BIN)/mlflow server --host $(SERVER_HOST) --port $(SERVER_PORT) \
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow-server.db \
 		--serve-artifacts --artifacts-destination $(CURDIR)/mlartifacts-server $(SERVER_OPTS)
+
+# the UI checks need Chromium (apt-get install chromium); without it ui-check skips
+ui-check: setup
+	$(BIN)/python -m pytest tests/test_ui.py -rs
+
+ui-screenshot: setup
+	$(BIN)/python tools/mlflow_screenshot.py docs/mlflow-compare.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from faceswap_ela import batches, seeding
-from faceswap_ela.model import CLASSES
+from faceswap_ela import seeding
+from faceswap_ela.testsets import CLASSES
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ def predict_fake(
     net: keras.Model, images: np.ndarray, batch_size: int = PREDICT_BATCH, verbose: int | str = 0
 ) -> np.ndarray:
     """p(fake) for every image of a uint8 (memory-mapped) tensor, streamed in batches, in row order."""
+    from faceswap_ela import batches  # Keras: baseline and compare, which read only scores, go without
+
     sequence = batches.CropSequence(images, batch_size=batch_size)
     probabilities = np.asarray(net.predict(sequence, verbose=verbose), dtype=np.float64)
     if probabilities.shape != (len(images), len(CLASSES)):

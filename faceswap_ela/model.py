@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import keras
 
+from faceswap_ela.testsets import CLASSES
+
 INPUT_SHAPE = (128, 128, 3)
-CLASSES = ("real", "fake")  # softmax output order: index = label
 
 
 def build_model(input_shape: tuple[int, int, int] = INPUT_SHAPE, *, policy: str = "float32") -> keras.Model:

@@ -1,4 +1,4 @@
-"""The names of the splits and of the sets made from them, and their order.
+"""The names of the classes, of the splits and of the sets made from them, and their order.
 
 - ``train`` and ``test``: the splits, with the paper's ``warp`` fakes.
 - ``train_<forger>`` and ``test_<forger>`` in data/crops: the same reals, with the fakes of another
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from faceswap_ela.params import FORGERS, ExtraSetsParams, recipe_forgers
 
+CLASSES = ("real", "fake")  # the labels' names, in the CNN's softmax order (index = label)
 TRAIN, TEST = "train", "test"
 SPLITS = (TRAIN, TEST)
 MATCHED = "test_matched"

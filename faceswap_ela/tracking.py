@@ -12,6 +12,11 @@ unwritable store, an unreachable server) logs one warning line and turns trackin
 goes on writing its DVC outputs. Against a server every HTTP call is bounded by HTTP_TIMEOUT_S and
 not retried (``MLFLOW_HTTP_REQUEST_TIMEOUT`` and ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` override this),
 so that a server that accepts connections but never answers costs seconds, not minutes.
+
+Parallel writers (``dvc queue start -j N``: several stages at once on one sqlite store) are safe: a
+process creates the store's tables under a file lock (``mlflow.db.lock``), since two processes
+creating them at once fail, and a call that finds the database locked beyond MLflow's own 20 s busy
+timeout is retried with backoff (LOCK_RETRIES) before it counts as a failure.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import subprocess
 import time
@@ -39,6 +45,9 @@ ARTIFACTS_NAME = "mlartifacts"
 _BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 HTTP_TIMEOUT_S = 5  # per request to an MLflow server, unless MLFLOW_HTTP_REQUEST_TIMEOUT is set
 HTTP_RETRIES = 0  # unless MLFLOW_HTTP_REQUEST_MAX_RETRIES is set: a failure disables tracking anyway
+LOCK_RETRIES = 8  # attempts of a call that finds a sqlite store locked
+LOCK_BACKOFF_S = 0.25  # the first wait between them; doubled each time, up to LOCK_BACKOFF_MAX_S
+LOCK_BACKOFF_MAX_S = 4.0
 
 
 def tracking_uri(root: str | os.PathLike | None = None) -> str:
@@ -50,15 +59,21 @@ def tracking_uri(root: str | os.PathLike | None = None) -> str:
     return f"sqlite:///{(root / STORE_NAME).resolve()}"
 
 
-def artifact_location(uri: str) -> str | None:
-    """Artifacts of a new experiment go beside a sqlite store (``<store folder>/mlartifacts``);
-    other stores (servers) keep their own default (None)."""
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of an absolute ``sqlite:///`` URI, else None."""
     if not uri.startswith("sqlite:///"):
         return None
     db = Path(unquote(uri[len("sqlite:///") :]))
     if not db.is_absolute() or str(db) in ("", ":memory:"):
         return None
-    return (db.parent / ARTIFACTS_NAME).as_uri()
+    return db
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifacts of a new experiment go beside a sqlite store (``<store folder>/mlartifacts``);
+    other stores (servers) keep their own default (None)."""
+    db = _sqlite_file(uri)
+    return None if db is None else (db.parent / ARTIFACTS_NAME).as_uri()
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
@@ -378,13 +393,78 @@ def _global_store(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
 
 
+def _locked(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an exception it was raised from, is sqlite's "database is locked"."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc).lower()
+        if "database is locked" in text or "database table is locked" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _retry_locked(func: Callable[..., Any], what: str) -> Callable[..., Any]:
+    """``func``, called again with backoff while it fails because the store is locked."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(LOCK_RETRIES):
+            try:
+                return func(*args, **kwargs)
+            except Exception as exc:
+                if attempt == LOCK_RETRIES - 1 or not _locked(exc):
+                    raise
+                delay = min(LOCK_BACKOFF_S * 2**attempt, LOCK_BACKOFF_MAX_S) * random.uniform(0.5, 1.5)
+                log.info("MLflow store locked (%s): retrying in %.1f s", what, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    return call
+
+
+class _RetryingClient:
+    """An MlflowClient whose calls are retried while a sqlite store is locked (see _retry_locked)."""
+
+    def __init__(self, client: Any):
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._client, name)
+        return _retry_locked(value, name) if callable(value) else value
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Hold ``<db>.lock`` (an flock) for a sqlite store: MLflow creates a store's tables on first
+    use, and two processes doing it at once fail ("table alembic_version already exists")."""
+    db = _sqlite_file(uri)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock, the locked-store retries remain
+        fcntl = None
+    if db is None or fcntl is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _client(uri: str):
     from mlflow import MlflowClient
 
     _quiet_store_logs()
     if urlparse(uri).scheme in ("http", "https"):
         _probe_server(uri)
-    return MlflowClient(tracking_uri=uri)
+        return MlflowClient(tracking_uri=uri)
+    with _store_lock(uri):
+        client = _retry_locked(MlflowClient, "opening the store")(tracking_uri=uri)
+    return _RetryingClient(client)
 
 
 # MLflow 3's UI shows an experiment by its kind: model training, not GenAI traces
@@ -422,7 +502,17 @@ def _new_run(
     name = run_name(commit) if model is None else f"{run_name(commit)} {model}"
     run = client.create_run(experiment_id, run_name=name, tags=run_tags(p, commit, tags))
     tracker = Tracker(client, run.info.run_id, uri, p.tracking.experiment)
-    tracker.log_params(P.flatten(p))
+    return _hand_over(tracker, lambda: tracker.log_params(P.flatten(p)))
+
+
+def _hand_over(tracker: Tracker, setup: Callable[[], None]) -> Tracker:
+    """``setup()`` on a run just started or resumed, then the tracker; a Ctrl-C or SIGTERM meanwhile,
+    before the stage's ``with`` block holds the run, ends the run KILLED rather than RUNNING."""
+    try:
+        setup()
+    except BaseException as exc:
+        tracker.finish(status_for(exc))
+        raise
     return tracker
 
 
@@ -488,10 +578,10 @@ def resume_run(
         if previous.data.tags.get("params_hash") != P.digest(p):
             log.info("parameters changed since training run %s: logging this evaluation in a new run", run_id)
             return _new_run(client, p, uri, {"train_run_id": run_id, **(tags or {})}, model)
-        client.update_run(run_id, status="RUNNING")
         experiment = client.get_experiment(previous.info.experiment_id).name
+        client.update_run(run_id, status="RUNNING")
         tracker = Tracker(client, run_id, uri, experiment)
-        tracker.set_tags(tags or {})
+        _hand_over(tracker, lambda: tracker.set_tags(tags or {}))
     except Exception as exc:
         _warn(f"resuming run {run_id} at {uri}", exc)
         return Tracker.disabled(uri, p.tracking.experiment)

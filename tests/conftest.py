@@ -58,3 +58,12 @@ def portraits() -> list[tuple[np.ndarray, np.ndarray]]:
         assert len(shapes) == 1
         out.append((rgb, np.asarray(shapes[0], dtype=np.float64)))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    """A tiny DVC pipeline repo after `dvc repro` (tests/tiny_pipeline.py), built once per session:
+    read-only, `tiny_pipeline.copy_repo` it before changing anything."""
+    from tests import tiny_pipeline
+
+    return tiny_pipeline.build(tmp_path_factory.mktemp("tiny") / "repo")

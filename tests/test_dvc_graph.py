@@ -40,3 +40,14 @@ def test_every_stage_depends_on_its_script_and_the_modules_it_imports():
         for dep in deps:
             if dep.startswith(("stages/", "faceswap_ela/")):
                 assert (ROOT / dep).is_file(), f"{name}: {dep} does not exist"
+
+
+def test_the_primary_model_is_a_dvc_artifact_named_as_in_the_mlflow_registry():
+    artifacts = yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (name,) = [name for name, artifact in artifacts.items() if artifact["type"] == "model"]
+    model = artifacts[name]
+    assert name == params["tracking"]["model_name"]  # `dvc artifacts get . faceswap-ela-cnn`
+    seed = params["train"]["seeds"][0]  # the ELA model of the first seed, whatever its name's middle
+    assert re.fullmatch(rf"models/ela-[\w-]*s{seed}/model\.keras", model["path"]), model["path"]
+    assert model["desc"] and {"ela", "cnn"} <= set(model["labels"])

@@ -4,12 +4,14 @@ the headline metric, the artifacts and the registered model version."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,36 +28,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (uvicorn and its workers), SIGKILL it if it lingers."""
-    if process.poll() is not None:
-        return
-    with_group = os.getpgid(process.pid) == process.pid
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig) if with_group else process.send_signal(sig)
-        except ProcessLookupError:
-            return
+def stop(process: subprocess.Popen, grace: float = 3) -> None:
+    """SIGTERM the server's process group (it was started with start_new_session: uvicorn, its
+    workers, MLflow's huey job consumers), then SIGKILL what is left after ``grace`` seconds (a
+    clean shutdown takes MLflow about 10 s, and a test's throw-away store needs none)."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
         try:
             process.wait(timeout=wait)
-            return
+            break
         except subprocess.TimeoutExpired:
             continue
+    with contextlib.suppress(ProcessLookupError):  # helpers that outlived the leader
+        os.killpg(process.pid, signal.SIGKILL)
 
 
-@pytest.fixture
-def server(tmp_path) -> str:
-    """`mlflow server` on 127.0.0.1:<free port>, stopped (with its workers) after the test."""
+@contextlib.contextmanager
+def running(tmp_path: Path, *options: str, command: str = "server") -> Iterator[str]:
+    """`mlflow server` (or `mlflow ui`) with ``options`` on 127.0.0.1:<free port>, its URL once
+    /health answers; stopped, with its workers, on exit."""
     port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow-server.db'}",
-        "--serve-artifacts", "--artifacts-destination", str(tmp_path / "mlartifacts-server"),
-    ]  # fmt: skip
+    log = (tmp_path / f"{command}-{port}.log").open("w")
+    argv = [sys.executable, "-m", "mlflow", command, "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        [*argv, *options], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
 
     def output() -> str:
@@ -65,20 +65,31 @@ def server(tmp_path) -> str:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if process.poll() is not None:
-                pytest.fail(f"mlflow server exited with {process.returncode}: {output()}")
+                pytest.fail(f"mlflow {command} exited with {process.returncode}: {output()}")
             try:
                 if requests.get(f"{url}/health", timeout=2).ok:
                     break
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start in {START_TIMEOUT_S} s: {output()}")
+                pytest.fail(f"mlflow {command} did not start in {START_TIMEOUT_S} s: {output()}")
             time.sleep(0.5)
         yield url
     finally:
         stop(process)
         log.close()
-    assert process.poll() is not None, "the server outlived the test"
+    assert process.poll() is not None, f"mlflow {command} outlived the test"
+
+
+@pytest.fixture
+def server(tmp_path) -> Iterator[str]:
+    """`mlflow server` as `make server` runs it (sqlite store, proxied artifacts), for one test."""
+    with running(
+        tmp_path,
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow-server.db'}",
+        "--serve-artifacts", "--artifacts-destination", str(tmp_path / "mlartifacts-server"),
+    ) as url:  # fmt: skip
+        yield url
 
 
 def api(url: str, endpoint: str, **query) -> dict:

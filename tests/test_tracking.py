@@ -4,7 +4,9 @@ fail a stage (unwritable store, unreachable server, errors mid-run)."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -269,3 +271,95 @@ def test_register_model_without_tracking_does_nothing(caplog):
     with caplog.at_level(logging.WARNING):
         assert tracking.Tracker.disabled().register_model("run", "unit-cnn") is None
     assert not caplog.records
+
+
+def test_a_locked_store_is_retried_with_backoff_then_given_up(monkeypatch):
+    import sqlite3
+
+    monkeypatch.setattr(tracking, "LOCK_BACKOFF_S", 0.0)
+    calls = []
+
+    def flaky(failures: int, error: Exception):
+        def call(x):
+            calls.append(x)
+            if len(calls) <= failures:
+                raise RuntimeError("(sqlalchemy wrapper)") from error
+            return x * 2
+
+        return call
+
+    locked = sqlite3.OperationalError("database is locked")
+    assert tracking._retry_locked(flaky(3, locked), "test")(21) == 42 and len(calls) == 4
+    calls.clear()
+    with pytest.raises(RuntimeError):
+        tracking._retry_locked(flaky(99, locked), "test")(1)
+    assert len(calls) == tracking.LOCK_RETRIES
+    calls.clear()
+    with pytest.raises(RuntimeError):  # any other error is no reason to wait
+        tracking._retry_locked(flaky(99, sqlite3.OperationalError("no such table: runs")), "test")(1)
+    assert len(calls) == 1
+
+
+def test_parallel_processes_create_one_store_and_lose_no_run(tmp_path):
+    """Four stages at once on a store that does not exist yet (as `dvc queue start -j N` on a fresh
+    repo): one creates its tables, under the lock, and every run is recorded and ended."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    go = tmp_path / "go"
+    script = (
+        "import os, sys, time\n"
+        "from faceswap_ela import params as P, tracking\n"
+        "import mlflow\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+        "with tracking.start_run(P.parse({'tracking': {'experiment': 'parallel'}})) as t:\n"
+        "    t.log_metrics({'x': 1.0})\n"
+        "sys.exit(0 if t.active else 3)\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    try:
+        time.sleep(4)  # all four have imported mlflow and wait at the line
+        go.touch()
+        results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+    assert [code for code, _ in results] == [0] * 4, [err[-1500:] for _, err in results]
+    runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("parallel").experiment_id])
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert all(r.data.metrics == {"x": 1.0} for r in runs)
+
+
+class _InterruptingClient:
+    """A store that works until parameters are logged, where Ctrl-C arrives."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def __getattr__(self, name):
+        if name == "log_batch":
+
+            def interrupt(*args, **kwargs):
+                if kwargs.get("params"):
+                    raise KeyboardInterrupt
+                return self.client.log_batch(*args, **kwargs)
+
+            return interrupt
+        return getattr(self.client, name)
+
+
+def test_an_interrupt_while_a_run_starts_ends_it_killed(store, monkeypatch):
+    real = tracking._client
+    monkeypatch.setattr(tracking, "_client", lambda uri: _InterruptingClient(real(uri)))
+    with pytest.raises(KeyboardInterrupt):
+        tracking.start_run(P.parse({"tracking": {"experiment": "interrupted"}}))
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("interrupted").experiment_id])
+    assert run.info.status == "KILLED"

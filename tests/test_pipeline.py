@@ -88,7 +88,7 @@ def pipeline_repo(tmp_path_factory):
         params["materialize"]["variants"] = 2
         params["split"]["test_fraction"] = 0.4  # two test subjects: a swap's donor is another one
         params["train"].update(epochs=2, batch_size=8, patience=1, val_fraction=0.25)
-        params["tracking"]["log_model"] = True
+        params["tracking"]["log_model"] = False  # the registry is tested in test_server and test_training
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
         _run(["git", "init", "-q", "-b", "main"], repo)
@@ -102,7 +102,7 @@ def pipeline_repo(tmp_path_factory):
         _run(["dvc", "exp", "run", "--queue", "-S", "ela.quality=60"], repo)
         _run(["dvc", "exp", "run", "--run-all"], repo)
         # parameters that shape no model must train none (--temp: the workspace keeps q70's outputs)
-        settings = ["eval.threshold=0.6", "tracking.log_model=false", "testsets.jpeg_qualities=[90,70]"]
+        settings = ["eval.threshold=0.6", "tracking.register=false", "testsets.jpeg_qualities=[90,70]"]
         untrained = _run(
             ["dvc", "exp", "run", "--temp", "-n", "no-training", *(f"-S{s}" for s in settings)], repo
         )

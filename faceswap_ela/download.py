@@ -41,7 +41,7 @@ from urllib3.util import Retry
 
 from faceswap_ela import muct
 from faceswap_ela.images import IMAGE_SUFFIXES, ImageError, probe, walk_photos
-from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
+from faceswap_ela.outputs import atomic_outputs, file_lock, write_csv, write_json
 from faceswap_ela.parallel import ordered_map
 from faceswap_ela.params import DataParams
 
@@ -137,22 +137,6 @@ def cache_path(cache_dir: Path, url: str) -> Path:
     base, _, name = url.rpartition("/")
     key = hashlib.sha256(base.encode()).hexdigest()[:12]
     return cache_dir / key / name
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock beside ``path``, so parallel experiments don't write one .part file."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _bar(name: str, total: int | None, initial: int, progress: bool) -> tqdm:
@@ -291,7 +275,7 @@ def fetch(
         total=retries, status_forcelist=RETRY_STATUS, respect_retry_after_header=True,
         backoff_factor=BACKOFF_S if backoff_s is None else backoff_s,
     )  # fmt: skip
-    with _locked(dest):
+    with file_lock(dest):
         if dest.exists():  # another process finished it while we waited for the lock
             return dest
         try:

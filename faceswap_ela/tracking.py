@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from faceswap_ela import params as P
+from faceswap_ela.outputs import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -436,23 +437,14 @@ class _RetryingClient:
 
 @contextlib.contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
-    """Hold ``<db>.lock`` (an flock) for a sqlite store: MLflow creates a store's tables on first
-    use, and two processes doing it at once fail ("table alembic_version already exists")."""
+    """Hold ``<db>.lock`` for a sqlite store: MLflow creates a store's tables on first use, and two
+    processes doing it at once fail ("table alembic_version already exists")."""
     db = _sqlite_file(uri)
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock, the locked-store retries remain
-        fcntl = None
-    if db is None or fcntl is None:
+    if db is None:
         yield
         return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(db):
+        yield
 
 
 def _client(uri: str):

@@ -5,12 +5,10 @@ recipe) in a temporary git repo, on a small MUCT-layout dataset served over loop
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -18,9 +16,9 @@ import pytest
 import yaml
 
 from tests.sample_data import build_muct_archives, serve, write_muct_landmarks_csv, write_muct_photos
+from tests.tiny_pipeline import env
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 DATA_STAGES = ["download", "landmarks", "split", "materialize"]
 MODELS = ["ela-warp-s42", "ela-blend-s42", "rgb-warp-s42", "rgb-blend-s42"]
 LATER_STAGES = {
@@ -34,24 +32,9 @@ LATER_STAGES = {
 pytestmark = pytest.mark.slow
 
 
-def _env(repo: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        DVC_NO_ANALYTICS="1",
-        GIT_AUTHOR_NAME="test",
-        GIT_AUTHOR_EMAIL="test@example.com",
-        GIT_COMMITTER_NAME="test",
-        GIT_COMMITTER_EMAIL="test@example.com",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
 def _run(args: list[str], repo: Path, timeout: int = 900) -> str:
     proc = subprocess.run(
-        args, cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=timeout, check=False
+        args, cwd=repo, env=env(), capture_output=True, text=True, timeout=timeout, check=False
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(args)} failed ({proc.returncode}):\n{out[-6000:]}"

@@ -21,14 +21,14 @@ from pathlib import Path
 
 
 def train_once(data: Path, params_file: Path, precision: str, epochs: int | None) -> dict:
-    from faceswap_ela import dataset, evaluation, hardware, training
+    from faceswap_ela import dataset, evaluation, hardware, layout, testsets, training
     from faceswap_ela import params as P
 
     p = P.load(params_file)
     settings = p.train.model_copy(update={"precision": precision, **({"epochs": epochs} if epochs else {})})
     choice = hardware.resolve_precision(precision)
     seed = p.train.seeds[0]
-    split = dataset.load_split(data, "train", "ela")
+    split = dataset.load_split(data, testsets.recipe_set(layout.primary_recipe(p)), "ela")
     result = training.train(
         split.images, split.table, settings, seed, val_seed=p.seed, precision=choice, verbose=2
     )

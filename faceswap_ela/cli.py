@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     predict.add_argument(
         "--precision", choices=("auto", "float32", "bfloat16", "float16"),
-        help="numeric precision of the forward pass (default: the card's, else params.yaml train.precision)",
+        help="numeric precision of the forward pass (default: params.yaml train.precision, for this machine)",
     )  # fmt: skip
     predict.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
     predict.add_argument(
@@ -121,6 +121,7 @@ def run_predict(args: argparse.Namespace) -> int:
             precision=args.precision,
             input_kind=args.input,
         )
+        predictor.load()  # a file that is no model fails here, before the card's warning
         if predictor.warning:
             print(f"{PROG}: warning: {predictor.warning}", file=sys.stderr)
         if args.verbose:

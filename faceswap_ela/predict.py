@@ -419,7 +419,7 @@ class Predictor:
 
     @property
     def net(self) -> Any:
-        """The Keras model (loaded on first use)."""
+        """The Keras model (loaded on first use, or by ``load``)."""
         if self._net is None:
             with quiet_stderr(not self.verbose):
                 from faceswap_ela import hardware
@@ -433,6 +433,10 @@ class Predictor:
                 card_from=None if self.card is None else self.settings_from,
             )
         return self._net
+
+    def load(self) -> None:
+        """Load and check the model now (PredictError when it is none or does not fit)."""
+        _ = self.net
 
     def faces(self, rgb: np.ndarray, name: str) -> list[FaceCrops]:
         """Every face of an RGB photo, with its crops and ELA images; ``name`` (the photo's file

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from faceswap_ela import cli, download, muct, predict, stage, tracking
+from faceswap_ela import card, cli, download, muct, predict, stage, tracking
 from faceswap_ela import params as P
 from faceswap_ela.download import CorruptArchiveError, UnsafeArchiveError
 from faceswap_ela.images import save_png
@@ -227,6 +227,8 @@ def tiny(tmp_path_factory) -> tuple[Path, Path, dict[str, Path]]:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["roi"]["size"] = SIZE
     (base / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    model_card = card.make(P.load(base / "params.yaml"), "ela", "warp", 0, "tiny", "float32")
+    card.path_for(base / "model.keras").write_text(json.dumps(model_card))  # as train@ writes it
     photos = {}
     for name in ("astronaut", "grace_hopper"):
         photos[name] = base / f"{name}.png"

@@ -327,13 +327,29 @@ def test_an_rgb_model_is_fed_rgb_crops(trained, capsys, tmp_path):
     rgb, box = centred_roi(photo, P.load(trained.params))
     crop = roi.resize(roi.crop(rgb, box), SIZE)
     model = with_card(trained, tmp_path / "rgb-warp-s0", input="rgb")
-    got, err = scores(capsys, photo, "--model", model, "--params", trained.params, "--verbose")
+    got, err = scores(
+        capsys, photo, "--model", model, "--params", trained.params, "--verbose", "--precision", "float32"
+    )
     assert got == pytest.approx(model_scores(trained, [crop]).tolist(), abs=1e-5)
     assert got != scores(capsys, photo, *using(trained))[0]  # an ELA image gives another score
     assert "input rgb, recipe warp," in err
     # a bare model says nothing: --input tells; one that contradicts the card is refused
     assert scores(capsys, photo, *using(trained), "--input", "rgb", "--precision", "float32")[0] == got
-    assert scores(capsys, photo, "--model", model, "--params", trained.params, "--input", "rgb")[0] == got
+    assert (
+        scores(
+            capsys,
+            photo,
+            "--model",
+            model,
+            "--params",
+            trained.params,
+            "--input",
+            "rgb",
+            "--precision",
+            "float32",
+        )[0]
+        == got
+    )
     code, out, err = run(capsys, photo, "--model", model, "--params", trained.params, "--input", "ela")
     assert code == 2 and out == ""
     assert err.splitlines() == [
@@ -347,7 +363,9 @@ def test_ela_at_photo_takes_the_error_levels_of_the_whole_photo(trained, capsys,
     rgb, box = centred_roi(photo, p)
     levels = ela.roi_levels(ela.error_levels(rgb, p.ela.quality, p.ela.subsampling), box, SIZE, p.ela)
     model = with_card(trained, tmp_path / "ela-warp-s0", ela={"at": "photo"})
-    got, err = scores(capsys, photo, "--model", model, "--params", trained.params, "--verbose")
+    got, err = scores(
+        capsys, photo, "--model", model, "--params", trained.params, "--verbose", "--precision", "float32"
+    )
     assert got == pytest.approx(model_scores(trained, [levels]).tolist(), abs=1e-5)
     assert got != scores(capsys, photo, *using(trained))[0]  # not the ELA of the resized crop
     assert " at photo, " in err
@@ -479,7 +497,9 @@ def test_predict_with_a_registered_model(trained, registry, capsys, tmp_path):
         "models:/faceswap-ela-cnn/1",
         "models:/faceswap-ela-cnn@champion",
     ):
-        got, err = scores(capsys, *photos, "--model", uri, "--params", other, "--verbose")
+        got, err = scores(
+            capsys, *photos, "--model", uri, "--params", other, "--verbose", "--precision", "float32"
+        )
         assert got == pytest.approx(expected, abs=1e-5), uri
         assert "2 face(s) scored" in err and warnings_in(err) == []
         assert f"settings of {uri} (MLmodel metadata): input ela, recipe warp, ELA quality 95 " in err

@@ -602,8 +602,8 @@ def test_stale_temporaries_are_swept_at_every_stage_start(tmp_path, monkeypatch,
     stale = [
         tmp_path / "data" / ".raw.k2j3h4g5.tmp",
         tmp_path / "metrics" / ".download.json.abc_1234.tmp",
-        tmp_path / "models" / "ela-s42" / ".model.keras.4242.keras",
-        tmp_path / "plots" / "history" / ".ela-s42.csv.zzzzzzzz.tmp",
+        tmp_path / "models" / "ela-warp-s42" / ".model.keras.4242.keras",
+        tmp_path / "plots" / "history" / ".ela-warp-s42.csv.zzzzzzzz.tmp",
     ]
     stale[0].mkdir(parents=True)
     (stale[0] / "photos").mkdir()

@@ -126,7 +126,7 @@ def test_stages_track_and_register_into_a_server(server, tmp_path):
     (child,) = [run for run in runs if run is not top]
     child_tags = {t["key"]: t["value"] for t in child["data"]["tags"]}
     assert top["info"]["status"] == child["info"]["status"] == "FINISHED"
-    assert top["info"]["run_name"] == "served-exp" and child["info"]["run_name"] == "served-exp ela-s3"
+    assert top["info"]["run_name"] == "served-exp" and child["info"]["run_name"] == "served-exp ela-warp-s3"
     assert child_tags["mlflow.parentRunId"] == top["info"]["run_id"]
     metrics = {m["key"]: m["value"] for m in top["data"]["metrics"]}
     assert 0.0 <= metrics["test.roc_auc"] <= 1.0
@@ -146,6 +146,6 @@ def test_stages_track_and_register_into_a_server(server, tmp_path):
     assert version["version"] == "1" and version["run_id"] == child["info"]["run_id"]
     assert version["status"] == "READY" and version_tags["dvc_exp_name"] == "served-exp"
     assert version_tags["git_commit"] == commit
-    assert version_tags["model"] == "ela-s3" and version_tags["comparison_run_id"] == top["info"]["run_id"]
+    assert version_tags["model"] == "ela-warp-s3" and version_tags["comparison_run_id"] == top["info"]["run_id"]
     top_tags = {t["key"]: t["value"] for t in top["data"]["tags"]}
     assert top_tags["registered_model"] == "faceswap-ela-cnn" and top_tags["registered_version"] == "1"

@@ -146,6 +146,7 @@ def test_stages_track_and_register_into_a_server(server, tmp_path):
     assert version["version"] == "1" and version["run_id"] == child["info"]["run_id"]
     assert version["status"] == "READY" and version_tags["dvc_exp_name"] == "served-exp"
     assert version_tags["git_commit"] == commit
-    assert version_tags["model"] == "ela-warp-s3" and version_tags["comparison_run_id"] == top["info"]["run_id"]
+    assert version_tags["model"] == "ela-warp-s3"
+    assert version_tags["comparison_run_id"] == top["info"]["run_id"]
     top_tags = {t["key"]: t["value"] for t in top["data"]["tags"]}
     assert top_tags["registered_model"] == "faceswap-ela-cnn" and top_tags["registered_version"] == "1"

@@ -130,6 +130,13 @@ def is_degenerate(points: np.ndarray) -> bool:
     return hull_area(points) <= 1e-3 * float(span @ span)
 
 
+def face_size(landmarks: np.ndarray) -> float:
+    """The long side of the box holding landmarks 17-67, in pixels (the unit of the blend and swap
+    parameters and of the landmarks' tolerance outside the image)."""
+    inner = np.asarray(landmarks, dtype=np.float64)[INNER]
+    return float((inner.max(axis=0) - inner.min(axis=0)).max())
+
+
 def check_landmarks(landmarks: np.ndarray | None, shape: tuple[int, ...] | None = None) -> str | None:
     """Why a (68, 2) landmark set can't be used for a fake and crop, or None when it can.
 
@@ -147,7 +154,7 @@ def check_landmarks(landmarks: np.ndarray | None, shape: tuple[int, ...] | None 
         return "degenerate landmarks: no area"
     if shape is not None:
         height, width = shape[:2]
-        tolerance = OUTSIDE_TOLERANCE * float((inner.max(axis=0) - inner.min(axis=0)).max())
+        tolerance = OUTSIDE_TOLERANCE * face_size(landmarks)
         outside = np.maximum.reduce(
             [-inner[:, 0], inner[:, 0] - (width - 1), -inner[:, 1], inner[:, 1] - (height - 1)]
         )

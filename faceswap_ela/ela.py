@@ -226,11 +226,14 @@ def ela_task(task: tuple) -> int:
     """Worker: ELA of one chunk of crops, written straight into its rows of the output tensors
     (so memory stays flat whatever N); returns the number of rows written."""
     paths, pieces, first_row, targets, settings = task
-    elas, rgbs = ela_arrays(paths, settings)
-    if elas.shape[1:] != targets[0].shape[1:]:
-        raise ValueError(f"crop {paths[0]} is {elas.shape[1:]}, expected {targets[0].shape[1:]}")
+    if pieces is None:
+        elas, rgbs = ela_arrays(paths, settings)
+    else:  # ela.at: photo: the ELA comes from the pieces, the crops give only the RGB
+        rgbs = np.stack([read_crop(path) for path in paths])
+    if rgbs.shape[1:] != targets[0].shape[1:]:
+        raise ValueError(f"crop {paths[0]} is {rgbs.shape[1:]}, expected {targets[0].shape[1:]}")
     if pieces is not None:
-        elas = np.stack([piece_levels(piece, elas.shape[1], settings) for piece in pieces])
+        elas = np.stack([piece_levels(piece, rgbs.shape[1], settings) for piece in pieces])
     for target, block in zip(targets, (elas, rgbs), strict=False):
         target[first_row : first_row + len(block)] = block
     return len(paths)

@@ -34,7 +34,7 @@ import math
 import cv2
 import numpy as np
 
-from faceswap_ela.alignment import BROWS_AND_LOWER_LIP, INNER, transform, umeyama
+from faceswap_ela.alignment import BROWS_AND_LOWER_LIP, INNER, face_size, transform, umeyama
 from faceswap_ela.params import BlendParams, SwapParams
 
 MASKS = ("square", "hull")
@@ -170,13 +170,6 @@ def _hull_points(landmarks: np.ndarray, hull: str) -> np.ndarray:
     """Landmarks 0-67 for hull 'all', 17-67 for 'inner'."""
     landmarks = np.asarray(landmarks, dtype=np.float64)
     return landmarks if hull == "all" else landmarks[INNER]
-
-
-def face_size(landmarks: np.ndarray) -> float:
-    """The long side of the box holding landmarks 17-67, in pixels: the unit of the blend and
-    swap parameters."""
-    inner = np.asarray(landmarks, dtype=np.float64)[INNER]
-    return float((inner.max(axis=0) - inner.min(axis=0)).max())
 
 
 def _box(points: np.ndarray, reach: float, shape: tuple[int, ...]) -> tuple[slice, slice]:

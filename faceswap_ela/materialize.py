@@ -458,13 +458,15 @@ def assign_donors(
     for split in SPLITS:
         pool = [t for t in tasks if t.split == split and usable(t)]
         shapes = np.stack([_shape(t.landmarks) for t in pool]) if pool else np.zeros((0, 102))
-        faces = np.array([forgery.face_size(t.landmarks) for t in pool])
+        faces = np.array([alignment.face_size(t.landmarks) for t in pool])
         groups = np.array([t.group for t in pool])
         for task in (t for t in tasks if t.split == split):
             donors: list[Donor | None] = [None] * len(task.labels)
             if pool and task.landmarks is not None and alignment.check_landmarks(task.landmarks) is None:
                 distance = np.linalg.norm(shapes - _shape(task.landmarks), axis=1)
-                distance[(groups == task.group) | (faces < 0.5 * forgery.face_size(task.landmarks))] = np.inf
+                distance[(groups == task.group) | (faces < 0.5 * alignment.face_size(task.landmarks))] = (
+                    np.inf
+                )
                 ranked = [
                     i for i in np.argsort(distance, kind="stable")[:nearest] if np.isfinite(distance[i])
                 ]

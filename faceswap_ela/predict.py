@@ -380,7 +380,6 @@ class Predictor:
             self.warning = (
                 f"no model card: {absent}; using params.yaml's ELA and ROI settings, input {self.input}"
             )
-            self.precision = params.train.precision if precision is None else precision
         else:
             if input_kind is not None and input_kind != self.card["input"]:
                 raise PredictError(
@@ -391,8 +390,8 @@ class Predictor:
                 update={"ela": card.ela_settings(self.card), "roi": card.roi_settings(self.card)}
             )
             self.input = self.card["input"]
-            # the forward pass runs at this machine's precision; the card's is what training used
-            self.precision = params.train.precision if precision is None else precision
+        # the forward pass runs at this machine's precision; a card's is what training used
+        self.precision = params.train.precision if precision is None else precision
         self.precision_choice: Any = None
         self.threshold = float(params.eval.threshold if threshold is None else threshold)
         if not 0.0 <= self.threshold <= 1.0:

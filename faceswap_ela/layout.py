@@ -1,6 +1,7 @@
-"""Where the pipeline keeps each trained model's files: one model per input kind, training recipe
-and seed, named ``<input>-<recipe>-s<seed>`` (``ela-warp-s42``, ``ela-blend-s42``), as DVC's
-train@/evaluate@ matrix stages are (``train@ela-warp-42``)."""
+"""Where the pipeline keeps its files, relative to the repository root: each stage's outputs, and
+each trained model's files. One model per input kind, training recipe and seed, named
+``<input>-<recipe>-s<seed>`` (``ela-warp-s42``, ``ela-blend-s42``), as DVC's train@/evaluate@
+matrix stages are (``train@ela-warp-42``). dvc.yaml declares the same paths."""
 
 from __future__ import annotations
 
@@ -8,6 +9,34 @@ from pathlib import Path
 
 from faceswap_ela.params import Params
 from faceswap_ela.testsets import PAPER_FORGER
+
+# download: the photos with their manifest
+RAW = Path("data/raw")
+MANIFEST = RAW / "manifest.csv"
+DOWNLOAD_METRICS = Path("metrics/download.json")
+# landmarks: 68 points per photo, and the photos without them
+LANDMARKS = Path("data/landmarks.csv")
+LANDMARK_REJECTS = Path("data/landmark_rejects.csv")
+LANDMARKS_METRICS = Path("metrics/landmarks.json")
+# split: train or test per photo
+SPLIT = Path("data/split.csv")
+SPLIT_METRICS = Path("metrics/split.json")
+# materialize: the crops of every set
+TEMPLATE = Path("data/template.json")
+CROPS = Path("data/crops")
+MATERIALIZE_METRICS = Path("metrics/materialize.json")
+# ela: the models' inputs (ELA and RGB arrays per set)
+ELA_DIR = Path("data/ela")
+GALLERY = Path("plots/gallery.png")
+# compare: the tables, the headline and the plots
+COMPARE_JSON = Path("metrics/compare.json")
+COMPARE_MD = Path("metrics/compare.md")
+EVAL_JSON = Path("metrics/eval.json")
+CROSS_FORGER_CSV, CROSS_FORGER_PNG = Path("plots/cross_forger.csv"), Path("plots/cross_forger.png")
+ROC_CSV, ROC_PNG = Path("plots/roc.csv"), Path("plots/roc.png")
+CONFUSION_CSV, CONFUSION_PNG = Path("plots/confusion.csv"), Path("plots/confusion.png")
+CURVES_CSV, CURVES_PNG = Path("plots/curves.csv"), Path("plots/curves.png")
+ROBUSTNESS_CSV, ROBUSTNESS_PNG = Path("plots/robustness.csv"), Path("plots/robustness.png")
 
 
 def model_name(input_kind: str, fakes: str, seed: int) -> str:

@@ -13,19 +13,16 @@ import argparse
 import functools
 import logging
 import sys
-from pathlib import Path
 
 from faceswap_ela import baseline, dataset, evaluation, layout, outputs, stage, testsets
 from faceswap_ela import params as P
-
-DATA = Path("data/ela")
 
 log = logging.getLogger("baseline")
 
 
 def split_features(name: str) -> tuple[dataset.Split, object]:
-    ela = dataset.load_split(DATA, name, "ela")
-    rgb = dataset.load_split(DATA, name, "rgb")
+    ela = dataset.load_split(layout.ELA_DIR, name, "ela")
+    rgb = dataset.load_split(layout.ELA_DIR, name, "rgb")
     return ela, baseline.features(rgb.images, ela.images)
 
 
@@ -38,7 +35,9 @@ def run(p: P.Params, fakes: str) -> None:
         return split, baseline.p_fake(model, x)
 
     name = layout.baseline_name(fakes)
-    predictions, sets = evaluation.score_sets(dataset.test_sets(DATA), score, p.eval.threshold, name)
+    predictions, sets = evaluation.score_sets(
+        dataset.test_sets(layout.ELA_DIR), score, p.eval.threshold, name
+    )
     metrics = {
         "fakes": fakes,
         "features": list(baseline.FEATURES),

@@ -25,8 +25,6 @@ from faceswap_ela import params as P
 from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
 from faceswap_ela.testsets import TEST
 
-DATA = Path("data/ela")
-
 log = logging.getLogger("evaluate")
 
 
@@ -63,11 +61,11 @@ def run(p: P.Params, input_kind: str, fakes: str, seed: int) -> None:
         }
 
         def score(set_name: str) -> tuple[dataset.Split, object]:
-            split = dataset.load_split(DATA, set_name, input_kind)
+            split = dataset.load_split(layout.ELA_DIR, set_name, input_kind)
             return split, evaluation.predict_fake(net, split.images)
 
         predictions, metrics["sets"] = evaluation.score_sets(
-            dataset.test_sets(DATA), score, p.eval.threshold, name
+            dataset.test_sets(layout.ELA_DIR), score, p.eval.threshold, name
         )
         outs = (layout.predictions_file(name), layout.eval_metrics(name))
         with atomic_outputs(*outs) as (predictions_tmp, metrics_tmp):

@@ -4,32 +4,27 @@ faceswap_ela.landmarks."""
 
 import logging
 import sys
-from pathlib import Path
 
 from faceswap_ela import landmarks as L
-from faceswap_ela import outputs, stage
+from faceswap_ela import layout, outputs, stage
 from faceswap_ela import params as P
-
-RAW = Path("data/raw")
-LANDMARKS = Path("data/landmarks.csv")
-REJECTS = Path("data/landmark_rejects.csv")
-METRICS = Path("metrics/landmarks.json")
 
 
 def run(p: P.Params) -> None:
     lp = p.landmarks
     L.predictor_path()
-    manifest = L.read_manifest(RAW / "manifest.csv")
+    manifest = L.read_manifest(layout.MANIFEST)
     located = L.locate(
         manifest,
-        RAW,
+        layout.RAW,
         upsample=lp.upsample,
         max_side=lp.max_side,
         multiple_faces=lp.multiple_faces,
         retry_full_size=lp.retry_full_size,
         workers=lp.workers,
     )
-    with outputs.atomic_outputs(LANDMARKS, REJECTS, METRICS) as (landmarks_tmp, rejects_tmp, metrics_tmp):
+    outs = (layout.LANDMARKS, layout.LANDMARK_REJECTS, layout.LANDMARKS_METRICS)
+    with outputs.atomic_outputs(*outs) as (landmarks_tmp, rejects_tmp, metrics_tmp):
         outputs.write_csv(landmarks_tmp, located.landmarks)
         outputs.write_csv(rejects_tmp, located.rejects)
         outputs.write_json(metrics_tmp, located.metrics)

@@ -3,24 +3,21 @@ a seeded 4:1 train/test split by group. See faceswap_ela.split."""
 
 import logging
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-from faceswap_ela import outputs, split, stage
+from faceswap_ela import layout, outputs, split, stage
 from faceswap_ela import params as P
-
-LANDMARKS = Path("data/landmarks.csv")
-SPLIT = Path("data/split.csv")
-METRICS = Path("metrics/split.json")
 
 
 def run(p: P.Params) -> None:
-    if not LANDMARKS.is_file():
-        raise stage.StageError(f"{LANDMARKS} not found: run the landmarks stage first")
-    photos = pd.read_csv(LANDMARKS, dtype=str, keep_default_na=False, usecols=lambda c: c in ("id", "group"))
+    if not layout.LANDMARKS.is_file():
+        raise stage.StageError(f"{layout.LANDMARKS} not found: run the landmarks stage first")
+    photos = pd.read_csv(
+        layout.LANDMARKS, dtype=str, keep_default_na=False, usecols=lambda c: c in ("id", "group")
+    )
     table, metrics = split.split(photos, p.split.test_fraction, p.seed)
-    with outputs.atomic_outputs(SPLIT, METRICS) as (split_tmp, metrics_tmp):
+    with outputs.atomic_outputs(layout.SPLIT, layout.SPLIT_METRICS) as (split_tmp, metrics_tmp):
         outputs.write_csv(split_tmp, table)
         outputs.write_json(metrics_tmp, metrics)
     logging.info(

@@ -25,8 +25,6 @@ from faceswap_ela import card, dataset, figures, hardware, layout, stage, testse
 from faceswap_ela import params as P
 from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
 
-DATA = Path("data/ela")
-
 log = logging.getLogger("train")
 
 
@@ -34,7 +32,7 @@ def run(p: P.Params, input_kind: str, fakes: str, seed: int) -> None:
     name = layout.model_name(input_kind, fakes, seed)
     model, run_file, card_file = layout.model_file(name), layout.run_file(name), layout.card_file(name)
     metrics_file, history_file = layout.train_metrics(name), layout.history_file(name)
-    split = dataset.load_split(DATA, testsets.recipe_set(fakes), input_kind)
+    split = dataset.load_split(layout.ELA_DIR, testsets.recipe_set(fakes), input_kind)
 
     precision = hardware.resolve_precision(p.train.precision)
     tags = {

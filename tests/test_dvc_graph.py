@@ -8,12 +8,52 @@ from pathlib import Path
 
 import yaml
 
+from faceswap_ela import layout
+
 ROOT = Path(__file__).resolve().parents[1]
 # plumbing that shapes no output: parameter loading, stage entry, atomic writes, worker pools
 PLUMBING = {"params", "stage", "outputs", "parallel"}
 # imported for something that is not a DVC output of the stage
 NOT_OUTPUT_SHAPING = {
     ("train", "figures"),  # the history figure, an MLflow artifact only
+    # where the files are: dvc.yaml names the same paths (checked below), so editing layout.py need
+    # not re-run the stages that take nothing else from it
+    *((name, "layout") for name in ("download", "landmarks", "split", "materialize", "ela")),
+}
+# one model, as the matrix stages name theirs
+ITEM = {"input": "ela", "fakes": "warp", "seed": 42}
+MODEL = layout.model_name("ela", "warp", 42)
+# every stage's outputs, as layout names them
+LAYOUT_OUTPUTS = {
+    "download": {layout.RAW, layout.DOWNLOAD_METRICS},
+    "landmarks": {layout.LANDMARKS, layout.LANDMARK_REJECTS, layout.LANDMARKS_METRICS},
+    "split": {layout.SPLIT, layout.SPLIT_METRICS},
+    "materialize": {layout.TEMPLATE, layout.CROPS, layout.MATERIALIZE_METRICS},
+    "ela": {layout.ELA_DIR, layout.GALLERY},
+    "train": {
+        layout.model_file(MODEL),
+        layout.card_file(MODEL),
+        layout.run_file(MODEL),
+        layout.train_metrics(MODEL),
+        layout.history_file(MODEL),
+    },
+    "evaluate": {layout.predictions_file(MODEL), layout.eval_metrics(MODEL)},
+    "baseline": {layout.baseline_predictions("warp"), layout.baseline_metrics("warp")},
+    "compare": {
+        layout.COMPARE_JSON,
+        layout.COMPARE_MD,
+        layout.EVAL_JSON,
+        layout.CROSS_FORGER_CSV,
+        layout.CROSS_FORGER_PNG,
+        layout.ROC_CSV,
+        layout.ROC_PNG,
+        layout.CONFUSION_CSV,
+        layout.CONFUSION_PNG,
+        layout.CURVES_CSV,
+        layout.CURVES_PNG,
+        layout.ROBUSTNESS_CSV,
+        layout.ROBUSTNESS_PNG,
+    },
 }
 
 
@@ -40,6 +80,23 @@ def test_every_stage_depends_on_its_script_and_the_modules_it_imports():
         for dep in deps:
             if dep.startswith(("stages/", "faceswap_ela/")):
                 assert (ROOT / dep).is_file(), f"{name}: {dep} does not exist"
+
+
+def declared_outputs(stage: dict) -> set[str]:
+    """A stage's outs, metrics and plots, with a matrix stage's ``${item.x}`` set from ITEM."""
+    paths = {
+        next(iter(entry)) if isinstance(entry, dict) else entry
+        for kind in ("outs", "metrics", "plots")
+        for entry in stage.get(kind, [])
+    }
+    return {re.sub(r"\$\{item\.(\w+)\}", lambda m: str(ITEM[m.group(1)]), path) for path in paths}
+
+
+def test_every_output_is_where_layout_puts_it():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert set(stages) == set(LAYOUT_OUTPUTS)
+    for name, stage in stages.items():
+        assert declared_outputs(stage) == {str(path) for path in LAYOUT_OUTPUTS[name]}, name
 
 
 def test_the_primary_model_is_a_dvc_artifact_named_as_in_the_mlflow_registry():

@@ -1,9 +1,10 @@
-"""The comparison of the trained model families (input kind x training recipe, one model per seed)
-and each recipe's sharpness baseline on every test set: the cross-forger table (each row on the
-paper's warp fakes and on the other forgers' fakes), the paper's Table 2 beside ours, AUC with mean
-+- sd over seeds and 95% bootstrap intervals over test photos, the paired differences (ELA - RGB
-within each recipe, each family - its recipe's baseline), the false-positive rate at
-eval.threshold, and the robustness to re-saved JPEGs.
+"""The statistics of the comparison of the trained model families (input kind x training recipe,
+one model per seed) and each recipe's sharpness baseline on every test set: the AUC with mean +- sd
+over seeds and a 95% bootstrap interval over test photos (the cross-forger table: each row on the
+paper's warp fakes, on the other forgers' fakes and on the re-saved JPEGs), the paired differences
+(ELA - RGB within each recipe, each family - its recipe's baseline), the false-positive rate at
+eval.threshold, each family's cost, the headline of the primary model, and the paper's Table 2.
+``faceswap_ela.report`` shows them as tables and plots.
 
 Every model and baseline is scored on the same crops of each test set, so one set of bootstrap
 weights (test photos drawn with replacement) serves all of them and the differences are paired.
@@ -21,19 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tabulate
 
 from faceswap_ela import evaluation, layout
-from faceswap_ela.params import INPUTS, TrainParams, recipe_forgers
-from faceswap_ela.testsets import MATCHED, PAPER_FORGER, TEST, jpeg_quality, set_forger, set_order
+from faceswap_ela.testsets import MATCHED, PAPER_FORGER, TEST, set_forger, set_order
 
 INPUT_LABELS = {"ela": "ELA-CNN", "rgb": "RGB-CNN"}
 BASELINE_LABEL = "sharpness baseline"
 MIB = 2**20
-# curves.csv and robustness.csv have the columns of these recipes' families even when not trained
-DEFAULT_RECIPES = TrainParams().fakes
 
-# Table 2 of Zhang & Zhao, as quoted in METHOD.md (multiply-adds: the paper's "GFLOPs (forward pass)")
+# Table 2 of Zhang & Zhao (multiply-adds: the paper's "GFLOPs (forward pass)")
 PAPER_COLUMNS = ("model", "input", "params", "size_mb", "gmacs", "epochs", "auc")
 PAPER_ROWS = tuple(
     dict(zip(PAPER_COLUMNS, row, strict=True))
@@ -123,11 +120,6 @@ class Auc:
             None if boot is None else evaluation.interval(boot),
         )
 
-    def text(self) -> str:
-        if self.auc_mean is None:
-            return "n/a"
-        return _cell(self.auc_mean, self.auc_sd if len(self.auc_per_seed) > 1 else None, self.ci95)
-
 
 @dataclass(frozen=True)
 class FalsePositives:
@@ -149,13 +141,6 @@ class FalsePositives:
             n_real,
         )
 
-    def text(self) -> str:
-        if self.fpr_mean is None:
-            return "n/a"
-        valid = [r for r in self.fpr_per_seed if r is not None]
-        spread = f" ({min(valid):.1%}–{max(valid):.1%})" if len(self.fpr_per_seed) > 1 else ""
-        return f"{self.fpr_mean:.1%}{spread}"
-
 
 @dataclass(frozen=True)
 class Difference:
@@ -172,9 +157,6 @@ class Difference:
     def to_json(self) -> dict:
         doc = dataclasses.asdict(self)
         return doc if self.verdict is not None else {"diff": self.diff, "ci95": self.ci95}
-
-    def text(self) -> str:
-        return _cell(self.diff, self.diff_sd if len(self.diff_per_seed or {}) > 1 else None, self.ci95, "+")
 
 
 @dataclass(frozen=True)
@@ -246,8 +228,8 @@ class Comparison:
             "cross_forger": _as_json(self.cross_forger),
             "fpr_at_threshold": {"threshold": self.threshold, "rows": _as_json(self.false_positives)},
             "differences": {
-                name: {pair: item.to_json() for pair, item in pairs.items()}
-                for name, pairs in self.differences.items()
+                name: {pair: item.to_json() for pair, item in by_pair.items()}
+                for name, by_pair in self.differences.items()
             },
             "sets": list(self.sets),
             "primary_recipe": self.primary_recipe,
@@ -270,16 +252,6 @@ def _as_json(table: Mapping[str, Mapping[str, object]]) -> dict:
     return {
         row: {name: dataclasses.asdict(cell) for name, cell in cells.items()} for row, cells in table.items()
     }
-
-
-def _cell(value: float, sd: float | None, ci: list[float] | None, sign: str = "") -> str:
-    """A table cell: the value, then ± sd when given, then [interval] when there is one."""
-    text = f"{value:{sign}.3f}"
-    if sd is not None:
-        text += f" ± {sd:.3f}"
-    if ci:
-        text += f" [{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]"
-    return text
 
 
 def _scores(frame: pd.DataFrame, set_name: str, crops: np.ndarray, who: str) -> np.ndarray:
@@ -339,7 +311,7 @@ def compare(
             rows[key] = Row(f"{BASELINE_LABEL} · {recipe}", None, recipe)
             sources[key] = [(key, baselines[recipe])]
     families = {key: Family.of(runs[key]) for key in rows if key in runs}
-    pairs = _pairs(rows)
+    paired = pairs(rows)
     first = models[0].predictions
     sets = set_order(first["set"].unique())
     cross: dict[str, dict[str, Auc]] = {key: {} for key in rows}
@@ -363,7 +335,7 @@ def compare(
             false_positives[key][set_name] = FalsePositives.of(results)
         differences[set_name] = {
             pair: item
-            for pair, (a, b) in pairs.items()
+            for pair, (a, b) in paired.items()
             if (item := _difference(families, cross, a, b, set_name, boot_means)) is not None
         }
     bootstrap = {
@@ -391,19 +363,19 @@ def ela_minus_rgb(recipe: str) -> str:
     return f"{family('ela', recipe)}_minus_{family('rgb', recipe)}"
 
 
-def _pairs(rows: Mapping[str, Row]) -> dict[str, tuple[str, str]]:
+def pairs(rows: Mapping[str, Row]) -> dict[str, tuple[str, str]]:
     """The paired differences by key ``<a>_minus_<b>``, within each recipe: ELA - RGB, then each
     family - the recipe's baseline."""
-    pairs = {}
+    found = {}
     for recipe in dict.fromkeys(row.fakes for row in rows.values()):
         ela, rgb, base = family("ela", recipe), family("rgb", recipe), layout.baseline_name(recipe)
         if ela in rows and rgb in rows:
-            pairs[ela_minus_rgb(recipe)] = (ela, rgb)
+            found[ela_minus_rgb(recipe)] = (ela, rgb)
         if base in rows:
             for key, row in rows.items():
                 if row.fakes == recipe and row.input is not None:
-                    pairs[f"{key}_minus_{base}"] = (key, base)
-    return pairs
+                    found[f"{key}_minus_{base}"] = (key, base)
+    return found
 
 
 def _difference(
@@ -472,249 +444,3 @@ def headline(result: Comparison, primary: ModelResult, primary_metrics: Mapping[
             if primary_auc.auc_mean is not None and base_auc.auc_mean is not None:
                 out[f"{prefix}margin_over_baseline"] = round(primary_auc.auc_mean - base_auc.auc_mean, 4)
     return out
-
-
-def _column_families(recipes: Sequence[str]) -> list[str]:
-    """The families that curves.csv and robustness.csv have columns for: every input kind of
-    ``INPUTS`` with every recipe of the default run and of ``recipes``, so that plot definitions
-    naming the default run's columns hold for any ``train.inputs`` and ``train.fakes``."""
-    return [family(kind, recipe) for kind in INPUTS for recipe in dict.fromkeys([*DEFAULT_RECIPES, *recipes])]
-
-
-def curves(models: Sequence[ModelResult]) -> pd.DataFrame:
-    """Per epoch, each family's training and validation accuracy and loss (mean over the seeds
-    that ran that epoch): epoch, <family>_accuracy, <family>_val_accuracy, <family>_loss, ...,
-    empty where the family was not trained (see ``_column_families``)."""
-    longest = max((len(m.history) for m in models), default=0)
-    frame = pd.DataFrame({"epoch": np.arange(1, longest + 1)})
-    for key in _column_families([m.fakes for m in models]):
-        runs = [m.history.set_index("epoch") for m in models if m.family == key]
-        for metric in ("accuracy", "val_accuracy", "loss", "val_loss"):
-            if not runs:
-                frame[f"{key}_{metric}"] = np.nan
-                continue
-            stacked = pd.concat([h[metric] for h in runs], axis=1).reindex(frame["epoch"])
-            frame[f"{key}_{metric}"] = stacked.mean(axis=1, skipna=True).round(6).to_numpy()
-    return frame
-
-
-def robustness(result: Comparison) -> pd.DataFrame:
-    """AUC per JPEG quality the test photos were re-saved at: quality, <family>_auc (seed mean) and
-    baseline-<recipe>_auc, empty where not trained (see ``_column_families``)."""
-    recipes = list(dict.fromkeys([*DEFAULT_RECIPES, *(row.fakes for row in result.rows.values())]))
-    keys = [*_column_families(recipes), *(layout.baseline_name(r) for r in recipes)]
-    rows = []
-    for set_name in result.sets:
-        quality = jpeg_quality(set_name)
-        if quality is not None:
-            rows.append(
-                {"quality": quality} | {f"{k}_auc": result.auc(k, set_name).auc_mean for k in result.rows}
-            )
-    return pd.DataFrame(rows, columns=["quality", *(f"{k}_auc" for k in keys)])
-
-
-def roc_points(predictions: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """(false positive rate, true positive rate) of the ROC curve on the test set."""
-    rows = predictions[predictions["set"] == TEST]
-    table = evaluation.roc_table(rows["label"].to_numpy(), rows["p_fake"].to_numpy())
-    return table["fpr"], table["tpr"]
-
-
-def roc_curves(
-    result: Comparison, models: Sequence[ModelResult], baselines: Mapping[str, pd.DataFrame], seed: int
-) -> dict[str, tuple[pd.Series, pd.Series]]:
-    """The test-set ROC curves of the models trained with ``seed`` and of each recipe's baseline,
-    by legend label: "<family label> s<seed> (AUC <test AUC>)", "<baseline label> (AUC ...)"."""
-    curves = {}
-    for m in (m for m in models if m.seed == seed):
-        seed_index = result.families[m.family].seeds.index(seed)
-        auc = number(result.auc(m.family, TEST).auc_per_seed[seed_index], 3)
-        curves[f"{result.rows[m.family].label} s{seed} (AUC {auc})"] = roc_points(m.predictions)
-    for recipe, frame in baselines.items():
-        key = layout.baseline_name(recipe)
-        curves[f"{result.rows[key].label} (AUC {number(result.auc(key, TEST).auc_mean, 3)})"] = roc_points(
-            frame
-        )
-    return curves
-
-
-def cross_forger_long(result: Comparison) -> pd.DataFrame:
-    """plots/cross_forger.csv: one line per row and test set (model, set, auc, ci_low, ci_high), the
-    seed-mean AUC and its 95% interval."""
-    return pd.DataFrame(
-        [
-            (key, name, auc.auc_mean, *(auc.ci95 or (None, None)))
-            for key, cells in result.cross_forger.items()
-            for name, auc in cells.items()
-        ],
-        columns=["model", "set", "auc", "ci_low", "ci_high"],
-    )
-
-
-def cross_forger_grid(result: Comparison) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The seed-mean AUC of each row (by label) on each test set, and where the set's forger is one
-    the row was trained on."""
-    labels = [row.label for row in result.rows.values()]
-    aucs = pd.DataFrame(
-        [[result.auc(key, name).auc_mean for name in result.sets] for key in result.rows],
-        index=labels,
-        columns=result.sets,
-        dtype=float,
-    )
-    trained = pd.DataFrame(
-        [[_trained_on(row, name) for name in result.sets] for row in result.rows.values()],
-        index=labels,
-        columns=result.sets,
-    )
-    return aucs, trained
-
-
-def _trained_on(row: Row, set_name: str) -> bool:
-    return set_forger(set_name) in recipe_forgers(row.fakes)
-
-
-def number(value: object, digits: int = 1) -> str:
-    """A table cell: "n/a" for None, a float to ``digits`` places, anything else as it is."""
-    return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else f"{value}"
-
-
-# GitHub's pipe table with every cell as it is: no padding, no alignment, "---" under each header
-_MARKDOWN = tabulate.TableFormat(
-    lineabove=None,
-    linebelowheader=lambda widths, aligns: "|" + "|".join(" --- " for _ in widths) + "|",
-    linebetweenrows=None,
-    linebelow=None,
-    headerrow=tabulate.DataRow("|", "|", "|"),
-    datarow=tabulate.DataRow("|", "|", "|"),
-    padding=1,
-    with_header_hide=None,
-)
-
-
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(
-        index=False, tablefmt=_MARKDOWN, stralign=None, numalign=None, disable_numparse=True
-    )
-
-
-def _by_set(result: Comparison, cells: Mapping[str, Sequence[str]]) -> pd.DataFrame:
-    """A table with one column per test set: label -> one cell per set."""
-    return pd.DataFrame([[label, *row] for label, row in cells.items()], columns=["Model", *result.sets])
-
-
-def cost_table(result: Comparison) -> pd.DataFrame:
-    """Cost, training speed and test AUC of each family, each baseline and the paper's models."""
-    rows = []
-    for key, row in result.rows.items():
-        test = _auc_text(result.auc(key, TEST))
-        entry = result.families.get(key)
-        if entry is None:
-            rows.append((f"{row.label} (logistic regression, 5 features)", "6", "~0", "~0", "–", "–", test))
-            continue
-        seeds = f"{'seeds' if len(entry.seeds) > 1 else 'seed'} {', '.join(map(str, entry.seeds))}"
-        rows.append((
-            f"{row.label} ({seeds})", f"{entry.params:,}", f"{entry.multiply_adds / 1e9:.3f}",
-            number(entry.size_mib), number(entry.best_epoch), number(entry.epochs_to_95pct_val_accuracy),
-            test,
-        ))  # fmt: skip
-    rows += [
-        (row["model"], f"{row['params']:.3g}", f"{row['gmacs']}", f"{row['size_mb']} (MB)", "–",
-         f"{row['epochs']} (trained)", f"{row['auc']:.3f}")
-        for row in result.paper
-    ]  # fmt: skip
-    header = ["Model", "Params", "Mult-adds / sample (G)", "Size (MiB)", "Best epoch",
-              "Epochs to 95% of best val acc", "Test AUC"]  # fmt: skip
-    return pd.DataFrame(rows, columns=header)
-
-
-def cross_forger_table(result: Comparison) -> pd.DataFrame:
-    """The AUC of each family and baseline on every test set, in bold where the set's forger is
-    one the row was trained on."""
-    cells = {}
-    for key, row in result.rows.items():
-        texts = [_auc_text(result.auc(key, name)) for name in result.sets]
-        cells[row.label] = [
-            f"**{text}**" if _trained_on(row, name) else text
-            for name, text in zip(result.sets, texts, strict=True)
-        ]
-    return _by_set(result, cells)
-
-
-def differences_table(result: Comparison) -> pd.DataFrame:
-    """The paired differences on every test set: ELA − RGB within each recipe, and each family −
-    its recipe's baseline."""
-    cells = {}
-    for pair, (a, b) in _pairs(result.rows).items():
-        row_a, row_b = result.rows[a], result.rows[b]
-        if row_b.input is None:
-            label = f"{row_a.label} − baseline"
-        else:
-            label = f"{row_a.input.upper()} − {row_b.input.upper()} · {row_a.fakes}"
-        items = [result.differences.get(name, {}).get(pair) for name in result.sets]
-        if any(items):
-            cells[label] = ["n/a" if item is None else item.text() for item in items]
-    return _by_set(result, cells)
-
-
-def false_positive_table(result: Comparison) -> pd.DataFrame:
-    """The false-positive rate at the threshold of each family and baseline on every test set."""
-    return _by_set(
-        result,
-        {
-            row.label: [result.false_positives[key][name].text() for name in result.sets]
-            for key, row in result.rows.items()
-        },
-    )
-
-
-def _auc_text(auc: Auc | None) -> str:
-    return "n/a" if auc is None else auc.text()
-
-
-def markdown(result: Comparison) -> str:
-    """compare.md: the cost and AUC beside the paper, the cross-forger table, the paired
-    differences, the false-positive rates, and one sentence on ELA vs RGB."""
-    intro = "AUC: seed mean (± sd over seeds when more than one) [95% bootstrap interval over test photos]."
-    cross = (
-        "Cross-forger AUC: each model family (input · training recipe) and the sharpness baseline fitted "
-        "on the same recipe's crops, on the paper's warp fakes (test), other forgers' fakes with the same "
-        "reals (test_<forger>), the sharpness-matched and the JPEG re-saved sets; bold: a forger the row "
-        "was trained on."
-    )
-    diff = "Paired differences of AUC (same test photos resampled), within each training recipe."
-    fpr = (
-        f"False-positive rate: share of real crops with p_fake ≥ {result.threshold:g}, "
-        "seed mean (range over seeds when more than one)."
-    )
-    parts = [
-        intro, _table(cost_table(result)), cross, _table(cross_forger_table(result)),
-        diff, _table(differences_table(result)), fpr, _table(false_positive_table(result)), claim(result),
-    ]  # fmt: skip
-    return "\n\n".join(parts) + "\n"
-
-
-def claim(result: Comparison) -> str:
-    """One sentence on the paper's ELA-vs-raw claim from the paired test-set difference of the
-    primary recipe's models."""
-    recipe = result.primary_recipe
-    item = result.differences.get(TEST, {}).get(ela_minus_rgb(recipe))
-    if not item:
-        return f"ELA vs raw RGB: not measured (no ela and rgb models of recipe {recipe})."
-    ci = item.ci95
-    interval_text = f" (95% interval {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
-    seeds = item.diff_per_seed or {}
-    seeds_text = (
-        f"; ELA was ahead with {item.seeds_ela_ahead} of {len(seeds)} seeds "
-        f"(sd of the difference over seeds {item.diff_sd:.3f})"
-        if len(seeds) > 1
-        else ""
-    )
-    trained = f"Trained on {recipe} fakes, "
-    if item.verdict == "ELA better":
-        return f"{trained}ELA input beats raw RGB on test by {item.diff:+.3f} AUC{interval_text}{seeds_text}."
-    if item.verdict == "RGB better":
-        return f"{trained}raw RGB beats ELA input on test by {-item.diff:.3f} AUC{interval_text}{seeds_text}."
-    return (
-        f"{trained}ELA input does not measurably beat raw RGB on test: the AUC difference is "
-        f"{item.diff:+.3f}{interval_text}{seeds_text}."
-    )

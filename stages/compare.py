@@ -23,7 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
-from faceswap_ela import comparison, evaluation, figures, layout, outputs, stage, tracking
+from faceswap_ela import comparison, evaluation, figures, layout, outputs, report, stage, tracking
 from faceswap_ela import params as P
 from faceswap_ela.testsets import TEST
 
@@ -97,9 +97,9 @@ def run(p: P.Params) -> None:
     headline = comparison.headline(result, primary, evaluation.evaluate(labels, p_fake, p.eval.threshold))
     roc = evaluation.roc_table(labels, p_fake)
     confusion = evaluation.confusion_table(labels, evaluation.predict_labels(p_fake, p.eval.threshold))
-    curves = comparison.curves(models)
-    robustness = comparison.robustness(result)
-    roc_curves = comparison.roc_curves(result, models, baselines, p.train.seeds[0])
+    curves = report.curves(models)
+    robustness = report.robustness(result)
+    roc_curves = report.roc_curves(result, models, baselines, p.train.seeds[0])
 
     outs = (COMPARE_JSON, COMPARE_MD, EVAL_JSON, CROSS_FORGER_CSV, CROSS_FORGER_PNG, ROC_CSV, ROC_PNG,
             CONFUSION_CSV, CONFUSION_PNG, CURVES_CSV, CURVES_PNG, ROBUSTNESS_CSV, ROBUSTNESS_PNG)  # fmt: skip
@@ -107,10 +107,10 @@ def run(p: P.Params) -> None:
     with outputs.atomic_outputs(*outs) as paths:
         tmp = dict(zip(outs, paths, strict=True))
         tmp[COMPARE_JSON].write_text(json.dumps(result.to_json(), indent=2) + "\n")  # keys in document order
-        tmp[COMPARE_MD].write_text(comparison.markdown(result))
+        tmp[COMPARE_MD].write_text(report.markdown(result))
         outputs.write_json(tmp[EVAL_JSON], headline)
-        outputs.write_csv(tmp[CROSS_FORGER_CSV], comparison.cross_forger_long(result))
-        aucs, trained_on = comparison.cross_forger_grid(result)
+        outputs.write_csv(tmp[CROSS_FORGER_CSV], report.cross_forger_long(result))
+        aucs, trained_on = report.cross_forger_grid(result)
         figures.auc_grid_figure(aucs, tmp[CROSS_FORGER_PNG], trained_on)
         outputs.write_csv(tmp[ROC_CSV], roc)
         figures.roc_figure(roc_curves, tmp[ROC_PNG])

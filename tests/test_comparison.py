@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from faceswap_ela import comparison, evaluation, figures
+from faceswap_ela import comparison, evaluation, figures, report
 from faceswap_ela import params as P
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -107,13 +107,13 @@ def test_cross_forger_table_has_one_cell_per_row_and_set(result):
     result, _ = result
     doc = result.to_json()["cross_forger"]
     assert all(list(cells) == ORDER for cells in doc.values())
-    long = comparison.cross_forger_long(result)
+    long = report.cross_forger_long(result)
     assert list(long.columns) == ["model", "set", "auc", "ci_low", "ci_high"]
     assert len(long) == len(ROWS) * len(ORDER) and not long.duplicated(["model", "set"]).any()
     assert set(long["model"]) == set(ROWS) and (long["ci_low"] <= long["auc"]).all()
-    table = comparison.cross_forger_table(result)
+    table = report.cross_forger_table(result)
     assert list(table.columns) == ["Model", *ORDER] and len(table) == len(ROWS)
-    aucs, trained = comparison.cross_forger_grid(result)
+    aucs, trained = report.cross_forger_grid(result)
     assert aucs.shape == trained.shape == (len(ROWS), len(ORDER))
     assert aucs.loc["ELA-CNN · blend", "test_swap"] == doc["ela-blend"]["test_swap"]["auc_mean"]
     assert trained.loc["ELA-CNN · warp"].tolist() == [True] + [False] * 5
@@ -146,8 +146,8 @@ def test_paired_differences_are_per_recipe(result):
     assert set(doc["differences"]["test"]["ela-warp_minus_baseline-warp"]) == {"diff", "ci95"}
     base = doc["cross_forger"]["baseline-warp"]["test"]["auc_mean"]
     assert base < doc["cross_forger"]["rgb-warp"]["test"]["auc_mean"]
-    assert "Trained on warp fakes, ELA input beats raw RGB" in comparison.claim(result)
-    assert "ELA was ahead with 2 of 2 seeds" in comparison.claim(result)
+    assert "Trained on warp fakes, ELA input beats raw RGB" in report.claim(result)
+    assert "ELA was ahead with 2 of 2 seeds" in report.claim(result)
 
 
 def test_false_positive_rate_at_the_threshold(result):
@@ -161,7 +161,7 @@ def test_false_positive_rate_at_the_threshold(result):
     cell = doc["rows"]["ela-warp"]["test_jpeg70"]
     assert cell["n_real"] == 30 and cell["fpr_per_seed"] == pytest.approx(rates, abs=1e-4)
     assert cell["fpr_mean"] == pytest.approx(np.mean(rates), abs=1e-4)
-    assert len(comparison.false_positive_table(result)) == len(ROWS)
+    assert len(report.false_positive_table(result)) == len(ROWS)
 
 
 def test_metric_names_are_mlflow_legal(result):
@@ -184,11 +184,11 @@ def test_equal_models_show_no_difference():
     result = comparison.compare([ela, rgb], {}, resamples=100, seed=0)
     item = result.to_json()["differences"]["test"]["ela-warp_minus_rgb-warp"]
     assert item["diff"] == 0 and item["ci95"] == [0.0, 0.0] and item["verdict"] == "no difference shown"
-    claim = comparison.claim(result)
+    claim = report.claim(result)
     assert "does not measurably beat" in claim and "seeds" not in claim
     assert item["diff_per_seed"] == {"1": 0.0} and item["seeds_ela_ahead"] == 0
     assert list(result.rows) == ["ela-warp", "rgb-warp"]
-    assert "not measured" in comparison.claim(comparison.compare([ela], {}, resamples=0, seed=0))
+    assert "not measured" in report.claim(comparison.compare([ela], {}, resamples=0, seed=0))
 
 
 def test_misaligned_predictions_are_refused():
@@ -202,20 +202,20 @@ def test_misaligned_predictions_are_refused():
 def test_tables_headline_and_plots(result):
     result, models = result
     doc = result.to_json()
-    text = comparison.markdown(result)
+    text = report.markdown(result)
     for needle in ("ELA-CNN · warp (seeds 1, 2)", "RGB-CNN · blend (seed 1)", "sharpness baseline · blend",
                    "VGG16 (paper)", "0.976", "| ELA − RGB · warp | +", "| ELA-CNN · warp − baseline |",
                    "test_matched", "test_jpeg70", "Cross-forger AUC", "p_fake ≥ 0.5"):  # fmt: skip
         assert needle in text, needle
     ela_minus_rgb = next(line for line in text.splitlines() if line.startswith("| ELA − RGB · warp |"))
     assert ela_minus_rgb.count(" ± ") == len(ORDER)
-    robust = comparison.robustness(result)
+    robust = report.robustness(result)
     assert list(robust["quality"]) == [95, 70]
     keys = ["ela-warp", "ela-blend", "rgb-warp", "rgb-blend", "baseline-warp", "baseline-blend"]
     assert list(robust.columns) == ["quality", *(f"{k}_auc" for k in keys)]
     jpeg = [doc["cross_forger"]["baseline-blend"][s]["auc_mean"] for s in ("test_jpeg95", "test_jpeg70")]
     assert robust["baseline-blend_auc"].tolist() == jpeg
-    curves = comparison.curves(models)
+    curves = report.curves(models)
     assert list(curves["epoch"]) == [1, 2, 3] and curves["ela-warp_val_accuracy"].tolist() == [0.7, 0.95, 0.9]
     primary = models[1]  # ela-warp-s2: its own seed's AUC, not the first seed's
     headline = comparison.headline(result, primary, {"roc_auc": 0.9, "accuracy": 0.8})
@@ -250,15 +250,15 @@ def test_dvc_plots_name_columns_that_exist_with_one_family():
     trained, empty where not trained."""
     models = [_model("ela", "warp", 1, 6.0)]
     result = comparison.compare(models, {"warp": _predictions(0.0, 99)}, resamples=0, seed=0)
-    curves = comparison.curves(models)
-    robust = comparison.robustness(result)
+    curves = report.curves(models)
+    robust = report.robustness(result)
     named = _dvc_plot_columns()
     assert named["plots/curves.csv"] <= set(curves.columns)
     assert named["plots/robustness.csv"] <= set(robust.columns)
     assert curves["rgb-blend_val_accuracy"].isna().all() and curves["ela-warp_val_accuracy"].notna().all()
     assert robust["rgb-warp_auc"].isna().all() and robust["baseline-blend_auc"].isna().all()
     assert robust["ela-warp_auc"].notna().all() and robust["baseline-warp_auc"].notna().all()
-    mix = comparison.curves([_model("ela", "warp_blend", 1, 6.0)])
+    mix = report.curves([_model("ela", "warp_blend", 1, 6.0)])
     assert named["plots/curves.csv"] <= set(mix.columns) and mix["ela-warp_blend_val_accuracy"].notna().all()
 
 
@@ -266,13 +266,13 @@ def test_outputs_match_the_golden_files(result):
     """compare.json and compare.md of the fixture, byte for byte as the hand-built tables wrote them."""
     result, _ = result
     assert json.dumps(result.to_json(), indent=2) + "\n" == (GOLDEN / "compare.json").read_text()
-    assert comparison.markdown(result) == (GOLDEN / "compare.md").read_text()
+    assert report.markdown(result) == (GOLDEN / "compare.md").read_text()
 
 
 def test_cross_forger_figure(result, tmp_path):
     result, _ = result
     path = tmp_path / "cross_forger.png"
-    aucs, trained_on = comparison.cross_forger_grid(result)
+    aucs, trained_on = report.cross_forger_grid(result)
     figures.auc_grid_figure(aucs, path, trained_on)
     figures.auc_grid_figure(aucs.where(aucs > 0.9), tmp_path / "n_a.png")  # NaN cells, no boxes
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -280,7 +280,7 @@ def test_cross_forger_figure(result, tmp_path):
 
 def test_roc_curves_of_the_first_seed_and_the_baselines(result):
     result, models = result
-    curves = comparison.roc_curves(result, models, _baselines(), seed=1)
+    curves = report.roc_curves(result, models, _baselines(), seed=1)
     assert [label.split(" (AUC")[0] for label in curves] == [
         "ELA-CNN · warp s1",
         "ELA-CNN · blend s1",
@@ -291,7 +291,7 @@ def test_roc_curves_of_the_first_seed_and_the_baselines(result):
     ]
     fpr, tpr = curves[next(iter(curves))]
     assert fpr.iloc[0] == 0 and tpr.iloc[-1] == 1 and len(fpr) == len(tpr)
-    second = comparison.roc_curves(result, models, {}, seed=2)
+    second = report.roc_curves(result, models, {}, seed=2)
     ela, rgb = (result.auc(key, "test").auc_per_seed[1] for key in ("ela-warp", "rgb-warp"))
     assert list(second) == [f"ELA-CNN · warp s2 (AUC {ela:.3f})", f"RGB-CNN · warp s2 (AUC {rgb:.3f})"]
 

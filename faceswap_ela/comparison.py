@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from faceswap_ela import evaluation, layout
+from faceswap_ela import params as P
 from faceswap_ela.testsets import MATCHED, PAPER_FORGER, TEST, set_forger, set_order
 
 INPUT_LABELS = {"ela": "ELA-CNN", "rgb": "RGB-CNN"}
@@ -98,6 +99,18 @@ def load_model_result(input_kind: str, fakes: str, seed: int) -> ModelResult:
         raise ComparisonError(f"model {name}: {exc}") from None
     predictions = read_predictions(layout.predictions_file(name))
     return ModelResult(input_kind, fakes, seed, train, history, predictions)
+
+
+def load_results(p: P.Params) -> tuple[list[ModelResult], dict[str, pd.DataFrame]]:
+    """Every model the parameters name (``layout.model_names``), and the baseline predictions of
+    each recipe that has them, by recipe."""
+    models = [load_model_result(kind, fakes, seed) for kind, fakes, seed, _ in layout.model_names(p)]
+    baselines = {
+        recipe: read_predictions(layout.baseline_predictions(recipe))
+        for recipe in p.train.fakes
+        if layout.baseline_predictions(recipe).is_file()
+    }
+    return models, baselines
 
 
 @dataclass(frozen=True)

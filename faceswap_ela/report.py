@@ -1,17 +1,20 @@
-"""What the comparison shows: compare.md (the cost and AUC beside the paper's Table 2, the
-cross-forger table, the paired differences, the false-positive rates, one sentence on ELA vs RGB)
-and the frames of the plots: the cross-forger table (long form, heat map), the ROC curves, the
-training curves and the robustness to JPEG re-saving."""
+"""What the comparison shows, and the files the compare stage writes: compare.json; compare.md
+(the cost and AUC beside the paper's Table 2, the cross-forger table, the paired differences, the
+false-positive rates, one sentence on ELA vs RGB); eval.json (the primary model's headline); and the
+plots, each a CSV frame and a PNG figure: the cross-forger table (long form, heat map), the primary
+model's ROC and confusion matrix, the training curves and the robustness to JPEG re-saving."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tabulate
 
-from faceswap_ela import evaluation, layout
+from faceswap_ela import comparison, evaluation, figures, layout, outputs
 from faceswap_ela.comparison import (
     Auc,
     Comparison,
@@ -28,6 +31,65 @@ from faceswap_ela.testsets import TEST, jpeg_quality, set_forger
 
 # curves.csv and robustness.csv have the columns of these recipes' families even when not trained
 DEFAULT_RECIPES = TrainParams().fakes
+
+# an output's content: text as it is, a mapping as JSON, a frame as CSV, or a figure drawn into a path
+Content = str | Mapping | pd.DataFrame | Callable[[Path], object]
+
+
+def files(
+    result: Comparison,
+    models: Sequence[ModelResult],
+    baselines: Mapping[str, pd.DataFrame],
+    primary: ModelResult,
+    roc_seed: int,
+) -> dict[Path, Content]:
+    """Every file the compare stage writes, by its ``layout`` path: compare.json (keys in document
+    order), compare.md, eval.json (the headline: the primary model's test metrics at the comparison's
+    threshold, and its AUC on every set) and the plots. The ROC figure shows the models of
+    ``roc_seed`` and the baselines."""
+    labels, p_fake = _test_scores(primary.predictions)
+    headline = comparison.headline(result, primary, evaluation.evaluate(labels, p_fake, result.threshold))
+    predicted = evaluation.predict_labels(p_fake, result.threshold)
+    aucs, trained_on = cross_forger_grid(result)
+    roc_lines = roc_curves(result, models, baselines, roc_seed)
+    training = curves(models)
+    families = list(result.families)
+    training_panels = {
+        "validation accuracy": [f"{k}_val_accuracy" for k in families],
+        "validation loss": [f"{k}_val_loss" for k in families],
+    }
+    jpeg = robustness(result)
+    jpeg_panels = {"test AUC, photos re-saved as JPEG": [c for c in jpeg.columns if c.endswith("_auc")]}
+    return {
+        layout.COMPARE_JSON: json.dumps(result.to_json(), indent=2) + "\n",
+        layout.COMPARE_MD: markdown(result),
+        layout.EVAL_JSON: headline,
+        layout.CROSS_FORGER_CSV: cross_forger_long(result),
+        layout.CROSS_FORGER_PNG: lambda path: figures.auc_grid_figure(aucs, path, trained_on),
+        layout.ROC_CSV: evaluation.roc_table(labels, p_fake),
+        layout.ROC_PNG: lambda path: figures.roc_figure(roc_lines, path),
+        layout.CONFUSION_CSV: evaluation.confusion_table(labels, predicted),
+        layout.CONFUSION_PNG: lambda path: figures.confusion_figure(headline["confusion_matrix"], path),
+        layout.CURVES_CSV: training,
+        layout.CURVES_PNG: lambda path: figures.lines_figure(training, "epoch", training_panels, path),
+        layout.ROBUSTNESS_CSV: jpeg,
+        layout.ROBUSTNESS_PNG: lambda path: figures.lines_figure(
+            jpeg, "quality", jpeg_panels, path, "JPEG quality"
+        ),
+    }
+
+
+def write(path: Path, content: Content) -> None:
+    """Write one of ``files``' contents: text as it is, a mapping as JSON (sorted keys), a frame as
+    CSV, a figure by drawing it into ``path``."""
+    if isinstance(content, str):
+        path.write_text(content)
+    elif isinstance(content, Mapping):
+        outputs.write_json(path, content)
+    elif isinstance(content, pd.DataFrame):
+        outputs.write_csv(path, content)
+    else:
+        content(path)
 
 
 def _column_families(recipes: Sequence[str]) -> list[str]:

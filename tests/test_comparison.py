@@ -305,3 +305,25 @@ def test_missing_or_incomplete_predictions_are_a_comparison_error(tmp_path):
         comparison.read_predictions(path)
     _predictions(1.0, 0).to_csv(path, index=False)
     assert tuple(comparison.read_predictions(path).columns) == evaluation.PREDICTION_COLUMNS
+
+
+def test_files_are_the_compare_stage_outputs(result, tmp_path):
+    """report.files names every output dvc.yaml declares for compare; written, compare.json and
+    compare.md are the golden files, eval.json the primary model's headline, the rest plots."""
+    result, models = result
+    files = report.files(result, models, _baselines(), models[0], roc_seed=1)
+    stage = yaml.safe_load(DVC_YAML.read_text())["stages"]["compare"]
+    declared = [next(iter(e)) if isinstance(e, dict) else e for kind in ("outs", "metrics", "plots")
+                for e in stage[kind]]  # fmt: skip
+    assert sorted(map(str, files)) == sorted(declared)
+    for path, content in files.items():
+        report.write(tmp_path / path.name, content)
+    assert (tmp_path / "compare.json").read_text() == (GOLDEN / "compare.json").read_text()
+    assert (tmp_path / "compare.md").read_text() == (GOLDEN / "compare.md").read_text()
+    headline = json.loads((tmp_path / "eval.json").read_text())
+    assert headline["model"] == "ela-warp-s1" and headline["confusion_matrix"]
+    assert headline["roc_auc"] == pytest.approx(result.auc("ela-warp", "test").auc_per_seed[0], abs=1e-4)
+    assert list(pd.read_csv(tmp_path / "roc.csv").columns[:2]) == ["fpr", "tpr"]
+    assert len(pd.read_csv(tmp_path / "confusion.csv")) == 60  # a real and a fake per test photo
+    for name in ("cross_forger", "roc", "confusion", "curves", "robustness"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

@@ -331,19 +331,15 @@ def test_save_model_accepts_any_file_name(tmp_path):
 
 
 def test_compare_skips_registering_without_a_logged_model(tmp_path, monkeypatch, caplog):
-    import importlib.util as iu
     import logging
 
     from faceswap_ela import params as P
-    from faceswap_ela import tracking
+    from faceswap_ela import registry, tracking
 
-    spec = iu.spec_from_file_location("compare_stage", COMPARE)
-    compare = iu.module_from_spec(spec)
-    spec.loader.exec_module(compare)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     p = P.parse({"tracking": {"log_model": False}})
     with tracking.start_run(p) as tracker, caplog.at_level(logging.WARNING):
-        assert compare.register_primary(tracker, p, "ela-warp-s42") is None
+        assert registry.register_primary(tracker, p, "ela-warp-s42") is None
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         "tracking.log_model is false: no logged model, ela-warp-s42 is not registered"
     ]

@@ -250,6 +250,26 @@ class Comparison:
             "paper": [dict(row) for row in self.paper],
         }
 
+    @classmethod
+    def from_json(cls, doc: Mapping[str, object]) -> Comparison:
+        """The comparison that ``to_json`` wrote (compare.json), for tables made from a past run."""
+
+        def table(part: Mapping, kind: type) -> dict:
+            return {row: {name: kind(**cell) for name, cell in cells.items()} for row, cells in part.items()}
+
+        return cls(
+            rows={key: Row(**row) for key, row in doc["rows"].items()},
+            families={key: Family(**entry) for key, entry in doc["families"].items()},
+            cross_forger=table(doc["cross_forger"], Auc),
+            false_positives=table(doc["fpr_at_threshold"]["rows"], FalsePositives),
+            differences=table(doc["differences"], Difference),
+            sets=list(doc["sets"]),
+            threshold=doc["fpr_at_threshold"]["threshold"],
+            primary_recipe=doc["primary_recipe"],
+            bootstrap=dict(doc["bootstrap"]),
+            paper=[dict(row) for row in doc["paper"]],
+        )
+
     def tracked(self) -> dict[str, dict]:
         """The parts of compare.json logged to MLflow, by metric prefix."""
         doc = self.to_json()

@@ -327,3 +327,11 @@ def test_files_are_the_compare_stage_outputs(result, tmp_path):
     assert len(pd.read_csv(tmp_path / "confusion.csv")) == 60  # a real and a fake per test photo
     for name in ("cross_forger", "roc", "confusion", "curves", "robustness"):
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_a_comparison_read_back_from_its_json_makes_the_same_tables():
+    """compare.json of a past run holds everything its tables need (docs/results.md is made so)."""
+    doc = json.loads((GOLDEN / "compare.json").read_text())
+    again = comparison.Comparison.from_json(doc)
+    assert again.to_json() == doc
+    assert report.markdown(again) == (GOLDEN / "compare.md").read_text()

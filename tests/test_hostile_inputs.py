@@ -159,8 +159,14 @@ def _start_stage(repo: Path) -> subprocess.Popen:
         ("ela:\n  gain: .nan\n", "ela.gain"),
         ("augment:\n  flip: 1\n", "augment.flip"),
         ("train:\n  seeds: [42, true]\n", "train.seeds"),
-        ("seed: 42\nela:\n  quality: 90\nseed: 43\n", "duplicate key 'seed' (line 4"),
-        ("ela:\n  quality: 90\n  quality: 95\n", "duplicate key 'quality' (line 3"),
+        (
+            "seed: 42\nela:\n  quality: 90\nseed: 43\n",
+            'duplicate key "seed" with value "43" (original value: "42") (line 4',
+        ),
+        (
+            "ela:\n  quality: 90\n  quality: 95\n",
+            'duplicate key "quality" with value "95" (original value: "90") (line 3',
+        ),
         ("", "is empty"),
         ("# every line a comment\n", "is empty"),
     ],

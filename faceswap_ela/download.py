@@ -35,13 +35,14 @@ import numpy as np
 import pandas as pd
 import requests
 import urllib3
+from filelock import FileLock
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 from urllib3.util import Retry
 
 from faceswap_ela import muct
 from faceswap_ela.images import IMAGE_SUFFIXES, ImageError, probe, walk_photos
-from faceswap_ela.outputs import atomic_outputs, file_lock, write_csv, write_json
+from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
 from faceswap_ela.parallel import ordered_map
 from faceswap_ela.params import DataParams
 
@@ -275,7 +276,7 @@ def fetch(
         total=retries, status_forcelist=RETRY_STATUS, respect_retry_after_header=True,
         backoff_factor=BACKOFF_S if backoff_s is None else backoff_s,
     )  # fmt: skip
-    with file_lock(dest):
+    with FileLock(dest.with_name(dest.name + ".lock")):
         if dest.exists():  # another process finished it while we waited for the lock
             return dest
         try:

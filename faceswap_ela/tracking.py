@@ -37,9 +37,9 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import tenacity
+from filelock import FileLock
 
 from faceswap_ela import params as P
-from faceswap_ela.outputs import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -446,7 +446,7 @@ def _store_lock(uri: str) -> Iterator[None]:
     if db is None:
         yield
         return
-    with file_lock(db):
+    with FileLock(db.with_name(db.name + ".lock")):
         yield
 
 

@@ -1,60 +1,43 @@
 """The download stage: fetch the MUCT archives (or a mirror of them), or copy a local folder of
 photos, and list every photo in a manifest.
 
-Archives are streamed into ``<repo root>/.cache/downloads/<url key>/<name>.part`` and renamed only
-when complete, so an interrupted run resumes with an HTTP Range request. An archive is read to the
-end of its stream (so that gzip's CRC and length are verified) and every member checked (no
-absolute paths, ``..``, links, special files or repeated names; no member larger than
-``data.max_member_mib``, no more than ``data.max_unpacked_mib`` in all) before anything is
-unpacked, and an archive that fails any check is deleted from the cache. The SHA-256 of each URL's
-first good download is pinned in ``.cache/downloads/pins.json``; a later download that differs is
-warned about. Every output appears together or not at all (faceswap_ela.outputs)."""
+Archives are fetched (faceswap_ela.fetch: resumed after an interruption, retried) into
+``<repo root>/.cache/downloads/<url key>/<name>``, checked against ``data.checksums`` and read
+through (faceswap_ela.archives, with the caps ``data.max_member_mib`` and
+``data.max_unpacked_mib``) before anything is unpacked; an archive that fails any check is deleted
+from the cache. The SHA-256 of each URL's first good download is pinned in
+``.cache/downloads/pins.json``; a later download that differs is warned about. Every output
+appears together or not at all (faceswap_ela.outputs)."""
 
 from __future__ import annotations
 
-import contextlib
-import gzip
 import hashlib
 import json
 import logging
-import lzma
 import os
-import posixpath
 import re
 import shutil
-import tarfile
-import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import numpy as np
 import pandas as pd
-import requests
-import urllib3
-from requests.adapters import HTTPAdapter
 from tqdm import tqdm
-from urllib3.util import Retry
 
 from faceswap_ela import muct
+from faceswap_ela.archives import MIB, ArchiveError, check_archive, safe_extract
+from faceswap_ela.fetch import URL_SCHEMES, FetchError, fetch
 from faceswap_ela.images import IMAGE_SUFFIXES, ImageError, probe, walk_photos
-from faceswap_ela.outputs import atomic_outputs, file_lock, write_csv, write_json
+from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
 from faceswap_ela.parallel import ordered_map
 from faceswap_ela.params import DataParams
 
 log = logging.getLogger(__name__)
 
-BACKOFF_S = 1.0  # urllib3's backoff_factor: the second retry waits 2 s, each later one twice as long
-RETRY_AFTER_MAX_S = 120.0  # the longest Retry-After obeyed
-CHUNK = 1 << 16
-# Answers worth another try; every other 4xx is final.
-RETRY_STATUS = frozenset({408, 425, 429, *range(500, 600)})
-URL_SCHEMES = ("http", "https", "file")
 MANIFEST_COLUMNS = ["id", "group", "path", "sha256", "width", "height", "error", "gt_scheme", "gt"]
-MIB = 1 << 20
 OFFLINE_HINT = (
     "without MUCT, run the pipeline on a local folder of face photos: make repro SOURCE=path/to/photos"
 )
@@ -63,32 +46,6 @@ PINS = "pins.json"  # in the download cache: url -> sha256 of its first good dow
 
 class DownloadError(RuntimeError):
     """An expected failure of the download stage, with a one-line message."""
-
-
-class UnsafeArchiveError(DownloadError):
-    """An archive member that would write outside the target folder or isn't a plain file/folder."""
-
-
-class CorruptArchiveError(DownloadError):
-    """A file that isn't a readable (gzipped) tar archive."""
-
-
-class _Restart(Exception):
-    """The partial file can't be resumed: it was deleted, start again from zero (once, free)."""
-
-
-class _Retry(Retry):
-    """urllib3's Retry, except that a host name that does not resolve fails at once (offline, no
-    retry helps) and that a server's Retry-After is capped at RETRY_AFTER_MAX_S."""
-
-    def increment(self, method=None, url=None, *args, error=None, **kwargs):
-        if isinstance(error, urllib3.exceptions.NameResolutionError):
-            raise urllib3.exceptions.MaxRetryError(kwargs.get("_pool"), url, error) from error
-        return super().increment(method, url, *args, error=error, **kwargs)
-
-    def get_retry_after(self, response):
-        seconds = super().get_retry_after(response)
-        return None if seconds is None else min(seconds, RETRY_AFTER_MAX_S)
 
 
 @dataclass(frozen=True)
@@ -137,270 +94,6 @@ def cache_path(cache_dir: Path, url: str) -> Path:
     base, _, name = url.rpartition("/")
     key = hashlib.sha256(base.encode()).hexdigest()[:12]
     return cache_dir / key / name
-
-
-def _bar(name: str, total: int | None, initial: int, progress: bool) -> tqdm:
-    return tqdm(
-        total=total, initial=initial, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
-        disable=not progress, mininterval=0.5, leave=False,
-    )  # fmt: skip
-
-
-def _content_range_start(value: str | None) -> int | None:
-    match = re.match(r"bytes\s+(\d+)-\d+/(\d+|\*)", value or "")
-    return int(match.group(1)) if match else None
-
-
-def _receive(response: requests.Response, url: str, part: Path, offset: int, progress: bool) -> None:
-    """Write the body of an answer to a GET that asked for ``part``'s missing bytes from ``offset``."""
-    status = response.status_code
-    length = response.headers.get("Content-Length")
-    length = int(length) if length and length.isdigit() else None
-    if status == 206 and offset:
-        content_range = response.headers.get("Content-Range")
-        if _content_range_start(content_range) != offset:
-            raise _Restart(f"server resumed at the wrong offset ({content_range})")
-        mode, total = "ab", (offset + length if length is not None else None)
-    elif status == 200:
-        if offset:
-            log.info("%s: server ignored the Range request; restarting from zero", url)
-        offset, mode, total = 0, "wb", length
-    elif status == 416 and offset:
-        raise _Restart("server can't resume this file (HTTP 416)")
-    elif status == 404:
-        raise DownloadError(f"HTTP 404 {response.reason} for {url} (data.archives lists what to fetch)")
-    else:
-        raise DownloadError(f"HTTP {status} {response.reason} for {url}")
-    with _bar(part.name[: -len(".part")], total, offset, progress) as bar, open(part, mode) as handle:
-        # bytes as sent: a server that labels a .tar.gz "Content-Encoding: gzip" mustn't get it unzipped
-        for chunk in response.raw.stream(CHUNK, decode_content=False):
-            handle.write(chunk)
-            bar.update(len(chunk))
-    size = part.stat().st_size
-    if total is not None and size != total:
-        raise urllib3.exceptions.ProtocolError(f"connection ended after {size:,} of {total:,} bytes")
-
-
-def _download(url: str, part: Path, retry: Retry, timeout_s: float, progress: bool) -> None:
-    """GET ``url`` into ``part``: urllib3 retries connection errors, timeouts and RETRY_STATUS
-    answers; a transfer that breaks off is resumed with a Range request from what ``part`` holds
-    (a retry too, from the same budget); a part the server can't resume starts again (once, free)."""
-    restarted = False
-    with requests.Session() as session:
-        adapter = HTTPAdapter()
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        while True:
-            adapter.max_retries = retry
-            offset = part.stat().st_size if part.exists() else 0
-            headers = {"Accept-Encoding": "identity"}  # the archive's own bytes, never re-encoded
-            if offset:
-                headers["Range"] = f"bytes={offset}-"
-            try:
-                with session.get(url, headers=headers, stream=True, timeout=timeout_s) as response:
-                    retry = response.raw.retries or retry
-                    _receive(response, url, part, offset, progress)
-                return
-            except _Restart as exc:
-                part.unlink()
-                if restarted:
-                    raise DownloadError(f"could not download {url}: {exc}") from None
-                restarted = True
-                log.info("%s: %s; restarting from zero", url, exc)
-            except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError) as exc:
-                retry = retry.increment("GET", url, error=exc)
-                log.warning("%s: %s; resuming (retry %d)", url, exc, len(retry.history))
-                retry.sleep()
-
-
-def _copy(url: str, part: Path, progress: bool) -> None:
-    """Copy a file:// URL into ``part``, resuming from its size."""
-    parsed = urlparse(url)
-    if parsed.netloc not in ("", "localhost"):
-        raise DownloadError(f"file:// URLs must name a local path, not host {parsed.netloc!r}: {url}")
-    source = Path(url2pathname(parsed.path))
-    if not source.is_file():
-        raise DownloadError(f"not found: {url} ({source} is not a file)")
-    total = source.stat().st_size
-    offset = part.stat().st_size if part.exists() else 0
-    if offset > total:
-        offset = 0
-    with (
-        open(source, "rb") as src,
-        open(part, "ab" if offset else "wb") as dst,
-        _bar(source.name, total, offset, progress) as bar,
-    ):
-        src.seek(offset)
-        for block in iter(lambda: src.read(CHUNK), b""):
-            dst.write(block)
-            bar.update(len(block))
-    if part.stat().st_size != total:
-        raise DownloadError(f"could not copy {url}: copied {part.stat().st_size:,} of {total:,} bytes")
-
-
-def _cause(exc: BaseException) -> BaseException:
-    """The error inside a requests or urllib3 one (after the retries: the last one's)."""
-    inner = exc.args[0] if isinstance(exc, requests.RequestException) and exc.args else exc
-    if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
-        return inner.reason
-    return inner if isinstance(inner, BaseException) else exc
-
-
-def fetch(
-    url: str,
-    dest: str | os.PathLike,
-    *,
-    retries: int = 5,
-    timeout_s: float = 60.0,
-    backoff_s: float | None = None,
-    progress: bool = True,
-) -> Path:
-    """Download ``url`` (http, https or file) to ``dest`` unless it is already there.
-
-    Bytes go to ``dest.part``, renamed only when complete; a partial file is resumed with a Range
-    request (a server answering 200 instead restarts from zero). Connection errors, timeouts (of
-    ``timeout_s`` each), broken transfers and RETRY_STATUS answers are retried ``retries`` times
-    in all, with urllib3's backoff (none before the first retry, then ``backoff_s``, default
-    BACKOFF_S, times 2, 4, ...) or the server's Retry-After; a host name that does not resolve and
-    any other 4xx fail at once. Raises DownloadError naming the URL."""
-    dest = Path(dest)
-    if dest.exists():
-        return dest
-    scheme = urlparse(url).scheme.lower()
-    if scheme not in URL_SCHEMES:
-        raise DownloadError(f"unsupported URL scheme {scheme!r}: {url}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    retry = _Retry(
-        total=retries, status_forcelist=RETRY_STATUS, respect_retry_after_header=True,
-        backoff_factor=BACKOFF_S if backoff_s is None else backoff_s,
-    )  # fmt: skip
-    with file_lock(dest):
-        if dest.exists():  # another process finished it while we waited for the lock
-            return dest
-        try:
-            if scheme == "file":
-                _copy(url, part, progress)
-            else:
-                _download(url, part, retry, timeout_s, progress)
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            cause = _cause(exc)
-            tries = (
-                ""
-                if isinstance(cause, urllib3.exceptions.NameResolutionError)
-                else f" after {retries + 1} attempts"
-            )
-            raise DownloadError(
-                f"could not download {url}{tries}: {str(cause) or type(cause).__name__}"
-            ) from None
-        os.replace(part, dest)
-    return dest
-
-
-def _member_problem(member: tarfile.TarInfo, dest: str) -> str | None:
-    """Why ``member`` may not be unpacked into ``dest``: what tarfile's data filter refuses (a path
-    or link leading out of ``dest``, a device, FIFO or other special file), and what it lets
-    through that the project refuses: an absolute name (the filter strips its "/") and a link."""
-    if member.name.startswith(("/", "\\")):
-        return "an absolute path"
-    try:
-        tarfile.data_filter(member, dest)
-    except tarfile.FilterError as exc:
-        return f"unsafe ({exc})"
-    if member.issym() or member.islnk():
-        return f"a {'symbolic' if member.issym() else 'hard'} link (to {member.linkname!r})"
-    return None
-
-
-def _mib(n: int) -> str:
-    return f"{n / MIB:,.1f} MiB"
-
-
-def _drain(tar: tarfile.TarFile, name: str) -> None:
-    """Read the rest of the stream after the last member: the decompressor then checks its
-    trailer (gzip's CRC and length), and whatever follows the end-of-archive marker must be zeros
-    (else a damaged header cut the member list short)."""
-    while block := tar.fileobj.read(CHUNK):
-        if block.count(0) != len(block):
-            raise CorruptArchiveError(
-                f"{name} is damaged: data after the end of the archive (a corrupt member header?)"
-            )
-
-
-def _checked_members(
-    tar: tarfile.TarFile,
-    name: str,
-    max_member_bytes: int | None,
-    max_total_bytes: int | None,
-    dest: str = os.path.join(os.sep, "unpacked"),  # where check_archive pictures it unpacked
-) -> list[tarfile.TarInfo]:
-    members: list[tarfile.TarInfo] = []
-    seen: dict[str, tarfile.TarInfo] = {}
-    total = 0
-    for member in tar:  # one header at a time: a member over the cap is refused before its data is read
-        problem = _member_problem(member, dest)
-        key = posixpath.normpath(member.name)
-        if not problem and key in seen and not (member.isdir() and seen[key].isdir()):
-            problem = "in the archive more than once (a later copy would replace the first)"
-        if not problem and max_member_bytes is not None and member.size > max_member_bytes:
-            problem = (
-                f"{_mib(member.size)} unpacked, over the {_mib(max_member_bytes)} cap (data.max_member_mib)"
-            )
-        if problem:
-            raise UnsafeArchiveError(f"refusing to unpack {name}: member {member.name!r} is {problem}")
-        seen[key] = member
-        total += member.size
-        if max_total_bytes is not None and total > max_total_bytes:
-            raise UnsafeArchiveError(
-                f"refusing to unpack {name}: it unpacks to more than {_mib(max_total_bytes)} "
-                "(data.max_unpacked_mib)"
-            )
-        members.append(member)
-    _drain(tar, name)
-    return members
-
-
-@contextlib.contextmanager
-def _archive_errors(name: str) -> Iterator[None]:
-    try:
-        yield
-    except tarfile.FilterError as exc:
-        raise UnsafeArchiveError(f"refusing to unpack {name}: {exc}") from None
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
-        raise CorruptArchiveError(f"{name} is not a readable tar archive: {exc}") from None
-
-
-def check_archive(
-    archive: str | os.PathLike, *, max_member_bytes: int | None = None, max_total_bytes: int | None = None
-) -> list[tarfile.TarInfo]:
-    """Every member of a tar archive, after reading it to the end of its stream; nothing is
-    written. UnsafeArchiveError for a member that is unsafe (see _member_problem), repeated, or
-    larger than the caps (checked from its header, before its data is decompressed), and
-    CorruptArchiveError for a file that isn't a readable, intact archive, each naming it."""
-    archive = Path(archive)
-    with _archive_errors(archive.name), tarfile.open(archive, "r:*") as tar:
-        return _checked_members(tar, archive.name, max_member_bytes, max_total_bytes)
-
-
-def safe_extract(
-    archive: str | os.PathLike,
-    dest: str | os.PathLike,
-    *,
-    max_member_bytes: int | None = None,
-    max_total_bytes: int | None = None,
-) -> list[str]:
-    """Unpack a tar archive into ``dest`` after checking every member and reading the whole
-    stream (see check_archive); return the member names. Absolute paths, ``..`` components,
-    links, devices, FIFOs, repeated names and members over the caps raise UnsafeArchiveError
-    naming the member, before anything is written (tarfile's ``data`` filter, applied to each member
-    up front, and again as it unpacks).
-    A corrupt archive (a bad CRC too) raises CorruptArchiveError."""
-    archive, dest = Path(archive), Path(dest)
-    with _archive_errors(archive.name), tarfile.open(archive, "r:*") as tar:
-        members = _checked_members(tar, archive.name, max_member_bytes, max_total_bytes, str(dest))
-        dest.mkdir(parents=True, exist_ok=True)
-        tar.extractall(dest, members=members, filter="data")
-    return [member.name for member in members]
 
 
 @dataclass
@@ -477,7 +170,7 @@ def _unpack(archive: Path, unpacked: Path, data: DataParams | None) -> dict[str,
                 shapes.update(muct.read_landmarks_csv(csv_path))
             except ValueError as exc:
                 raise DownloadError(f"{archive.name}: {exc}") from None
-    except DownloadError:
+    except (DownloadError, ArchiveError):
         archive.unlink(missing_ok=True)
         raise
     return shapes
@@ -489,7 +182,8 @@ def unpack_muct(
     """Unpack MUCT-layout archives: the photos under ``jpg/`` go to ``photos_dir/jpg/``, and the
     landmarks of ``muct76-opencv.csv`` become their ground truth; ``data`` gives the size caps.
     An archive that fails to unpack is deleted (it is a cached download: the next run fetches it
-    again) and raises: CorruptArchiveError, UnsafeArchiveError or DownloadError."""
+    again) and raises: CorruptArchiveError, UnsafeArchiveError (faceswap_ela.archives) or
+    DownloadError."""
     shapes: dict[str, np.ndarray] = {}
     photos = []
     owner: dict[Path, str] = {}
@@ -625,10 +319,13 @@ def download_archives(
                 url, cached, retries=data.retries, timeout_s=data.timeout_s,
                 backoff_s=backoff_s, progress=progress,
             )  # fmt: skip
-        except DownloadError as exc:
+        except FetchError as exc:
+            message = str(exc)
+            if exc.status == 404:
+                message += " (data.archives lists what to fetch)"
             if data.source.strip() == "muct":
-                raise DownloadError(f"{exc}\n{OFFLINE_HINT}") from None
-            raise
+                message += f"\n{OFFLINE_HINT}"
+            raise DownloadError(message) from None
         actual, expected = sha256_file(path), data.checksums.get(name)
         if expected and actual != expected:
             path.unlink()
@@ -644,7 +341,7 @@ def download_archives(
             )  # fmt: skip
         try:
             check_archive(path, **caps)
-        except DownloadError as exc:
+        except ArchiveError as exc:
             path.unlink(missing_ok=True)
             raise type(exc)(f"{exc} (from {url}; the cached copy was deleted)") from None
         records.append({"name": name, "url": url, "size": path.stat().st_size, "sha256": actual})
@@ -664,7 +361,8 @@ def run(
     progress: bool = True,
 ) -> dict[str, int]:
     """The whole stage: write ``out_dir`` (photos/, manifest.csv, archives.json) and the metrics
-    JSON together, or nothing at all. Returns the metrics."""
+    JSON together, or nothing at all. Returns the metrics. Raises DownloadError, or an ArchiveError
+    (faceswap_ela.archives) for an archive that may not be unpacked."""
     source = resolve_source(data, root)
     out_dir = Path(out_dir)
     if source.folder is not None and source.folder.is_relative_to(out_dir.resolve()):

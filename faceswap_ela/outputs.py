@@ -85,22 +85,3 @@ def sweep_stale(*folders: str | os.PathLike) -> list[Path]:
                     removed.append(path)
             dirnames[:] = [d for d in dirnames if not STALE.match(d)]
     return removed
-
-
-@contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive flock on ``<path>.lock`` (made, with its folder, if need be), so that
-    parallel processes (queued experiments) take turns; no lock where flock is missing (Windows)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML, YAMLError
 
 
 class ParamsError(ValueError):
@@ -378,7 +378,7 @@ def parse(raw: dict | None, name: str = "params.yaml") -> Params:
         raise ParamsError(f"bad {name}: {_format(exc)}") from None
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def _yaml_problem(exc: YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None)
     if problem and mark is not None:
@@ -386,48 +386,17 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return " ".join(str(exc).split())
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 with the sexagesimal integers left out and YAML 1.2's floats added: DVC's
-    `exp run -S` rewrites params.yaml without quotes (YAML 1.2), and `4:2:0` must stay the string
-    it is there, while `5e-4` is a number. A key given twice in one mapping is an error."""
-
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
-        if isinstance(node, yaml.MappingNode):
-            self.flatten_mapping(node)
-            seen: set = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}", key_node.start_mark
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:int"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int",
-    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
-    list("-+0123456789"),
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
 def load(path: str | os.PathLike | None = None) -> Params:
     """Read and validate params.yaml (by default the one in the working directory). A missing,
-    empty, unreadable or non-text file, bad YAML or a duplicate key raises ParamsError naming it."""
+    empty, unreadable or non-text file, bad YAML or a duplicate key raises ParamsError naming it.
+
+    The file is read as YAML 1.2, as DVC reads and rewrites it (`dvc exp run -S` writes values
+    unquoted): `4:2:0` is a string, `5e-4` a float, `yes` a string; a key given twice in one
+    mapping is an error. Only plain dicts, lists and scalars come out, never Python objects."""
     path = Path(path) if path is not None else Path("params.yaml")
     try:
         text = path.read_bytes().decode("utf-8")
-        raw = yaml.load(text, Loader=_Loader)
+        raw = YAML(typ="safe", pure=True).load(text)
     except FileNotFoundError:
         raise ParamsError(f"{path} not found") from None
     except IsADirectoryError:
@@ -436,7 +405,7 @@ def load(path: str | os.PathLike | None = None) -> Params:
         raise ParamsError(f"can't read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ParamsError(f"{path} is not a text file (not UTF-8)") from None
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise ParamsError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
     if raw is None:
         raise ParamsError(f"{path} is empty: it must hold the pipeline's parameters")

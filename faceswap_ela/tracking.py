@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import math
 import os
-import random
 import re
 import subprocess
 import time
@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import tenacity
+from filelock import FileLock
+
 from faceswap_ela import params as P
-from faceswap_ela.outputs import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -407,21 +409,22 @@ def _locked(exc: BaseException | None) -> bool:
 
 
 def _retry_locked(func: Callable[..., Any], what: str) -> Callable[..., Any]:
-    """``func``, called again with backoff while it fails because the store is locked."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        for attempt in range(LOCK_RETRIES):
-            try:
-                return func(*args, **kwargs)
-            except Exception as exc:
-                if attempt == LOCK_RETRIES - 1 or not _locked(exc):
-                    raise
-                delay = min(LOCK_BACKOFF_S * 2**attempt, LOCK_BACKOFF_MAX_S) * random.uniform(0.5, 1.5)
-                log.info("MLflow store locked (%s): retrying in %.1f s", what, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
-
-    return call
+    """``func``, called again while it fails because the store is locked: LOCK_RETRIES attempts in
+    all, the waits between them LOCK_BACKOFF_S doubled each time up to LOCK_BACKOFF_MAX_S, each
+    times a random 0.5 to 1.5 (so that waiting processes spread out). Any other error, and the
+    last attempt's, is raised as it is."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_locked),
+        stop=tenacity.stop_after_attempt(LOCK_RETRIES),
+        # the doubled wait d with its jitter: d / 2, plus a random 0 to d
+        wait=tenacity.wait_exponential(multiplier=LOCK_BACKOFF_S / 2, max=LOCK_BACKOFF_MAX_S / 2)
+        + tenacity.wait_random_exponential(multiplier=LOCK_BACKOFF_S, max=LOCK_BACKOFF_MAX_S),
+        before_sleep=lambda state: log.info(
+            "MLflow store locked (%s): retrying in %.1f s", what, state.next_action.sleep
+        ),
+        reraise=True,
+    )
+    return functools.partial(retrying, func)
 
 
 class _RetryingClient:
@@ -443,7 +446,7 @@ def _store_lock(uri: str) -> Iterator[None]:
     if db is None:
         yield
         return
-    with file_lock(db):
+    with FileLock(db.with_name(db.name + ".lock")):
         yield
 
 

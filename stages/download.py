@@ -3,7 +3,7 @@ metrics/download.json. See faceswap_ela.download."""
 
 import sys
 
-from faceswap_ela import download, stage
+from faceswap_ela import archives, download, stage
 from faceswap_ela import params as P
 
 
@@ -12,4 +12,4 @@ def run(p: P.Params) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(stage.main(run, expected=(download.DownloadError,)))
+    sys.exit(stage.main(run, expected=(download.DownloadError, archives.ArchiveError)))

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from faceswap_ela import download, muct
+from faceswap_ela import archives, download, muct
 from faceswap_ela import params as P
-from faceswap_ela.download import DownloadError, UnsafeArchiveError
+from faceswap_ela.archives import CorruptArchiveError, UnsafeArchiveError
+from faceswap_ela.download import DownloadError
 from tests.sample_data import (
     HOSTILE_KINDS,
     build_hostile_archive,
@@ -342,12 +343,12 @@ def test_safe_extract_checks_every_member_before_writing(kind, tmp_path):
         assert [m.name for m in tar.getmembers()] == ["jpg/ok.jpg", member]
     target = tmp_path / "out" / "inner"
     with pytest.raises(UnsafeArchiveError, match=f"member {member!r} is "):
-        download.safe_extract(archive, target)
+        archives.safe_extract(archive, target)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
 
 
 def test_safe_extract_unpacks_a_plain_archive(muct_mirror, tmp_path):
-    names = download.safe_extract(muct_mirror.mirror / A, tmp_path / "out")
+    names = archives.safe_extract(muct_mirror.mirror / A, tmp_path / "out")
     assert sorted(names) == sorted(f"jpg/{p.name}" for p in muct_mirror.photos)
     first = muct_mirror.photos[0]
     assert (tmp_path / "out/jpg" / first.name).read_bytes() == first.read_bytes()
@@ -358,7 +359,7 @@ def test_corrupt_archive_is_a_clear_error_and_leaves_the_cache(tmp_path):
     mirror.mkdir()
     (mirror / A).write_bytes(b"<html>this is not an archive</html>")
     repo = tmp_path / "repo"
-    with serve(mirror) as (url, _), pytest.raises(DownloadError, match=f"{A} is not a readable tar archive"):
+    with serve(mirror) as (url, _), pytest.raises(CorruptArchiveError, match=f"{A} is not a readable tar"):
         _run(repo, _data(url, archives=[A]))
     assert not _cached(repo, url + A).exists()  # the next run fetches it again
     _assert_no_outputs(repo)
@@ -530,6 +531,18 @@ def test_stage_checksum_mismatch_exits_nonzero(muct_mirror, tmp_path):
     assert "Traceback" not in proc.stderr
     _assert_no_outputs(repo)
     assert not _cached(repo, url + A).exists()
+
+
+def test_stage_refuses_a_corrupt_archive_in_one_line(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / A).write_bytes(b"<html>this is not an archive</html>")
+    with serve(mirror) as (url, _):
+        repo = stage_repo(tmp_path, source=url, archives=[A], retries=0)
+        proc = _stage(repo)
+    assert proc.returncode == 1
+    assert f"{A} is not a readable tar archive" in proc.stderr and "Traceback" not in proc.stderr
+    _assert_no_outputs(repo)
 
 
 @pytest.mark.parametrize(

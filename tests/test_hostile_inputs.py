@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from faceswap_ela import card, cli, download, muct, predict, stage, tracking
+from faceswap_ela import archives, card, cli, download, muct, predict, stage, tracking
 from faceswap_ela import params as P
-from faceswap_ela.download import CorruptArchiveError, UnsafeArchiveError
+from faceswap_ela.archives import CorruptArchiveError, UnsafeArchiveError
 from faceswap_ela.images import save_png
 from tests.sample_data import portrait, serve, stage_repo, write_bad_images
 
@@ -159,8 +159,14 @@ def _start_stage(repo: Path) -> subprocess.Popen:
         ("ela:\n  gain: .nan\n", "ela.gain"),
         ("augment:\n  flip: 1\n", "augment.flip"),
         ("train:\n  seeds: [42, true]\n", "train.seeds"),
-        ("seed: 42\nela:\n  quality: 90\nseed: 43\n", "duplicate key 'seed' (line 4"),
-        ("ela:\n  quality: 90\n  quality: 95\n", "duplicate key 'quality' (line 3"),
+        (
+            "seed: 42\nela:\n  quality: 90\nseed: 43\n",
+            'duplicate key "seed" with value "43" (original value: "42") (line 4',
+        ),
+        (
+            "ela:\n  quality: 90\n  quality: 95\n",
+            'duplicate key "quality" with value "95" (original value: "90") (line 3',
+        ),
         ("", "is empty"),
         ("# every line a comment\n", "is empty"),
     ],
@@ -482,7 +488,7 @@ def test_a_damaged_header_in_a_plain_tar_loses_no_member_silently(muct_mirror, t
     archive = tmp_path / "plain.tar"
     archive.write_bytes(bytes(data))
     with pytest.raises(CorruptArchiveError, match="plain.tar is damaged"):
-        download.safe_extract(archive, tmp_path / "out")
+        archives.safe_extract(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

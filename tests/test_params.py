@@ -93,3 +93,14 @@ def test_yaml_as_dvc_rewrites_it(tmp_path):
     path.write_text("ela:\n  subsampling: 4:2:0\n  quality: 90\n  gain: 1.0e+1\nseed: 0x10\n")
     p = P.load(path)
     assert p.ela.subsampling == "4:2:0" and p.ela.quality == 90 and p.ela.gain == 10.0 and p.seed == 16
+
+
+def test_yaml_1_1_booleans_are_strings_and_control_characters_are_refused(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("tracking:\n  register: yes\n")  # YAML 1.2, as DVC reads it: "yes" is a string
+    with pytest.raises(P.ParamsError, match="tracking.register"):
+        P.load(path)
+    path.write_bytes(b"seed: 1\x00\n")
+    with pytest.raises(P.ParamsError, match="not valid YAML: unacceptable character") as info:
+        P.load(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

@@ -9,6 +9,15 @@ from pathlib import Path
 from faceswap_ela.params import Params
 from faceswap_ela.testsets import PAPER_FORGER
 
+RAW = Path("data/raw")
+LANDMARKS = Path("data/landmarks.csv")
+SPLIT = Path("data/split.csv")
+TEMPLATE = Path("data/template.json")
+CROPS = Path("data/crops")
+ELA_DIR = Path("data/ela")
+GALLERY = Path("plots/gallery.png")
+MATERIALIZE_METRICS = Path("metrics/materialize.json")
+
 
 def model_name(input_kind: str, fakes: str, seed: int) -> str:
     return f"{input_kind}-{fakes}-s{int(seed)}"

@@ -14,14 +14,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from pathlib import Path
 
 from faceswap_ela import crop_index, dataset, ela, gallery, outputs, stage, testsets
 from faceswap_ela import params as P
-
-CROPS = Path("data/crops")
-ELA_DIR = Path("data/ela")
-GALLERY = Path("plots/gallery.png")
+from faceswap_ela.layout import CROPS, ELA_DIR, GALLERY
 
 log = logging.getLogger("ela")
 

@@ -13,18 +13,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from pathlib import Path
 
 from faceswap_ela import alignment, crop_index, materialize, outputs, parallel, samples, stage, testsets
 from faceswap_ela import params as P
+from faceswap_ela.layout import CROPS, LANDMARKS, MATERIALIZE_METRICS, RAW, SPLIT, TEMPLATE
 from faceswap_ela.stage import StageError
-
-RAW = Path("data/raw")
-LANDMARKS = Path("data/landmarks.csv")
-SPLIT = Path("data/split.csv")
-TEMPLATE = Path("data/template.json")
-CROPS = Path("data/crops")
-METRICS = Path("metrics/materialize.json")
 
 log = logging.getLogger("materialize")
 
@@ -33,7 +26,8 @@ def run(p: P.Params) -> dict:
     start = time.perf_counter()
     workers = parallel.n_workers(p.materialize.workers)
     # Old outputs go first: a failed run leaves none behind (as under dvc repro)
-    with outputs.atomic_outputs(TEMPLATE, f"{CROPS}/", METRICS) as (template_tmp, crops_tmp, metrics_tmp):
+    targets = (TEMPLATE, f"{CROPS}/", MATERIALIZE_METRICS)
+    with outputs.atomic_outputs(*targets) as (template_tmp, crops_tmp, metrics_tmp):
         tasks, train_sets = materialize.build_tasks(p, SPLIT, LANDMARKS, RAW)
         if not tasks:
             raise StageError(f"{SPLIT} lists no photos")

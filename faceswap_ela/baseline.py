@@ -1,4 +1,4 @@
-"""A trivial baseline (issue 6): logistic regression on five hand-made numbers per crop.
+"""A trivial baseline: logistic regression on five hand-made numbers per crop.
 
 The simulated fakes are blurred faces pasted back, so sharpness alone separates much of them. The
 features measure exactly that, and nothing a CNN could not: the variance of the Laplacian of the

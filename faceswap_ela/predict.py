@@ -25,25 +25,22 @@ model that doesn't fit ``roi.size``, a heatmap folder that can't be written) rai
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
 import tempfile
-import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from tabulate import tabulate
 
-from faceswap_ela import card, ela, landmarks, layout, roi, seeding
+from faceswap_ela import card, ela, landmarks, roi, seeding
 from faceswap_ela.images import ImageError, find_photos, load_rgb, os_reason
 from faceswap_ela.params import Params
+from faceswap_ela.predict_model import PredictError, load_model, quiet_stderr, resolve_model
 
 OK = "ok"
 NO_FACE = "no face"
@@ -52,10 +49,6 @@ ERROR = "error"
 COLUMNS = ("photo", "face", "box", "p_fake", "label", "status", "error")
 TABLE_COLUMNS = COLUMNS[:-1]  # the error follows the status
 FORMATS = ("table", "json", "csv")
-
-
-class PredictError(ValueError):
-    """A usage problem (no model, a model that does not fit the params): nothing can be scored."""
 
 
 @dataclass(frozen=True)
@@ -96,93 +89,6 @@ class FaceCrops:
     box: tuple[int, int, int, int]
     crops: list[np.ndarray] = field(default_factory=list)
     elas: list[np.ndarray] = field(default_factory=list)
-
-
-def named_model(name: str, root: str | os.PathLike | None = None) -> Path:
-    """The pipeline's model ``name`` (``ela-blend-s42``): ``<repo root>/models/<name>/model.keras``."""
-    from faceswap_ela.params import repo_root
-
-    return Path(root if root is not None else repo_root()) / layout.model_file(name)
-
-
-def default_model(params: Params, root: str | os.PathLike | None = None) -> Path:
-    """The paper's ELA-CNN of the last ``dvc repro``: the model ``ela-warp-s<first seed>``."""
-    if "ela" not in params.train.inputs:
-        raise PredictError("params.yaml train.inputs trains no ELA model: pass --model")
-    return named_model(layout.primary(params), root)
-
-
-def is_model_name(model: object) -> bool:
-    """Whether ``model`` is text naming a pipeline model rather than a file: no folder, no suffix
-    (``ela-blend-s42``, not ``model.keras`` or ``./ela-blend-s42``)."""
-    return (
-        isinstance(model, str)
-        and bool(model)
-        and not model.startswith(".")
-        and Path(model).name == model
-        and not Path(model).suffix
-    )
-
-
-REGISTRY_PREFIX = "models:/"
-
-
-def is_registry_uri(model: object) -> bool:
-    """Whether ``model`` names a registered model: ``models:/<name>/<version|latest>`` or
-    ``models:/<name>@<alias>``."""
-    return isinstance(model, str) and model.startswith(REGISTRY_PREFIX)
-
-
-def fetch_registered(
-    uri: str, root: str | os.PathLike | None = None, *, quiet: bool = True
-) -> tuple[Path, dict | None]:
-    """Download the registered model ``uri`` from the MLflow store (MLFLOW_TRACKING_URI, else the
-    sqlite store at the repository root) into a temporary folder removed at exit, and return the
-    .keras file inside and the card of its MLmodel metadata (None without one); PredictError when
-    the store, the model or the version is missing, or the card is bad."""
-    import atexit
-    import shutil
-
-    from faceswap_ela import tracking
-
-    store = tracking.tracking_uri(root)
-    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///") :]).is_file():
-        raise PredictError(f"can't load model {uri}: no MLflow store at {store} (set MLFLOW_TRACKING_URI)")
-    folder = tempfile.mkdtemp(prefix="faceswap-ela-model.")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    try:
-        with quiet_stderr(quiet):
-            import mlflow.artifacts
-
-            tracking._quiet_store_logs()
-            if store.startswith(("http://", "https://")):
-                tracking._probe_server(store)
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=folder, tracking_uri=store, registry_uri=store
-            )
-    except Exception as exc:
-        raise PredictError(f"can't load model {uri} from {store}: {tracking._brief(exc)}") from None
-    found = sorted(Path(local).rglob("*.keras"))
-    if not found:
-        raise PredictError(f"can't load model {uri}: the registered model holds no .keras file")
-    return found[0], registered_card(Path(local), uri)
-
-
-def registered_card(folder: Path, uri: str) -> dict | None:
-    """The card that evaluate@ logged in the MLmodel metadata of a downloaded model (see
-    tracking.Tracker.log_model), None when there is none (no MLmodel file: a plain .keras file)."""
-    mlmodel = folder / "MLmodel"
-    if not mlmodel.is_file():
-        return None
-    try:
-        meta = yaml.safe_load(mlmodel.read_text())
-        data = meta.get("metadata") if isinstance(meta, dict) else None
-        if not isinstance(data, dict) or "card" not in data:
-            return None
-        return card.check(data["card"], f"{uri} (MLmodel metadata)")
-    except (OSError, yaml.YAMLError, card.CardError) as exc:
-        reason = os_reason(exc) if isinstance(exc, OSError) else " ".join(str(exc).split())
-        raise PredictError(f"can't read the card of {uri}: {reason}") from None
 
 
 def check_heatmap_dir(folder: str | os.PathLike) -> Path:
@@ -247,89 +153,11 @@ def face_crops(
     return out
 
 
-@contextlib.contextmanager
-def quiet_stderr(quiet: bool = True) -> Iterator[None]:
-    """With ``quiet``, send file descriptor 2 to /dev/null for the block: TensorFlow's C++ start-up
-    lines (CUDA, oneDNN, absl) bypass Python and TF_CPP_MIN_LOG_LEVEL alike."""
-    if not quiet:
-        yield
-        return
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _not_a_model(path: Path) -> str | None:
-    """Why ``path`` is plainly no Keras model, before Keras reads it (its own messages mislead:
-    a .keras file that isn't a zip archive reads "File not found")."""
-    if path.is_dir():
-        return "it is a folder, not a .keras file"
-    suffix = path.suffix.lower()
-    if suffix not in (".keras", ".h5", ".hdf5"):
-        return "Keras loads .keras (or legacy .h5) files only"
-    if suffix == ".keras":
-        if not zipfile.is_zipfile(path):
-            return "not a Keras model (a .keras file is a zip archive; this one is not)"
-        with zipfile.ZipFile(path) as archive:
-            if "config.json" not in archive.namelist():
-                return "not a Keras model (the archive holds no config.json)"
-    return None
-
-
-def load_model(
-    path: str | os.PathLike,
-    size: int,
-    *,
-    policy: str = "float32",
-    quiet: bool = True,
-    card_from: str | None = None,
-) -> Any:
-    """The Keras model at ``path`` (imports Keras) computing under the dtype ``policy``, checked to
-    take ``size`` x ``size`` x 3 input (the roi.size of params.yaml, or of the card ``card_from``)
-    and to give two class probabilities; with ``quiet``, TensorFlow's start-up chatter is dropped."""
-    path = Path(path)
-    problem = _not_a_model(path)
-    if problem:
-        raise PredictError(f"can't load model {path}: {problem}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        with quiet_stderr(quiet):
-            from faceswap_ela.model import load_for_inference
-
-            net = load_for_inference(path, policy)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if reason.startswith("File not found"):
-            reason = "not a Keras model"
-        raise PredictError(f"can't load model {path}: {reason}") from None
-    shape = tuple(net.input_shape[1:])
-    if shape != (size, size, 3):
-        if card_from is None:
-            problem = f"params roi.size is {size}: pass the params.yaml it was trained with (--params)"
-        else:
-            problem = f"its card {card_from} says roi.size {size}"
-        raise PredictError(f"model {path} takes {shape} input but {problem}")
-    if tuple(net.output_shape[1:]) != (2,):
-        raise PredictError(f"model {path} gives {tuple(net.output_shape[1:])} outputs, not p(real), p(fake)")
-    return net
-
-
 class Predictor:
     """Scores the faces of photos with one model, its card and one params.yaml.
 
-    ``model`` (a path, a pipeline model's name resolved by named_model, or a ``models:/...`` URI
-    fetched with fetch_registered) defaults to default_model(); ``threshold`` to
+    ``model`` (a path, a pipeline model's name, or a ``models:/...`` URI; see
+    predict_model.resolve_model) defaults to the paper's ELA-CNN; ``threshold`` to
     params.eval.threshold. The model's card (card.json beside the model file, or the registered
     model's MLmodel metadata) sets the input kind and the ``ela`` and ``roi`` sections of
     ``params``, which keeps the rest; without a card, params.yaml's settings are used and
@@ -354,38 +182,24 @@ class Predictor:
         precision: str | None = None,
         input_kind: str | None = None,
     ):
-        self.card: dict | None = None
-        registered = is_registry_uri(model)
-        if registered:
-            where, absent = f"{model} (MLmodel metadata)", f"{model} has none in its MLmodel metadata"
-            model, self.card = fetch_registered(str(model), quiet=not verbose)
-        elif is_model_name(model):
-            model = named_model(str(model))
-        self.model_path = Path(model) if model is not None else default_model(params)
-        if not self.model_path.exists():
-            raise PredictError(f"model {self.model_path} not found: run dvc repro first or pass --model")
-        if not registered:
-            where = str(card.path_for(self.model_path))
-            absent = f"{where} not found"
-            if Path(where).is_file():
-                try:
-                    self.card = card.read(where)
-                except card.CardError as exc:
-                    raise PredictError(f"bad model card: {exc}") from None
+        self.resolved = resolve_model(model, params, quiet=not verbose)
+        self.model_path, self.card = self.resolved.path, self.resolved.card
         self.warning: str | None = None
         if self.card is None:
             self.settings_from = "params.yaml (no model card)"
             self.params = params
             self.input = input_kind or "ela"
             self.warning = (
-                f"no model card: {absent}; using params.yaml's ELA and ROI settings, input {self.input}"
+                f"no model card: {self.resolved.no_card}; using params.yaml's ELA and ROI settings, "
+                f"input {self.input}"
             )
         else:
             if input_kind is not None and input_kind != self.card["input"]:
                 raise PredictError(
-                    f"--input {input_kind} contradicts the model card: input {self.card['input']} ({where})"
+                    f"--input {input_kind} contradicts the model card: input {self.card['input']} "
+                    f"({self.resolved.source})"
                 )
-            self.settings_from = where
+            self.settings_from = self.resolved.source
             self.params = params.model_copy(
                 update={"ela": card.ela_settings(self.card), "roi": card.roi_settings(self.card)}
             )

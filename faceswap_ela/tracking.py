@@ -154,6 +154,31 @@ def _quiet_store_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class DownloadError(Exception):
+    """A registered model that could not be downloaded; the message says why, in one line."""
+
+
+def download_model(uri: str, dst: str | os.PathLike, store: str) -> Path:
+    """Download the registered model ``uri`` (``models:/<name>/<version|latest>`` or
+    ``models:/<name>@<alias>``) from the MLflow store ``store`` (its tracking and registry URI) into
+    the folder ``dst``; returns the local folder. A server that does not answer fails at once rather
+    than after MLflow's retries, and a sqlite store's schema migrations are not logged. DownloadError
+    (the exception's type and first line) when the store, the model or the version is missing or
+    MLflow fails."""
+    try:
+        import mlflow.artifacts
+
+        _quiet_store_logs()
+        if urlparse(store).scheme in ("http", "https"):
+            _probe_server(store)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=str(dst), tracking_uri=store, registry_uri=store
+        )
+    except Exception as exc:
+        raise DownloadError(_brief(exc)) from None
+    return Path(local)
+
+
 class Tracker:
     """One MLflow run. Methods never raise: the first failure warns once and disables tracking.
     A Tracker without a run (``Tracker.disabled``) accepts every call and does nothing."""

@@ -14,14 +14,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from pathlib import Path
 
-from faceswap_ela import dataset, ela, gallery, materialize, outputs, stage, testsets
+from faceswap_ela import crop_index, dataset, ela, gallery, outputs, stage, testsets
 from faceswap_ela import params as P
-
-CROPS = Path("data/crops")
-ELA_DIR = Path("data/ela")
-GALLERY = Path("plots/gallery.png")
+from faceswap_ela.layout import CROPS, ELA_DIR, GALLERY
 
 log = logging.getLogger("ela")
 
@@ -30,9 +26,9 @@ def run(p: P.Params) -> dict[str, int]:
     start = time.perf_counter()
     # Old outputs go first: a failed run leaves none behind (as under dvc repro)
     with outputs.atomic_outputs(f"{ELA_DIR}/", GALLERY) as (ela_tmp, gallery_tmp):
-        index = materialize.read_index(CROPS)
-        sets = {testsets.recipe_set(r): materialize.recipe_rows(index, r, p.seed) for r in p.train.fakes}
-        sets.update(materialize.test_rows(index))
+        index = crop_index.read_index(CROPS)
+        sets = {testsets.recipe_set(r): crop_index.recipe_rows(index, r, p.seed) for r in p.train.fakes}
+        sets.update(crop_index.test_rows(index))
         counts = ela.write_sets(sets, CROPS, ela_tmp, p.ela, size=p.roi.size, workers=p.ela.workers)
         gallery.make_gallery(CROPS / "samples", gallery_tmp, p.ela)
     log.info("ELA of %s crops in %.1f s", counts, time.perf_counter() - start)

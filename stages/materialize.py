@@ -13,18 +13,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from pathlib import Path
 
-from faceswap_ela import alignment, materialize, outputs, parallel, stage, testsets
+from faceswap_ela import alignment, crop_index, materialize, outputs, parallel, samples, stage, testsets
 from faceswap_ela import params as P
+from faceswap_ela.layout import CROPS, LANDMARKS, MATERIALIZE_METRICS, RAW, SPLIT, TEMPLATE
 from faceswap_ela.stage import StageError
-
-RAW = Path("data/raw")
-LANDMARKS = Path("data/landmarks.csv")
-SPLIT = Path("data/split.csv")
-TEMPLATE = Path("data/template.json")
-CROPS = Path("data/crops")
-METRICS = Path("metrics/materialize.json")
 
 log = logging.getLogger("materialize")
 
@@ -33,7 +26,8 @@ def run(p: P.Params) -> dict:
     start = time.perf_counter()
     workers = parallel.n_workers(p.materialize.workers)
     # Old outputs go first: a failed run leaves none behind (as under dvc repro)
-    with outputs.atomic_outputs(TEMPLATE, f"{CROPS}/", METRICS) as (template_tmp, crops_tmp, metrics_tmp):
+    targets = (TEMPLATE, f"{CROPS}/", MATERIALIZE_METRICS)
+    with outputs.atomic_outputs(*targets) as (template_tmp, crops_tmp, metrics_tmp):
         tasks, train_sets = materialize.build_tasks(p, SPLIT, LANDMARKS, RAW)
         if not tasks:
             raise StageError(f"{SPLIT} lists no photos")
@@ -49,11 +43,11 @@ def run(p: P.Params) -> dict:
             train_forgers=p.train.forgers(), ela_at=p.ela.at,
         )  # fmt: skip
         results = parallel.ordered_map(renderer, tasks, workers=workers, desc="materialize", chunksize=2)
-        frame = materialize.index_frame([row for photo_rows, _ in results for row in photo_rows])
-        materialize.render_samples(tasks, renderer, frame, crops_tmp / "samples")
+        frame = crop_index.index_frame([row for photo_rows, _ in results for row in photo_rows])
+        samples.render_samples(tasks, renderer, frame, crops_tmp / "samples")
         outputs.write_csv(crops_tmp / "index.csv", frame)
         template_tmp.write_text(materialize.template_json(template, len(train_sets)))
-        metrics = materialize.summarise(frame, len(tasks), time.perf_counter() - start, workers)
+        metrics = crop_index.summarise(frame, len(tasks), time.perf_counter() - start, workers)
         outputs.write_json(metrics_tmp, metrics)
     log.info(
         "%d crops from %d photos (%d skipped) in %.1f s: %s",

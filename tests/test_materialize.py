@@ -1,6 +1,7 @@
 """The materialize and ela stages: renderings of each photo, bad inputs, determinism, and the
 stage scripts run as subprocesses in a folder built from the two sample portraits."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from faceswap_ela import alignment, ela, materialize, roi
+from faceswap_ela import alignment, crop_index, donors, ela, materialize, roi
 from faceswap_ela.images import load_rgb
 from faceswap_ela.params import Params
 from tests.sample_data import dlib_shapes, portrait
@@ -451,7 +452,7 @@ def test_swap_donors_are_from_another_group_of_the_same_split():
             materialize.PhotoTask(f"p{i:02d}", f"g{i // 3}", split, f"p{i:02d}.jpg", points, (0, 1, 1, 0))
         )
     tasks.append(materialize.PhotoTask("none", "g99", "train", "none.jpg", None, (1, 1)))
-    out = materialize.assign_donors(tasks, seed=42, nearest=4)
+    out = donors.assign_donors(tasks, seed=42, nearest=4)
     assert [t.photo_id for t in out] == [t.photo_id for t in tasks]
     by_id = {t.photo_id: t for t in tasks}
     for task in out:
@@ -462,23 +463,23 @@ def test_swap_donors_are_from_another_group_of_the_same_split():
             assert (donor is None) == (label == 0)
             if donor is not None:
                 assert by_id[donor.photo_id].split == task.split and by_id[donor.photo_id].group != task.group
-    again = materialize.assign_donors(tasks, seed=42, nearest=4)
+    again = donors.assign_donors(tasks, seed=42, nearest=4)
     ids = [[d and d.photo_id for d in t.donors] for t in out]
     assert [[d and d.photo_id for d in t.donors] for t in again] == ids  # seeded: the same donors
 
 
 def test_a_mixed_recipe_keeps_the_reals_and_draws_one_forger_per_fake(pipeline):
-    index = materialize.read_index(pipeline / "data/crops")
-    rows = materialize.recipe_rows(index, "warp_blend", seed=42)
+    index = crop_index.read_index(pipeline / "data/crops")
+    rows = crop_index.recipe_rows(index, "warp_blend", seed=42)
     train = index[index["split"] == "train"]
     assert list(rows["crop_id"]) == sorted(train["crop_id"])  # each crop once, in order
     reals = rows[rows["label"] == 0]
     assert (reals["split"] == "train").all()
     fakes = rows[rows["label"] == 1]
     assert set(fakes["split"]) == {"train", "train_blend"}
-    again = materialize.recipe_rows(index, "warp_blend", seed=42)
+    again = crop_index.recipe_rows(index, "warp_blend", seed=42)
     pd.testing.assert_frame_equal(rows, again)
-    single = materialize.recipe_rows(index, "blend", seed=42)
+    single = crop_index.recipe_rows(index, "blend", seed=42)
     assert (single["split"] == "train_blend").all() and len(single) == len(train)
 
 
@@ -509,7 +510,7 @@ def test_ela_at_photo_cuts_the_photo_ela_at_the_crop_roi(photos, tmp_path):
         result = run_stage(stage, folder)
         assert result.returncode == 0, result.stderr[-3000:]
     p = Params.model_validate(yaml.safe_load((folder / "params.yaml").read_text()))
-    index = materialize.read_index(folder / "data/crops")
+    index = crop_index.read_index(folder / "data/crops")
     test = index[index["split"] == "test"].reset_index(drop=True)
     tensor = np.load(folder / "data/ela/test_ela.npy")
     crops = np.load(folder / "data/ela/test_rgb.npy")
@@ -533,3 +534,22 @@ def test_ela_at_photo_cuts_the_photo_ela_at_the_crop_roi(photos, tmp_path):
             expected = ela.scale_levels(roi.resize(roi.crop(whole, box), 128), p.ela.scale, p.ela.gain)
             np.testing.assert_array_equal(tensor[i], expected)
         assert not np.array_equal(tensor[i], ela.compute(crops[i], p.ela))  # not the crop's ELA
+
+
+def test_index_rows_are_built_from_what_a_rendering_made():
+    head = crop_index.IndexRow("p__v1", "p", "g", "test", 1, 1, roi_x1=1, roi_y1=2, roi_x2=30, roi_y2=40)
+    head = dataclasses.replace(head, augment="{}")
+    made = crop_index.Made(forger="swap", donor="q", quality=80)
+    cut = crop_index.Cut("test_swap/p__v1.png", "pieces/test_swap/p__v1.png", (0, 16))
+    ok = crop_index.index_row(head, cut, made=made, split="test_swap")
+    assert (ok.status, ok.reason, ok.split, ok.path) == ("ok", "", "test_swap", "test_swap/p__v1.png")
+    assert (ok.piece_x1, ok.piece_y1, ok.roi_x2, ok.donor, ok.quality) == (0, 16, 30, "q", 80)
+    skipped = crop_index.index_row(head, crop_index.Cut(reason="empty crop: ROI 6x6 px"), made=made)
+    assert (skipped.status, skipped.reason, skipped.path, skipped.split) == (
+        "skipped", "empty crop: ROI 6x6 px", "", "test",
+    )  # fmt: skip
+    assert skipped.donor == "q" and skipped.piece_x1 is None and skipped.roi_x1 == 1
+    assert (head.status, head.forger, head.split) == ("skipped", "", "test")  # the head is left as it was
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        head.reason = "x"
+    assert list(dataclasses.asdict(ok)) == crop_index.INDEX_COLUMNS

@@ -267,6 +267,27 @@ def test_register_model_from_a_plain_file_and_without_a_model(store, tmp_path, c
     assert (Path(local) / "model.keras").read_bytes() == b"weights"
 
 
+def test_download_model_fetches_a_registered_model_or_says_why_not_in_one_line(store, tmp_path, monkeypatch):
+    tracker = tracking.start_run(P.parse({}))
+    saved = tmp_path / "model.keras"
+    saved.write_bytes(b"weights")
+    tracker.log_artifact(saved, "model")
+    assert tracker.register_model(tracker.run_id, "unit-cnn") == "1"
+    tracker.finish()
+    local = tracking.download_model("models:/unit-cnn/1", tmp_path / "dl", store)
+    assert (local / "model.keras").read_bytes() == b"weights"
+    for uri in ("models:/unit-cnn/7", "models:/no-such-model/latest"):
+        with pytest.raises(tracking.DownloadError) as info:
+            tracking.download_model(uri, tmp_path / "none", store)
+        assert len(str(info.value).splitlines()) == 1 and str(info.value).startswith("MlflowException: ")
+    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")):
+        monkeypatch.setenv(name, value)
+    start = time.monotonic()
+    with pytest.raises(tracking.DownloadError, match="no MLflow server answers"):
+        tracking.download_model("models:/unit-cnn/1", tmp_path / "none", f"http://127.0.0.1:{closed_port()}")
+    assert time.monotonic() - start < 10
+
+
 def test_register_model_without_tracking_does_nothing(caplog):
     with caplog.at_level(logging.WARNING):
         assert tracking.Tracker.disabled().register_model("run", "unit-cnn") is None

@@ -1,6 +1,9 @@
 """A trained model's card (models/<name>/card.json, written by train@ beside model.keras): what
 the model needs to be used on a new photo. predict reads it, so a model is fed the input it was
-trained on, with the ELA and ROI settings of its own run, not those of the current params.yaml."""
+trained on, with the ELA and ROI settings of its own run, not those of the current params.yaml.
+
+Settings beyond the paper's are recorded only when used, so the paper's card stays as it was:
+``ela.qualities`` when set."""
 
 from __future__ import annotations
 
@@ -23,16 +26,19 @@ class CardError(ValueError):
 
 def make(p: P.Params, input_kind: str, fakes: str, seed: int, name: str, precision: str) -> dict:
     """The card of a model trained under ``p``."""
-    return {
+    data = {
         "model": name,
         "input": input_kind,
         "fakes": fakes,
         "forgers": list(P.recipe_forgers(fakes)),
         "seed": int(seed),
-        "ela": p.ela.model_dump(mode="json", exclude={"workers"}),
+        "ela": p.ela.model_dump(
+            mode="json", exclude={"workers"} | (set() if p.ela.qualities else {"qualities"})
+        ),
         "roi": p.roi.model_dump(mode="json"),
         "precision": precision,
     }
+    return data
 
 
 def path_for(model: str | os.PathLike) -> Path:

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ParamsError(ValueError):
@@ -221,6 +229,20 @@ class ElaParams(_Section):
     gain: float = Field(20.0, gt=0)
     at: Literal["crop", "photo"] = "crop"
     workers: int = Field(0, ge=0)
+    # () : the paper's single ``quality``; else the error levels at each, stacked as channels
+    # (last, so that the validator sees ``scale``)
+    qualities: tuple[int, ...] = ()
+
+    @field_validator("qualities")
+    @classmethod
+    def _qualities(cls, v: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
+        if len(set(v)) != len(v) or any(not 1 <= q <= 100 for q in v):
+            raise ValueError("must be distinct JPEG qualities in 1..100 ([]: quality alone)")
+        if v and info.data.get("scale", "fixed") != "fixed":
+            raise ValueError(
+                "needs scale: fixed (the per-image max scaling of each quality hides the curve across them)"
+            )
+        return v
 
 
 Precision = Literal["auto", "float32", "bfloat16", "float16"]

@@ -1,7 +1,8 @@
 """Classify the faces of ordinary photos with a trained model: photo -> faces -> ROI crops -> ELA
 (for an ELA model) -> p(fake), through the same code as the pipeline (landmarks.detect_faces,
 roi.roi_box / crop / resize, ela.compute or, for ``ela.at: photo``, ela.roi_levels of the whole
-photo's error levels, evaluation.predict_fake).
+photo's error levels, at each of the card's ``ela.qualities`` when it has some,
+evaluation.predict_fake).
 
 The model's card (card.json beside the model file, or the MLmodel metadata of a registered model)
 gives the input kind (ELA or RGB crops), the ELA and ROI settings and the default precision of the
@@ -216,7 +217,8 @@ def roi_boxes(
 
 
 def ela_input(crop: np.ndarray, params: Params) -> np.ndarray:
-    """The network's input for a resized crop: its ELA image with params.ela's settings."""
+    """The network's input for a resized crop: its ELA image with params.ela's settings (at each
+    of ``ela.qualities``, stacked as channels, when set)."""
     return ela.compute(crop, params.ela)
 
 
@@ -294,10 +296,12 @@ def load_model(
     policy: str = "float32",
     quiet: bool = True,
     card_from: str | None = None,
+    channels: int = 3,
 ) -> Any:
     """The Keras model at ``path`` (imports Keras) computing under the dtype ``policy``, checked to
-    take ``size`` x ``size`` x 3 input (the roi.size of params.yaml, or of the card ``card_from``)
-    and to give two class probabilities; with ``quiet``, TensorFlow's start-up chatter is dropped."""
+    take ``size`` x ``size`` x ``channels`` input (the roi.size of params.yaml, or of the card
+    ``card_from``; 3k channels for ELA at k qualities) and to give two class probabilities; with
+    ``quiet``, TensorFlow's start-up chatter is dropped."""
     path = Path(path)
     problem = _not_a_model(path)
     if problem:
@@ -314,7 +318,10 @@ def load_model(
             reason = "not a Keras model"
         raise PredictError(f"can't load model {path}: {reason}") from None
     shape = tuple(net.input_shape[1:])
-    if shape != (size, size, 3):
+    if shape[:2] == (size, size) and shape[2:] != (channels,):
+        where = "params.yaml" if card_from is None else f"its card {card_from}"
+        raise PredictError(f"model {path} takes {shape} input but {where} asks for {channels} channels")
+    if shape != (size, size, channels):
         if card_from is None:
             problem = f"params roi.size is {size}: pass the params.yaml it was trained with (--params)"
         else:
@@ -408,9 +415,10 @@ class Predictor:
         """One line naming the settings the model is used with, and where they come from."""
         e, r = self.params.ela, self.params.roi
         recipe = self.card["fakes"] if self.card is not None else "unknown"
+        quality = f"qualities {list(e.qualities)}" if e.qualities else f"quality {e.quality}"
         return (
             f"model {self.model_path}, settings of {self.settings_from}: input {self.input}, "
-            f"recipe {recipe}, ELA quality {e.quality} subsampling {e.subsampling} scale {e.scale} "
+            f"recipe {recipe}, ELA {quality} subsampling {e.subsampling} scale {e.scale} "
             f"gain {e.gain:g} at {e.at}, ROI size {r.size} dx_max {r.dx_max:g} dy_max {r.dy_max:g}, "
             f"precision {self.precision}"
             + (f" (trained in {self.card['precision']})" if self.card is not None else "")
@@ -430,6 +438,7 @@ class Predictor:
                 policy=self.precision_choice.policy,
                 quiet=not self.verbose,
                 card_from=None if self.card is None else self.settings_from,
+                channels=ela.channels(self.params.ela) if self.input == "ela" else 3,
             )
         return self._net
 
@@ -451,7 +460,7 @@ class Predictor:
         )
         levels = None
         if found and settings.at == "photo":
-            levels = ela.error_levels(rgb, settings.quality, settings.subsampling)
+            levels = ela.photo_levels(rgb, settings)
         return [
             face_crops(rgb, face, i, self.params, self.rois, name, levels) for i, face in enumerate(found)
         ]
@@ -501,8 +510,8 @@ class Predictor:
 
         target = folder / heatmap_name(path, face.index, names)
         try:
-            figures.heatmap(target, face.crops[0], face.elas[0], p_fake, self.label(p_fake), path.name,
-                            face.index, len(face.elas))  # fmt: skip
+            figures.heatmap(target, face.crops[0], face.elas[0][..., :3], p_fake, self.label(p_fake),
+                            path.name, face.index, len(face.elas))  # fmt: skip
         except Exception as exc:
             reason = os_reason(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
             self.heatmap_errors.append(f"{target}: heatmap not written: {reason}")

@@ -3,7 +3,8 @@ the model needs to be used on a new photo. predict reads it, so a model is fed t
 trained on, with the ELA and ROI settings of its own run, not those of the current params.yaml.
 
 Settings beyond the paper's are recorded only when used, so the paper's card stays as it was:
-``ela.qualities`` when set."""
+``ela.qualities`` when set, and ``arch`` and ``residual`` for a network other than the paper's CNN
+(a card without ``arch`` is the paper's)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def make(p: P.Params, input_kind: str, fakes: str, seed: int, name: str, precisi
         "roi": p.roi.model_dump(mode="json"),
         "precision": precision,
     }
+    if p.model.arch != P.ModelParams().arch:
+        data.update(p.model.model_dump(mode="json"))
     return data
 
 
@@ -74,6 +77,10 @@ def check(card: object, where: str) -> dict:
             section.model_validate(card[key])
         except ValidationError as exc:
             raise CardError(f"{where}: bad {key} settings: {P._format(exc)}") from None
+    try:
+        arch_settings(card)
+    except ValidationError as exc:
+        raise CardError(f"{where}: bad network settings: {P._format(exc)}") from None
     return card
 
 
@@ -83,3 +90,8 @@ def ela_settings(card: dict) -> P.ElaParams:
 
 def roi_settings(card: dict) -> P.RoiParams:
     return P.RoiParams.model_validate(card["roi"])
+
+
+def arch_settings(card: dict) -> P.ModelParams:
+    """The network of the card (``arch``, ``residual``): the paper's CNN when it names none."""
+    return P.ModelParams.model_validate({k: card[k] for k in P.ModelParams.model_fields if k in card})

@@ -245,6 +245,14 @@ class ElaParams(_Section):
         return v
 
 
+class ModelParams(_Section):
+    """The network: the paper's CNN, or a small fully convolutional one with a noise-residual first
+    layer (fixed SRM high-pass filters, or Bayar and Stamm's constrained convolution)."""
+
+    arch: Literal["paper", "small"] = "paper"
+    residual: Literal["srm", "bayar"] = "srm"
+
+
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
 INPUTS = ("ela", "rgb")
 Input = Literal["ela", "rgb"]
@@ -364,6 +372,7 @@ class Params(_Section):
     augment: AugmentParams = AugmentParams()
     testsets: ExtraSetsParams = ExtraSetsParams()
     ela: ElaParams = ElaParams()
+    model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     eval: EvalParams = EvalParams()
     tracking: TrackingParams = TrackingParams()

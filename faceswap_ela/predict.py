@@ -415,6 +415,8 @@ class Predictor:
         """One line naming the settings the model is used with, and where they come from."""
         e, r = self.params.ela, self.params.roi
         recipe = self.card["fakes"] if self.card is not None else "unknown"
+        if self.card is not None and "arch" in self.card:
+            recipe += f", network {self.card['arch']} ({self.card.get('residual')})"
         quality = f"qualities {list(e.qualities)}" if e.qualities else f"quality {e.quality}"
         return (
             f"model {self.model_path}, settings of {self.settings_from}: input {self.input}, "

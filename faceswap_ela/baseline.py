@@ -3,7 +3,8 @@
 The simulated fakes are blurred faces pasted back, so sharpness alone separates much of them. The
 features measure exactly that, and nothing a CNN could not: the variance of the Laplacian of the
 grey crop in its centre and in its border (log scale), their log ratio, and the mean ELA level in
-the centre and in the border. The centre is the middle ``CENTRE`` share of each side.
+the centre and in the border (over every channel: with ELA at several qualities, the mean over
+them). The centre is the middle ``CENTRE`` share of each side.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def centre_mask(size: int, centre: float = CENTRE) -> np.ndarray:
 
 
 def crop_features(rgb: np.ndarray, ela: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The FEATURES of one crop (RGB and its ELA image, H x W x 3 uint8)."""
+    """The FEATURES of one crop (RGB and its ELA image, H x W x 3 uint8; the ELA H x W x 3k at k
+    qualities)."""
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float64)
     laplacian = cv2.Laplacian(grey, cv2.CV_64F, ksize=3, borderType=cv2.BORDER_REFLECT_101)
     centre_var = float(laplacian[mask].var())
@@ -50,8 +52,11 @@ def crop_features(rgb: np.ndarray, ela: np.ndarray, mask: np.ndarray) -> np.ndar
 
 def features(rgbs: np.ndarray, elas: np.ndarray) -> np.ndarray:
     """N x len(FEATURES) for stacks of crops and their ELA images (memory maps are read in blocks)."""
-    if rgbs.shape != elas.shape or rgbs.ndim != 4 or rgbs.shape[1] != rgbs.shape[2]:
-        raise ValueError(f"need matching N x S x S x 3 stacks, got {rgbs.shape} and {elas.shape}")
+    square = rgbs.ndim == 4 and rgbs.shape[1] == rgbs.shape[2] and rgbs.shape[3] == 3
+    if not square or rgbs.shape[:3] != elas.shape[:3] or elas.ndim != 4 or elas.shape[3] % 3:
+        raise ValueError(
+            f"need matching N x S x S x 3 stacks (3k for ELA), got {rgbs.shape} and {elas.shape}"
+        )
     mask = centre_mask(rgbs.shape[1])
     out = np.empty((len(rgbs), len(FEATURES)))
     for start in range(0, len(rgbs), CHUNK):

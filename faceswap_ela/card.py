@@ -1,6 +1,10 @@
 """A trained model's card (models/<name>/card.json, written by train@ beside model.keras): what
 the model needs to be used on a new photo. predict reads it, so a model is fed the input it was
-trained on, with the ELA and ROI settings of its own run, not those of the current params.yaml."""
+trained on, with the ELA and ROI settings of its own run, not those of the current params.yaml.
+
+Settings beyond the paper's are recorded only when used, so the paper's card stays as it was:
+``ela.qualities`` when set, and ``arch`` and ``residual`` for a network other than the paper's CNN
+(a card without ``arch`` is the paper's)."""
 
 from __future__ import annotations
 
@@ -23,16 +27,21 @@ class CardError(ValueError):
 
 def make(p: P.Params, input_kind: str, fakes: str, seed: int, name: str, precision: str) -> dict:
     """The card of a model trained under ``p``."""
-    return {
+    data = {
         "model": name,
         "input": input_kind,
         "fakes": fakes,
         "forgers": list(P.recipe_forgers(fakes)),
         "seed": int(seed),
-        "ela": p.ela.model_dump(mode="json", exclude={"workers"}),
+        "ela": p.ela.model_dump(
+            mode="json", exclude={"workers"} | (set() if p.ela.qualities else {"qualities"})
+        ),
         "roi": p.roi.model_dump(mode="json"),
         "precision": precision,
     }
+    if p.model.arch != P.ModelParams().arch:
+        data.update(p.model.model_dump(mode="json"))
+    return data
 
 
 def path_for(model: str | os.PathLike) -> Path:
@@ -68,6 +77,10 @@ def check(card: object, where: str) -> dict:
             section.model_validate(card[key])
         except ValidationError as exc:
             raise CardError(f"{where}: bad {key} settings: {P._format(exc)}") from None
+    try:
+        arch_settings(card)
+    except ValidationError as exc:
+        raise CardError(f"{where}: bad network settings: {P._format(exc)}") from None
     return card
 
 
@@ -77,3 +90,8 @@ def ela_settings(card: dict) -> P.ElaParams:
 
 def roi_settings(card: dict) -> P.RoiParams:
     return P.RoiParams.model_validate(card["roi"])
+
+
+def arch_settings(card: dict) -> P.ModelParams:
+    """The network of the card (``arch``, ``residual``): the paper's CNN when it names none."""
+    return P.ModelParams.model_validate({k: card[k] for k in P.ModelParams.model_fields if k in card})

@@ -29,7 +29,8 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Split:
-    """One split: ``images`` is a read-only memory map (N, H, W, 3) uint8, ``table`` its rows."""
+    """One split: ``images`` is a read-only memory map (N, H, W, 3) uint8 ((N, H, W, 3k) for ELA at
+    k qualities), ``table`` its rows."""
 
     images: np.ndarray
     table: pd.DataFrame
@@ -70,7 +71,7 @@ def load_split(folder: str | os.PathLike, split: str, array: str = "ela") -> Spl
         images = np.load(path, mmap_mode="r")
     except ValueError as exc:
         raise DatasetError(f"{path}: not a readable .npy file ({exc})") from None
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] % 3 or not images.shape[-1]:
         raise DatasetError(f"{path}: expected N x H x W x 3 uint8, got {images.shape} {images.dtype}")
     table = pd.read_csv(
         table_path, dtype={"crop_id": str, "photo_id": str, "group": str}, keep_default_na=False

@@ -4,6 +4,11 @@ For an RGB image X: Y = decode(encode_jpeg(X, quality q, chroma subsampling)), D
 either the paper's stretch D * 255 / max(D) (max over every pixel and channel, 1 when D is all
 zero) or a fixed gain, rounded and clipped to uint8. All in memory, no temporary files.
 
+With ``ela.qualities`` [q1, ..., qk] the input is the ELA at each of those qualities (each as
+above, at the fixed gain), stacked as channels: H x W x 3k, quality by quality, RGB within each.
+A region saved before at another quality answers differently across them than its surround (the
+JPEG ghosts of Farid 2009), which a single quality cannot show.
+
 The JPEG round trip encodes with OpenCV (libjpeg-turbo, IMWRITE_JPEG_SAMPLING_FACTOR for the
 subsampling) and decodes with simplejpeg (libjpeg-turbo's TurboJPEG API, straight into the colour
 order asked for): the decoded pixels are those of Pillow's ``save(..., subsampling=)`` + open, which
@@ -133,9 +138,32 @@ def scale_levels(diff: np.ndarray, scale: str = DEFAULTS.scale, gain: float = DE
     return cv2.LUT(diff, _table(diff, scale, gain)).reshape(diff.shape)
 
 
+def qualities(settings: ElaParams) -> tuple[int, ...]:
+    """The JPEG qualities of the ELA input: ``ela.qualities``, or ``ela.quality`` alone when empty."""
+    return tuple(settings.qualities) or (settings.quality,)
+
+
+def channels(settings: ElaParams) -> int:
+    """The channels of the ELA input: 3 per quality."""
+    return 3 * len(qualities(settings))
+
+
 def compute(rgb: np.ndarray, settings: ElaParams) -> np.ndarray:
-    """``ela_image`` with params.yaml's validated ``ela`` settings."""
-    return ela_image(rgb, settings.quality, settings.subsampling, settings.scale, settings.gain)
+    """``ela_image`` with params.yaml's validated ``ela`` settings; with ``ela.qualities``, the ELA
+    images at each quality stacked as channels (H x W x 3k)."""
+    if not settings.qualities:
+        return ela_image(rgb, settings.quality, settings.subsampling, settings.scale, settings.gain)
+    return np.concatenate(
+        [ela_image(rgb, q, settings.subsampling, settings.scale, settings.gain) for q in settings.qualities],
+        axis=2,
+    )
+
+
+def photo_levels(rgb: np.ndarray, settings: ElaParams) -> np.ndarray:
+    """The raw error levels of an RGB image at each of the settings' qualities, stacked as channels
+    (H x W x 3k uint8, unscaled; ``error_levels`` itself for a single quality)."""
+    levels = [error_levels(rgb, q, settings.subsampling) for q in qualities(settings)]
+    return levels[0] if len(levels) == 1 else np.concatenate(levels, axis=2)
 
 
 def ela_image(
@@ -169,18 +197,24 @@ def read_crop(path: str | os.PathLike) -> np.ndarray:
 
 
 def ela_arrays(paths: Sequence[str | os.PathLike], settings: ElaParams) -> tuple[np.ndarray, np.ndarray]:
-    """(ELA stack, RGB stack) of crop files, uint8 N x H x W x 3 in RGB order: the values of
-    ``compute`` on each crop."""
-    params = _check(settings.quality, settings.subsampling)
+    """(ELA stack, RGB stack) of crop files, uint8 N x H x W x 3 (3k with ``ela.qualities``) and
+    N x H x W x 3, in RGB order: the values of ``compute`` on each crop."""
+    params = [_check(q, settings.subsampling) for q in qualities(settings)]
     bgrs = [read_crop_bgr(path) for path in paths]
     if len({bgr.shape for bgr in bgrs}) > 1:
         raise ValueError(f"crops of different sizes, e.g. {paths[0]}")
     shape = (len(bgrs), *bgrs[0].shape) if bgrs else (0, 0, 0, 3)
-    elas, rgbs = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
+    rgbs = np.empty(shape, np.uint8)
+    elas = np.empty((*shape[:3], 3 * len(params)), np.uint8)
     for i, bgr in enumerate(bgrs):
         cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=rgbs[i])
-        diff = _error_levels(rgbs[i], bgr, params)
-        cv2.LUT(diff, _table(diff, settings.scale, settings.gain), dst=elas[i])
+        for j, param in enumerate(params):
+            diff = _error_levels(rgbs[i], bgr, param)
+            table = _table(diff, settings.scale, settings.gain)
+            if len(params) == 1:
+                cv2.LUT(diff, table, dst=elas[i])
+            else:
+                elas[i, ..., 3 * j : 3 * j + 3] = cv2.LUT(diff, table)
     return elas, rgbs
 
 
@@ -204,7 +238,13 @@ def roi_levels(
 ) -> np.ndarray | None:
     """The ELA crop of the ROI ``box`` from a photo's raw error levels ``diff`` (ela.at: photo):
     cut, resized to ``size`` (area averaging), given the geometric part of the augmentation
-    ``values``, then scaled; None when the box is empty (see roi.crop)."""
+    ``values``, then scaled; None when the box is empty (see roi.crop). Levels at several
+    qualities (H x W x 3k, ``photo_levels``) go through quality by quality."""
+    if diff.ndim == 3 and diff.shape[2] > 3:
+        parts = [
+            roi_levels(diff[..., i : i + 3], box, size, settings, values) for i in range(0, diff.shape[2], 3)
+        ]
+        return None if parts[0] is None else np.concatenate(parts, axis=2)
     cut = roi.crop(diff, box)
     if cut is None:
         return None
@@ -215,7 +255,7 @@ def roi_levels(
 def piece_levels(piece: Piece, size: int, settings: ElaParams) -> np.ndarray:
     """The ELA crop of a piece: the raw error levels of the photo at its own resolution and grid,
     through ``roi_levels`` with the ROI and the crop's augmentation."""
-    diff = error_levels(read_crop(piece.path), settings.quality, settings.subsampling)
+    diff = photo_levels(read_crop(piece.path), settings)
     levels = roi_levels(diff, piece.box, size, settings, piece.values)
     if levels is None:
         raise ValueError(f"ROI {piece.box} is empty in {piece.path}")
@@ -230,8 +270,8 @@ def ela_task(task: tuple) -> int:
         elas, rgbs = ela_arrays(paths, settings)
     else:  # ela.at: photo: the ELA comes from the pieces, the crops give only the RGB
         rgbs = np.stack([read_crop(path) for path in paths])
-    if rgbs.shape[1:] != targets[0].shape[1:]:
-        raise ValueError(f"crop {paths[0]} is {rgbs.shape[1:]}, expected {targets[0].shape[1:]}")
+    if rgbs.shape[1:] != (*targets[0].shape[1:3], 3):
+        raise ValueError(f"crop {paths[0]} is {rgbs.shape[1:]}, expected {(*targets[0].shape[1:3], 3)}")
     if pieces is not None:
         elas = np.stack([piece_levels(piece, rgbs.shape[1], settings) for piece in pieces])
     for target, block in zip(targets, (elas, rgbs), strict=False):
@@ -252,16 +292,22 @@ def write_tensors(
     desc: str | None = None,
 ) -> int:
     """ELA (and optionally the RGB crops) of every crop file, in order, as N x S x S x 3 uint8
-    .npy files; with ``pieces`` (one per crop) the ELA comes from those instead (ela.at: photo).
+    .npy files (the ELA N x S x S x 3k with ``ela.qualities``); with ``pieces`` (one per crop) the
+    ELA comes from those instead (ela.at: photo).
     Chunks of crops are spread over ``workers`` threads, each writing its rows in place, so memory
     does not grow with N and the bytes do not depend on the number of workers. ``size`` is the
     crop side (read from the first crop when None). Returns N."""
     paths = [str(p) for p in paths]
-    _check(settings.quality, settings.subsampling)
+    for quality in qualities(settings):
+        _check(quality, settings.subsampling)
     if size is None:
         size = read_crop_bgr(paths[0]).shape[0] if paths else 0
-    shape = (len(paths), size, size, 3)
-    targets = [create_tensor(path, shape) for path in (ela_path, rgb_path) if path is not None]
+    shapes = ((len(paths), size, size, channels(settings)), (len(paths), size, size, 3))
+    targets = [
+        create_tensor(path, shape)
+        for path, shape in zip((ela_path, rgb_path), shapes, strict=True)
+        if path is not None
+    ]
     if pieces is not None and len(pieces) != len(paths):
         raise ValueError(f"{len(pieces)} pieces for {len(paths)} crops")
     tasks = [

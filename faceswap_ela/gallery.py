@@ -41,7 +41,8 @@ def write_samples(folder: str | os.PathLike, samples: list[tuple[dict, dict[str,
 
 def make_gallery(samples_dir: str | os.PathLike, out_png: str | os.PathLike, settings: ElaParams) -> int:
     """Draw the gallery from a samples folder into ``out_png``; returns the number of columns.
-    The ELA row goes through ``ela.compute`` with the stage's settings."""
+    The ELA row goes through ``ela.compute`` with the stage's settings (at several qualities, the
+    first is shown)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,7 +54,8 @@ def make_gallery(samples_dir: str | os.PathLike, out_png: str | os.PathLike, set
         frame = pd.read_csv(index, dtype=str, keep_default_na=False)
     else:
         frame = pd.DataFrame(columns=SAMPLE_COLUMNS)
-    ela_row = f"ELA (q={settings.quality}, {settings.subsampling}, {settings.scale})"
+    quality = settings.qualities[0] if settings.qualities else settings.quality
+    ela_row = f"ELA (q={quality}, {settings.subsampling}, {settings.scale})"
     rows = ["original photo", "rendering", "ROI crop", ela_row]
     n = max(1, len(frame))
     fig, axes = plt.subplots(len(rows), n, figsize=(2.0 * n, 2.1 * len(rows)), squeeze=False)
@@ -68,7 +70,7 @@ def make_gallery(samples_dir: str | os.PathLike, out_png: str | os.PathLike, set
             load_rgb(samples_dir / sample.original),
             load_rgb(samples_dir / sample.rendered),
             crop,
-            ela.compute(crop, settings),
+            ela.compute(crop, settings)[..., :3],
         ]
         for row, image in enumerate(images):
             axes[row, col].imshow(image, interpolation="nearest")

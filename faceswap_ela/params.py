@@ -17,7 +17,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML, YAMLError
 
 
@@ -221,6 +229,28 @@ class ElaParams(_Section):
     gain: float = Field(20.0, gt=0)
     at: Literal["crop", "photo"] = "crop"
     workers: int = Field(0, ge=0)
+    # () : the paper's single ``quality``; else the error levels at each, stacked as channels
+    # (last, so that the validator sees ``scale``)
+    qualities: tuple[int, ...] = ()
+
+    @field_validator("qualities")
+    @classmethod
+    def _qualities(cls, v: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
+        if len(set(v)) != len(v) or any(not 1 <= q <= 100 for q in v):
+            raise ValueError("must be distinct JPEG qualities in 1..100 ([]: quality alone)")
+        if v and info.data.get("scale", "fixed") != "fixed":
+            raise ValueError(
+                "needs scale: fixed (the per-image max scaling of each quality hides the curve across them)"
+            )
+        return v
+
+
+class ModelParams(_Section):
+    """The network: the paper's CNN, or a small fully convolutional one with a noise-residual first
+    layer (fixed SRM high-pass filters, or Bayar and Stamm's constrained convolution)."""
+
+    arch: Literal["paper", "small"] = "paper"
+    residual: Literal["srm", "bayar"] = "srm"
 
 
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
@@ -342,6 +372,7 @@ class Params(_Section):
     augment: AugmentParams = AugmentParams()
     testsets: ExtraSetsParams = ExtraSetsParams()
     ela: ElaParams = ElaParams()
+    model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     eval: EvalParams = EvalParams()
     tracking: TrackingParams = TrackingParams()

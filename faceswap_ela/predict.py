@@ -1,7 +1,8 @@
 """Classify the faces of ordinary photos with a trained model: photo -> faces -> ROI crops -> ELA
 (for an ELA model) -> p(fake), through the same code as the pipeline (landmarks.detect_faces,
 roi.roi_box / crop / resize, ela.compute or, for ``ela.at: photo``, ela.roi_levels of the whole
-photo's error levels, evaluation.predict_fake).
+photo's error levels, at each of the card's ``ela.qualities`` when it has some,
+evaluation.predict_fake).
 
 The model's card (card.json beside the model file, or the MLmodel metadata of a registered model)
 gives the input kind (ELA or RGB crops), the ELA and ROI settings and the default precision of the
@@ -122,7 +123,8 @@ def roi_boxes(
 
 
 def ela_input(crop: np.ndarray, params: Params) -> np.ndarray:
-    """The network's input for a resized crop: its ELA image with params.ela's settings."""
+    """The network's input for a resized crop: its ELA image with params.ela's settings (at each
+    of ``ela.qualities``, stacked as channels, when set)."""
     return ela.compute(crop, params.ela)
 
 
@@ -222,9 +224,12 @@ class Predictor:
         """One line naming the settings the model is used with, and where they come from."""
         e, r = self.params.ela, self.params.roi
         recipe = self.card["fakes"] if self.card is not None else "unknown"
+        if self.card is not None and "arch" in self.card:
+            recipe += f", network {self.card['arch']} ({self.card.get('residual')})"
+        quality = f"qualities {list(e.qualities)}" if e.qualities else f"quality {e.quality}"
         return (
             f"model {self.model_path}, settings of {self.settings_from}: input {self.input}, "
-            f"recipe {recipe}, ELA quality {e.quality} subsampling {e.subsampling} scale {e.scale} "
+            f"recipe {recipe}, ELA {quality} subsampling {e.subsampling} scale {e.scale} "
             f"gain {e.gain:g} at {e.at}, ROI size {r.size} dx_max {r.dx_max:g} dy_max {r.dy_max:g}, "
             f"precision {self.precision}"
             + (f" (trained in {self.card['precision']})" if self.card is not None else "")
@@ -244,6 +249,7 @@ class Predictor:
                 policy=self.precision_choice.policy,
                 quiet=not self.verbose,
                 card_from=None if self.card is None else self.settings_from,
+                channels=ela.channels(self.params.ela) if self.input == "ela" else 3,
             )
         return self._net
 
@@ -265,7 +271,7 @@ class Predictor:
         )
         levels = None
         if found and settings.at == "photo":
-            levels = ela.error_levels(rgb, settings.quality, settings.subsampling)
+            levels = ela.photo_levels(rgb, settings)
         return [
             face_crops(rgb, face, i, self.params, self.rois, name, levels) for i, face in enumerate(found)
         ]
@@ -315,8 +321,8 @@ class Predictor:
 
         target = folder / heatmap_name(path, face.index, names)
         try:
-            figures.heatmap(target, face.crops[0], face.elas[0], p_fake, self.label(p_fake), path.name,
-                            face.index, len(face.elas))  # fmt: skip
+            figures.heatmap(target, face.crops[0], face.elas[0][..., :3], p_fake, self.label(p_fake),
+                            path.name, face.index, len(face.elas))  # fmt: skip
         except Exception as exc:
             reason = os_reason(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
             self.heatmap_errors.append(f"{target}: heatmap not written: {reason}")

@@ -203,10 +203,12 @@ def load_model(
     policy: str = "float32",
     quiet: bool = True,
     card_from: str | None = None,
+    channels: int = 3,
 ) -> Any:
     """The Keras model at ``path`` (imports Keras) computing under the dtype ``policy``, checked to
-    take ``size`` x ``size`` x 3 input (the roi.size of params.yaml, or of the card ``card_from``)
-    and to give two class probabilities; with ``quiet``, TensorFlow's start-up chatter is dropped."""
+    take ``size`` x ``size`` x ``channels`` input (the roi.size of params.yaml, or of the card
+    ``card_from``; 3k channels for ELA at k qualities) and to give two class probabilities; with
+    ``quiet``, TensorFlow's start-up chatter is dropped."""
     path = Path(path)
     problem = _not_a_model(path)
     if problem:
@@ -223,7 +225,10 @@ def load_model(
             reason = "not a Keras model"
         raise PredictError(f"can't load model {path}: {reason}") from None
     shape = tuple(net.input_shape[1:])
-    if shape != (size, size, 3):
+    if shape[:2] == (size, size) and shape[2:] != (channels,):
+        where = "params.yaml" if card_from is None else f"its card {card_from}"
+        raise PredictError(f"model {path} takes {shape} input but {where} asks for {channels} channels")
+    if shape != (size, size, channels):
         if card_from is None:
             problem = f"params roi.size is {size}: pass the params.yaml it was trained with (--params)"
         else:

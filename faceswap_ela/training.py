@@ -23,7 +23,7 @@ import pandas as pd
 
 from faceswap_ela import batches, dataset, hardware
 from faceswap_ela import model as cnn
-from faceswap_ela.params import TrainParams
+from faceswap_ela.params import ModelParams, TrainParams
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,15 @@ def train(
     workers: int = 1,
     verbose: int | str = "auto",
     precision: hardware.PrecisionChoice | None = None,
+    arch: ModelParams | None = None,
 ) -> TrainResult:
-    """Train the CNN on ``images`` (N x H x W x 3 uint8, a memory map) labelled by ``table``
-    (columns group, label). A ``settings.val_fraction`` share of the groups, drawn by ``val_seed``
-    (``seed`` when None), is held out for validation and early stopping (patience
-    ``settings.patience``, best weights restored); ``seed`` drives the weights, dropout and shuffle.
-    ``on_epoch(epoch, logs)`` is called after each epoch (epoch from 1). ``precision`` is the
-    choice for ``settings.precision`` on this machine (resolved here when None).
+    """Train the CNN on ``images`` (N x H x W x C uint8, a memory map; C is 3, or 3k for ELA at k
+    qualities) labelled by ``table`` (columns group, label). A ``settings.val_fraction`` share of
+    the groups, drawn by ``val_seed`` (``seed`` when None), is held out for validation and early
+    stopping (patience ``settings.patience``, best weights restored); ``seed`` drives the weights,
+    dropout and shuffle. ``on_epoch(epoch, logs)`` is called after each epoch (epoch from 1).
+    ``precision`` is the choice for ``settings.precision`` on this machine (resolved here when
+    None). ``arch`` picks the network (``model.build``: the paper's CNN when None).
     """
     labels = table["label"].to_numpy(dtype=np.int64)
     train_idx, val_idx = dataset.validation_split(
@@ -103,7 +105,7 @@ def train(
     if precision is None:
         precision = hardware.resolve_precision(settings.precision)
     keras.utils.set_random_seed(seed)
-    net = cnn.build_model(tuple(images.shape[1:]), policy=precision.policy)
+    net = cnn.build(tuple(images.shape[1:]), arch, policy=precision.policy)
     cnn.compile_model(net, settings.lr, settings.rho, settings.epsilon)
     log.info(
         "training on %s with Keras %s (%s backend, %s): %d train / %d validation crops (%d / %d groups)",

@@ -4,7 +4,11 @@ model of that recipe trains on) and scored on every test set.
 
 Reads data/ela (the RGB crops and their ELA images); writes data/predictions/baseline-<recipe>.csv
 (set, crop_id, photo_id, label, p_fake) and metrics/baseline/<recipe>.json (its coefficients, and
-the metrics of each test set at eval.threshold), all or none.
+the metrics of each test set at eval.threshold), all or none. With ELA at two or more qualities
+(ela.qualities) the metrics file also holds, under ``ghost``, those of the untrained JPEG-ghost
+score (faceswap_ela.ghosts) on each test set; its AUC is what counts, the threshold metrics take the
+score, a distance in [0, 1], as a p(fake). Its per-crop scores are not written: a DVC output can't
+come and go with a parameter.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import functools
 import logging
 import sys
 
-from faceswap_ela import baseline, dataset, evaluation, layout, outputs, stage, testsets
+from faceswap_ela import baseline, dataset, evaluation, ghosts, layout, outputs, stage, testsets
 from faceswap_ela import params as P
 
 log = logging.getLogger("baseline")
@@ -44,10 +48,23 @@ def run(p: P.Params, fakes: str) -> None:
         "coefficients": baseline.coefficients(model),
         "sets": sets,
     }
+    if len(p.ela.qualities) >= 2:
+        metrics["ghost"] = ghost_metrics(p)
     outs = (layout.baseline_predictions(fakes), layout.baseline_metrics(fakes))
     with outputs.atomic_outputs(*outs) as (predictions_tmp, metrics_tmp):
         outputs.write_csv(predictions_tmp, predictions, float_format="%.7g")
         outputs.write_json(metrics_tmp, metrics)
+
+
+def ghost_metrics(p: P.Params) -> dict:
+    """The JPEG-ghost score's metrics on every test set (its qualities, and per set as ``sets``)."""
+
+    def score(name: str) -> tuple[dataset.Split, object]:
+        split = dataset.load_split(layout.ELA_DIR, name, "ela")
+        return split, ghosts.ghost_scores(split.images, p.ela.qualities)
+
+    _, sets = evaluation.score_sets(dataset.test_sets(layout.ELA_DIR), score, p.eval.threshold, "JPEG ghost")
+    return {"qualities": list(p.ela.qualities), "sets": sets}
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Reads data/crops/ (index.csv and the PNG crops); for every training recipe (train_<recipe>: the
 train reals and that recipe's fakes) and every test set (test, test_<forger>, test_matched,
-test_jpeg<q>) writes data/ela/{set}_ela.npy (N x S x S x 3 ELA), data/ela/{set}_rgb.npy (the crops
-themselves, same order) and data/ela/{set}.csv (crop_id, photo_id, group, label in crop order, ok
-rows only), plus plots/gallery.png, all or none. With ela.at: photo the ELA of each crop is that of
+test_jpeg<q>) writes data/ela/{set}_ela.npy (N x S x S x 3 ELA; 3k channels, the ELA at each of
+ela.qualities stacked, when set), data/ela/{set}_rgb.npy (the crops themselves, same order) and
+data/ela/{set}.csv (crop_id, photo_id, group, label in crop order, ok rows only), plus
+plots/gallery.png, all or none. With ela.at: photo the ELA of each crop is that of
 the rendered photo at its own resolution and JPEG grid, cut to the ROI (data/crops/pieces/).
 The tensors are streamed to disk, so memory does not grow with the number of crops.
 """

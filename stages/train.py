@@ -3,7 +3,7 @@ crops (input rgb, "direct detection") of a training recipe's set, data/ela/train
 (the train reals and the fakes of the recipe's forgers: warp, blend, a mix such as warp_blend),
 memory-mapped and streamed, with the training seed given, early-stopped on a group-disjoint
 validation slice of the train split (drawn by the global seed, so every model holds out the same
-groups).
+groups). With model.arch small it trains the small fully convolutional net instead (faceswap_ela.model).
 
 Writes models/<name>/model.keras (the best weights, without optimizer state), models/<name>/card.json
 (what the model needs to be used: input, recipe, ELA and ROI settings, precision),
@@ -53,6 +53,7 @@ def run(p: P.Params, input_kind: str, fakes: str, seed: int) -> None:
             val_seed=p.seed,
             on_epoch=tracker.log_epoch,
             precision=precision,
+            arch=p.model,
         )
         metrics = {**result.metrics, "input": input_kind, "fakes": fakes, "seed": seed, "model": name}
         export = training.inference_copy(result.model)

@@ -1,5 +1,5 @@
-"""The download stage against a real loopback HTTP server (tests/sample_data.serve), file:// mirrors
-and local folders: outputs, resume, retries, errors, checksums and hostile archives."""
+"""The download stage against a real loopback HTTP server (tests/helpers/sample_data.serve),
+file:// mirrors and local folders: outputs, resume, retries, errors, checksums and hostile archives."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 from faceswap_ela import download, muct
 from faceswap_ela import params as P
 from faceswap_ela.download import DownloadError, UnsafeArchiveError
-from tests.sample_data import (
+from tests.helpers.sample_data import (
     HOSTILE_KINDS,
     build_hostile_archive,
     build_muct_archives,

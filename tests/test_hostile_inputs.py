@@ -30,7 +30,7 @@ from faceswap_ela import card, cli, download, muct, predict, stage, tracking
 from faceswap_ela import params as P
 from faceswap_ela.download import CorruptArchiveError, UnsafeArchiveError
 from faceswap_ela.images import save_png
-from tests.sample_data import portrait, serve, stage_repo, write_bad_images
+from tests.helpers.sample_data import portrait, serve, stage_repo, write_bad_images
 
 ROOT = Path(__file__).resolve().parents[1]
 A, L = muct.camera_archive("a"), muct.LANDMARKS_ARCHIVE

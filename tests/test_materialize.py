@@ -15,7 +15,7 @@ import yaml
 from faceswap_ela import alignment, ela, materialize, roi
 from faceswap_ela.images import load_rgb
 from faceswap_ela.params import Params
-from tests.sample_data import dlib_shapes, portrait
+from tests.helpers.sample_data import dlib_shapes, portrait
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = 4

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.sample_data import build_muct_archives, serve, write_muct_landmarks_csv, write_muct_photos
-from tests.tiny_pipeline import env
+from tests.helpers.sample_data import build_muct_archives, serve, write_muct_landmarks_csv, write_muct_photos
+from tests.helpers.tiny_pipeline import env
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_STAGES = ["download", "landmarks", "split", "materialize"]

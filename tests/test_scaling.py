@@ -21,9 +21,9 @@ import yaml
 from PIL import Image
 
 from faceswap_ela import layout
-from tests import test_server
-from tests.sample_data import render_face
-from tests.tiny_pipeline import (
+from tests.helpers.mlflow_server import api
+from tests.helpers.sample_data import render_face
+from tests.helpers.tiny_pipeline import (
     BIN,
     copy_repo,
     env,
@@ -38,7 +38,6 @@ from tests.tiny_pipeline import (
 )
 
 pytestmark = pytest.mark.slow
-server = test_server.server  # the fixture: a real `mlflow server` on a free loopback port
 MODEL = layout.model_name("ela", "warp", 42)  # the tiny pipeline's one model
 ARTIFACT = "faceswap-ela-cnn"  # dvc.yaml's model artifact, the name MLflow registers it under too
 ROUNDS = 3  # queued sweeps against the sqlite store, each on a store that grows
@@ -209,7 +208,7 @@ def test_a_queued_sweep_tracks_into_a_server(server, tiny_pipeline, tmp_path):
     shown = _check_sweep(repo, queued, rows)
     assert not (repo / "mlflow.db").exists()
 
-    experiment = test_server.api(server, "experiments/get-by-name", experiment_name="faceswap-ela")
+    experiment = api(server, "experiments/get-by-name", experiment_name="faceswap-ela")
     found = requests.post(
         f"{server}/api/2.0/mlflow/runs/search",
         json={"experiment_ids": [experiment["experiment"]["experiment_id"]], "max_results": 100},

@@ -393,7 +393,7 @@ def write_bad_images(folder: str | Path) -> dict[str, Path]:
 def stage_repo(tmp_path: Path, **data) -> Path:
     """``tmp_path/repo`` holding this project's dvc.yaml and params.yaml, with ``data`` overriding
     params' data section: a folder the download stage runs in."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy2(root / "dvc.yaml", repo / "dvc.yaml")

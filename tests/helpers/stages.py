@@ -1,6 +1,7 @@
 """The stage scripts on a tiny random set, run as DVC runs them (a subprocess in the repository
 folder): params.yaml and data/ela/ for one short epoch (make_repo), one stage (run_stage), and
-train@ and evaluate@ for each input, then baseline and compare (run_pipeline)."""
+train@ and evaluate@ for each input, then baseline and compare (run_pipeline); and the ROC AUC of
+the predictions evaluate@ wrote (predictions_auc)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "stages" / "train.py"
@@ -86,3 +89,16 @@ def run_pipeline(
         done.append(run_stage(script, repo, *args, **env))
         assert done[-1].returncode == 0, done[-1].stderr[-3000:]
     return done
+
+
+def predictions_auc(repo: Path, model: str, set_name: str = "test"):
+    """scikit-learn's ROC AUC of ``model`` on one test set, from data/predictions/<model>.csv as
+    evaluate@ wrote it, as a pytest.approx. The file keeps 7 significant digits of p_fake: that
+    rounding never reverses two scores but may tie a real crop with a fake one, and each such pair
+    moves the AUC by at most half a pair (1 / (n_real * n_fake)): the tolerance."""
+    rows = pd.read_csv(repo / "data" / "predictions" / f"{model}.csv")
+    rows = rows[rows["set"] == set_name]
+    real, fake = (rows.loc[rows["label"] == label, "p_fake"].to_numpy() for label in (0, 1))
+    ties = int((real[:, None] == fake[None, :]).sum())
+    auc = roc_auc_score(rows["label"], rows["p_fake"])
+    return pytest.approx(auc, abs=0.5 * ties / (len(real) * len(fake)) + 1e-12)

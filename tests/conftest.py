@@ -1,14 +1,16 @@
-"""Shared fixtures. The builders themselves live in tests/sample_data.py."""
+"""Shared fixtures. The builders themselves live in tests/helpers/."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.sample_data import (
+from tests.helpers.mlflow_server import running
+from tests.helpers.sample_data import (
     build_muct_archives,
     dlib_shapes,
     portrait,
@@ -62,8 +64,19 @@ def portraits() -> list[tuple[np.ndarray, np.ndarray]]:
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory) -> Path:
-    """A tiny DVC pipeline repo after `dvc repro` (tests/tiny_pipeline.py), built once per session:
-    read-only, `tiny_pipeline.copy_repo` it before changing anything."""
-    from tests import tiny_pipeline
+    """A tiny DVC pipeline repo after `dvc repro` (tests/helpers/tiny_pipeline.py), built once per
+    session: read-only, `tiny_pipeline.copy_repo` it before changing anything."""
+    from tests.helpers import tiny_pipeline
 
     return tiny_pipeline.build(tmp_path_factory.mktemp("tiny") / "repo")
+
+
+@pytest.fixture
+def server(tmp_path) -> Iterator[str]:
+    """`mlflow server` as `make server` runs it (sqlite store, proxied artifacts), for one test."""
+    with running(
+        tmp_path,
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow-server.db'}",
+        "--serve-artifacts", "--artifacts-destination", str(tmp_path / "mlartifacts-server"),
+    ) as url:  # fmt: skip
+        yield url

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_training import make_repo, run_stage
+from tests.helpers.stages import make_repo, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,11 +1,15 @@
-"""The download stage against a real loopback HTTP server (tests/sample_data.serve), file:// mirrors
-and local folders: outputs, resume, retries, errors, checksums and hostile archives."""
+"""The download stage against a real loopback HTTP server (tests/helpers/sample_data.serve),
+file:// mirrors and local folders: outputs, resume, retries, errors, checksums and hostile archives."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
+import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,8 +25,9 @@ from faceswap_ela import archives, download, muct
 from faceswap_ela import params as P
 from faceswap_ela.archives import CorruptArchiveError, UnsafeArchiveError
 from faceswap_ela.download import DownloadError
-from tests.sample_data import (
+from tests.helpers.sample_data import (
     HOSTILE_KINDS,
+    build_archive,
     build_hostile_archive,
     build_muct_archives,
     render_face,
@@ -75,6 +80,17 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _cache_files(repo: Path) -> list[str]:
+    cache = repo / ".cache" / "downloads"
+    return sorted(p.name for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+
+
+def _copy_mirror(muct_mirror, tmp_path: Path) -> Path:
+    mirror = tmp_path / "mirror"
+    shutil.copytree(muct_mirror.mirror, mirror)
+    return mirror
 
 
 # ---------------------------------------------------------------- a full download
@@ -316,6 +332,24 @@ def test_checksum_mismatch_leaves_nothing(muct_mirror, tmp_path):
     _assert_no_outputs(repo)
 
 
+def test_the_first_download_is_pinned_and_a_changed_one_warned_about(muct_mirror, tmp_path, caplog):
+    mirror = _copy_mirror(muct_mirror, tmp_path)
+    repo = tmp_path / "repo"
+    with serve(mirror) as (url, _):
+        _run(repo, _data(url))
+        first = json.loads((repo / "data/raw/archives.json").read_text())
+        shutil.rmtree(repo / ".cache")
+        _run(repo, _data(url))  # the same bytes again: no warning
+        build_archive(mirror / A, [(f"jpg/{p.name}", p.read_bytes()) for p in muct_mirror.photos[:2]])
+        shutil.rmtree(download.cache_path(repo / ".cache" / "downloads", url + A).parent)
+        with caplog.at_level(logging.WARNING):
+            caplog.clear()
+            assert _run(repo, _data(url))["photos"] == 2
+    changed = [r.getMessage() for r in caplog.records if "differs from its first download" in r.getMessage()]
+    assert len(changed) == 1 and url + A in changed[0] and first[0]["sha256"] in changed[0]
+    assert json.loads((repo / ".cache/downloads/pins.json").read_text())[url + A] == first[0]["sha256"]
+
+
 # ---------------------------------------------------------------- hostile and broken archives
 
 
@@ -363,6 +397,90 @@ def test_corrupt_archive_is_a_clear_error_and_leaves_the_cache(tmp_path):
         _run(repo, _data(url, archives=[A]))
     assert not _cached(repo, url + A).exists()  # the next run fetches it again
     _assert_no_outputs(repo)
+
+
+def test_a_flipped_block_fails_the_gzip_crc(muct_mirror, tmp_path):
+    mirror = _copy_mirror(muct_mirror, tmp_path)
+    data = bytearray((mirror / A).read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    (mirror / A).write_bytes(bytes(data))
+    repo = tmp_path / "repo"
+    with serve(mirror) as (url, _), pytest.raises(CorruptArchiveError) as err:
+        _run(repo, _data(url))
+    assert A in str(err.value) and "the cached copy was deleted" in str(err.value)
+    assert _cache_files(repo) == []
+    _assert_no_outputs(repo)
+
+
+def test_a_damaged_header_in_a_plain_tar_loses_no_member_silently(muct_mirror, tmp_path):
+    with gzip.open(muct_mirror.mirror / A) as zipped:
+        data = bytearray(zipped.read())
+    with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tar:
+        third = tar.getmembers()[3]
+    data[third.offset : third.offset + 8] = b"garbage!"  # the member's header: tarfile stops there
+    archive = tmp_path / "plain.tar"
+    archive.write_bytes(bytes(data))
+    with pytest.raises(CorruptArchiveError, match="plain.tar is damaged"):
+        archives.safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_gzip_bomb_is_refused_before_it_is_unpacked(tmp_path):
+    mirror = tmp_path / "mirror"
+    build_archive(mirror / A, [("jpg/i000qa-fn.jpg", 200 << 20)])
+    assert (mirror / A).stat().st_size < 400_000
+    repo = tmp_path / "repo"
+    with serve(mirror) as (url, _), pytest.raises(UnsafeArchiveError) as err:
+        _run(repo, _data(url, archives=[A]))
+    message = str(err.value)
+    assert "'jpg/i000qa-fn.jpg'" in message and "200.0 MiB" in message and "data.max_member_mib" in message
+    assert _cache_files(repo) == []
+    _assert_no_outputs(repo)
+    assert sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()) < 1 << 20
+
+
+def test_an_archive_over_the_total_cap_is_refused(tmp_path):
+    mirror = tmp_path / "mirror"
+    build_archive(mirror / A, [(f"jpg/i00{k}qa-fn.jpg", 700 << 10) for k in range(2)])
+    repo = tmp_path / "repo"
+    with serve(mirror) as (url, _), pytest.raises(UnsafeArchiveError, match=r"more than 1\.0 MiB"):
+        _run(repo, _data(url, archives=[A], max_unpacked_mib=1))
+    _assert_no_outputs(repo)
+    with pytest.raises(P.ParamsError, match="data.max_member_mib"):
+        _data("x", max_member_mib=0)
+
+
+def test_a_duplicate_member_is_refused_naming_it(muct_mirror, tmp_path):
+    first = muct_mirror.photos[0]
+    mirror = tmp_path / "mirror"
+    members = [(f"jpg/{p.name}", p.read_bytes()) for p in muct_mirror.photos]
+    build_archive(mirror / A, [*members, (f"./jpg/{first.name}", b"a replacement photo")])
+    repo = tmp_path / "repo"
+    with serve(mirror) as (url, _), pytest.raises(UnsafeArchiveError) as err:
+        _run(repo, _data(url, archives=[A]))
+    assert f"'./jpg/{first.name}'" in str(err.value) and "more than once" in str(err.value)
+    assert _cache_files(repo) == []
+    _assert_no_outputs(repo)
+
+
+def test_what_failed_to_unpack_is_never_cached(muct_mirror, tmp_path):
+    """A mirror that answers every path with an HTML page and 200: nothing of it stays in the
+    cache, so the first run after the mirror is fixed succeeds."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    page = "<!DOCTYPE html><html><body>" + "Please sign in. " * 200 + "</body></html>\n"
+    for name in (A, L):
+        (broken / name).write_text(page)
+    repo = tmp_path / "repo"
+    with serve(broken) as (url, log):
+        with pytest.raises(CorruptArchiveError, match=f"{A} is not a readable tar archive"):
+            _run(repo, _data(url))
+        assert _cache_files(repo) == []
+        for name in (A, L):
+            shutil.copy(muct_mirror.mirror / name, broken / name)
+        assert _run(repo, _data(url))["photos"] == 12
+    assert [path for path, _, status in log] == ["/" + A, "/" + A, "/" + L]
 
 
 # ---------------------------------------------------------------- local folders

@@ -12,7 +12,7 @@ from PIL import Image
 
 from faceswap_ela import images
 from faceswap_ela.images import ImageError, load_rgb, probe, save_png
-from tests.sample_data import _blank_png, face_detector, render_face, write_bad_images
+from tests.helpers.sample_data import _blank_png, face_detector, render_face, write_bad_images
 
 
 @pytest.fixture(scope="module")

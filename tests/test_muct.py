@@ -1,5 +1,5 @@
 """MUCT access (names, landmark files, the MUCT <-> dlib correspondence) and the MUCT-layout test
-data of tests/sample_data.py."""
+data of tests/helpers/sample_data.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image
 
 from faceswap_ela import muct
 from faceswap_ela import params as P
-from tests.sample_data import HOSTILE_KINDS, build_hostile_archive, dlib_shapes, face_detector
+from tests.helpers.sample_data import HOSTILE_KINDS, build_hostile_archive, dlib_shapes, face_detector
 
 
 def test_archive_names_match_the_default_params():
@@ -165,7 +165,7 @@ def test_correspondence_on_real_muct_photos(shared_datasets, tmp_path):
         assert truth[0, 0] < truth[1, 0] and truth[3, 0] < truth[4, 0]  # viewer's left first
 
 
-# ---------------------------------------------------------------- tests/sample_data.py
+# ---------------------------------------------------------------- tests/helpers/sample_data.py
 
 
 def test_sample_photos_are_muct_like_with_one_detectable_face(muct_mirror):
@@ -182,7 +182,7 @@ def test_sample_photos_are_muct_like_with_one_detectable_face(muct_mirror):
 
 
 def test_sample_photos_are_deterministic(muct_mirror, tmp_path):
-    from tests.sample_data import write_muct_photos
+    from tests.helpers.sample_data import write_muct_photos
 
     again = write_muct_photos(tmp_path, subjects=2, per_subject=2)
     originals = {p.name: p.read_bytes() for p in muct_mirror.photos}

@@ -104,3 +104,54 @@ def test_yaml_1_1_booleans_are_strings_and_control_characters_are_refused(tmp_pa
     with pytest.raises(P.ParamsError, match="not valid YAML: unacceptable character") as info:
         P.load(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("ela:\n  quality: true\n", "ela.quality"),
+        ("train:\n  epochs: true\n", "train.epochs"),
+        ('ela:\n  quality: "95"\n', "ela.quality"),
+        ("ela:\n  gain: .inf\n", "ela.gain"),
+        ("data:\n  timeout_s: .inf\n", "data.timeout_s"),
+        ("ela:\n  gain: .nan\n", "ela.gain"),
+        ("augment:\n  flip: 1\n", "augment.flip"),
+        ("train:\n  seeds: [42, true]\n", "train.seeds"),
+        (
+            "seed: 42\nela:\n  quality: 90\nseed: 43\n",
+            'duplicate key "seed" with value "43" (original value: "42") (line 4',
+        ),
+        (
+            "ela:\n  quality: 90\n  quality: 95\n",
+            'duplicate key "quality" with value "95" (original value: "90") (line 3',
+        ),
+        ("", "is empty"),
+        ("# every line a comment\n", "is empty"),
+    ],
+)
+def test_bad_params_file_is_refused_naming_the_key_and_file(text, named, tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(P.ParamsError) as info:
+        P.load(path)
+    assert named in str(info.value) and str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_params_stay_what_dvc_and_people_write(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        "seed: 0x10\nela:\n  subsampling: 4:2:0\n  quality: 90\n  gain: 20\n"
+        "train:\n  lr: 5e-4\n  epsilon: 1e-8\n  seeds: [42, 43]\naugment:\n  brightness: [1, 1.2]\n"
+    )
+    p = P.load(path)
+    assert (p.seed, p.ela.subsampling, p.ela.quality) == (16, "4:2:0", 90)
+    assert isinstance(p.ela.gain, float) and p.ela.gain == 20.0  # a YAML int for a float
+    assert isinstance(p.train.lr, float) and p.train.lr == 5e-4  # YAML 1.2's float, no dot
+    assert p.train.epsilon == 1e-8 and p.train.seeds == (42, 43) and p.augment.brightness == (1.0, 1.2)
+    assert P.load(ROOT / "params.yaml") == P.parse(yaml.safe_load((ROOT / "params.yaml").read_text()))
+
+
+def test_missing_params_file_names_it(tmp_path):
+    with pytest.raises(P.ParamsError, match=f"{tmp_path / 'params.yaml'} not found"):
+        P.load(tmp_path / "params.yaml")

@@ -22,7 +22,7 @@ from PIL import Image
 from faceswap_ela import alignment, card, cli, ela, forgery, landmarks, layout, predict, roi, seeding
 from faceswap_ela import params as P
 from faceswap_ela.images import load_rgb, save_png
-from tests.sample_data import portrait, write_bad_images
+from tests.helpers.sample_data import portrait, write_bad_images
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTRAITS = ("astronaut", "grace_hopper")

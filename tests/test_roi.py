@@ -46,7 +46,10 @@ def test_roi_box_properties(x1, y1, w, h, width, height, dx_max, dy_max, seed, r
 def test_deterministic_roi_is_the_expected_growth():
     points = landmarks_in((100, 200, 180, 300), 0)
     assert roi.roi_box(points, (1000, 1000), None, dx_max=0.125, dy_max=0.2) == (95, 190, 185, 310)
-    assert roi.roi_box(points, (1000, 1000), None) == roi.roi_box(points, (1000, 1000), None)
+    # by default the paper's growth (w/8, h/5), half of it each side: 80 / 16 = 5 and 100 / 10 = 10
+    assert roi.roi_box(points, (1000, 1000), None) == (95, 190, 185, 310)
+    # clipped to a 250 x 170 (H x W) image: the right and bottom edges stop at its last pixel
+    assert roi.roi_box(points, (250, 170), None) == (95, 190, 169, 249)
     draws = [roi.roi_box(points, (1000, 1000), np.random.default_rng(s)) for s in range(400)]
     assert len(set(draws)) > 10
     mean_x1 = np.mean([d[0] for d in draws])

@@ -20,10 +20,13 @@ import requests
 import yaml
 from PIL import Image
 
-from faceswap_ela import layout
-from tests import test_server
-from tests.sample_data import render_face
-from tests.tiny_pipeline import (
+from faceswap_ela import card, ela, landmarks, layout, roi
+from faceswap_ela import params as P
+from faceswap_ela.evaluation import predict_fake
+from faceswap_ela.images import load_rgb
+from tests.helpers.mlflow_server import api
+from tests.helpers.sample_data import render_face
+from tests.helpers.tiny_pipeline import (
     BIN,
     copy_repo,
     env,
@@ -38,7 +41,6 @@ from tests.tiny_pipeline import (
 )
 
 pytestmark = pytest.mark.slow
-server = test_server.server  # the fixture: a real `mlflow server` on a free loopback port
 MODEL = layout.model_name("ela", "warp", 42)  # the tiny pipeline's one model
 ARTIFACT = "faceswap-ela-cnn"  # dvc.yaml's model artifact, the name MLflow registers it under too
 ROUNDS = 3  # queued sweeps against the sqlite store, each on a store that grows
@@ -75,6 +77,25 @@ def remotes(tiny_pipeline, tmp_path_factory) -> Remotes:
     return Remotes(origin, git, storage, push_s)
 
 
+def centred_crop_score(repo: Path, model: Path, photo: Path) -> float:
+    """p(fake) of ``model`` (float32) on a one-face photo, from the pipeline's own pieces: the face
+    dlib finds (params.yaml's landmark settings), its centred ROI resized to roi.size and that
+    crop's ELA image, with the settings of the model's card."""
+    import keras
+
+    lm = P.load(repo / "params.yaml").landmarks
+    model_card = card.read(card.path_for(model))
+    ela_settings, roi_settings = card.ela_settings(model_card), card.roi_settings(model_card)
+    rgb = load_rgb(photo)
+    (face,) = landmarks.detect_faces(
+        rgb, *landmarks.load_models(), upsample=lm.upsample, max_side=lm.max_side,
+        retry_full_size=lm.retry_full_size,
+    )  # fmt: skip
+    box = roi.roi_box(face.points, rgb.shape, None, dx_max=roi_settings.dx_max, dy_max=roi_settings.dy_max)
+    image = ela.compute(roi.resize(roi.crop(rgb, box), roi_settings.size), ela_settings)
+    return float(predict_fake(keras.saving.load_model(model, compile=False), image[None])[0])
+
+
 def clone(remotes: Remotes, dest: Path) -> Path:
     run(["git", "clone", "-q", str(remotes.git), str(dest)], dest.parent)
     return dest
@@ -96,12 +117,15 @@ def test_a_fresh_clone_pulls_and_predicts_without_training(remotes, tmp_path):
     photo = tmp_path / "face.jpg"
     Image.fromarray(render_face("grace_hopper")).save(photo, quality=92)
     predicted = subprocess.run(
-        [str(BIN / "faceswap-ela"), "predict", str(photo), "--format", "json"],
+        [str(BIN / "faceswap-ela"), "predict", str(photo), "--format", "json", "--precision", "float32"],
         cwd=repo, env=env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     (row,) = json.loads(predicted.stdout)
-    assert row["status"] == "ok" and 0.0 <= row["p_fake"] <= 1.0 and row["label"] in ("real", "fake")
+    assert row["status"] == "ok"
+    assert row["p_fake"] == pytest.approx(centred_crop_score(repo, repo / model, photo), abs=1e-5)
+    threshold = P.load(repo / "params.yaml").eval.threshold
+    assert row["label"] == ("fake" if row["p_fake"] >= threshold else "real")
 
 
 def test_an_experiment_travels_through_the_git_and_dvc_remotes(remotes, tmp_path):
@@ -209,7 +233,7 @@ def test_a_queued_sweep_tracks_into_a_server(server, tiny_pipeline, tmp_path):
     shown = _check_sweep(repo, queued, rows)
     assert not (repo / "mlflow.db").exists()
 
-    experiment = test_server.api(server, "experiments/get-by-name", experiment_name="faceswap-ela")
+    experiment = api(server, "experiments/get-by-name", experiment_name="faceswap-ela")
     found = requests.post(
         f"{server}/api/2.0/mlflow/runs/search",
         json={"experiment_ids": [experiment["experiment"]["experiment_id"]], "max_results": 100},

@@ -1,101 +1,15 @@
-"""A real `mlflow server` (sqlite store, proxied artifacts, as `make server` starts it) on a free
-loopback port: the stages track and register into it over HTTP, and its REST API shows the runs,
-the headline metric, the artifacts and the registered model version."""
+"""A real `mlflow server` (sqlite store, proxied artifacts, as `make server` starts it; the `server`
+fixture) on a free loopback port: the stages track and register into it over HTTP, and its REST
+API shows the runs, the headline metric, the artifacts and the registered model version."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import requests
 
-from tests.test_training import make_repo, run_pipeline
-
-START_TIMEOUT_S = 90
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop(process: subprocess.Popen, grace: float = 3) -> None:
-    """SIGTERM the server's process group (it was started with start_new_session: uvicorn, its
-    workers, MLflow's huey job consumers), then SIGKILL what is left after ``grace`` seconds (a
-    clean shutdown takes MLflow about 10 s, and a test's throw-away store needs none)."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    with contextlib.suppress(ProcessLookupError):  # helpers that outlived the leader
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def running(tmp_path: Path, *options: str, command: str = "server") -> Iterator[str]:
-    """`mlflow server` (or `mlflow ui`) with ``options`` on 127.0.0.1:<free port>, its URL once
-    /health answers; stopped, with its workers, on exit."""
-    port = free_port()
-    log = (tmp_path / f"{command}-{port}.log").open("w")
-    argv = [sys.executable, "-m", "mlflow", command, "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    process = subprocess.Popen(
-        [*argv, *options], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def output() -> str:
-        return Path(log.name).read_text()[-2000:]
-
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow {command} exited with {process.returncode}: {output()}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow {command} did not start in {START_TIMEOUT_S} s: {output()}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        stop(process)
-        log.close()
-    assert process.poll() is not None, f"mlflow {command} outlived the test"
-
-
-@pytest.fixture
-def server(tmp_path) -> Iterator[str]:
-    """`mlflow server` as `make server` runs it (sqlite store, proxied artifacts), for one test."""
-    with running(
-        tmp_path,
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow-server.db'}",
-        "--serve-artifacts", "--artifacts-destination", str(tmp_path / "mlartifacts-server"),
-    ) as url:  # fmt: skip
-        yield url
-
-
-def api(url: str, endpoint: str, **query) -> dict:
-    response = requests.get(f"{url}/api/2.0/mlflow/{endpoint}", params=query, timeout=30)
-    assert response.ok, (endpoint, response.status_code, response.text[:500])
-    return response.json()
+from tests.helpers.mlflow_server import api
+from tests.helpers.stages import make_repo, predictions_auc, run_pipeline
 
 
 def test_stages_track_and_register_into_a_server(server, tmp_path):
@@ -129,7 +43,7 @@ def test_stages_track_and_register_into_a_server(server, tmp_path):
     assert top["info"]["run_name"] == "served-exp" and child["info"]["run_name"] == "served-exp ela-warp-s3"
     assert child_tags["mlflow.parentRunId"] == top["info"]["run_id"]
     metrics = {m["key"]: m["value"] for m in top["data"]["metrics"]}
-    assert 0.0 <= metrics["test.roc_auc"] <= 1.0
+    assert metrics["test.roc_auc"] == predictions_auc(repo, "ela-warp-s3")  # the primary model
 
     listed = api(server, "artifacts/list", run_id=top["info"]["run_id"], path="plots")
     assert "plots/roc.png" in {f["path"] for f in listed["files"]}

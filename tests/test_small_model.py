@@ -22,7 +22,7 @@ from faceswap_ela import card, cli, ela, hardware, landmarks, roi, training
 from faceswap_ela import model as cnn
 from faceswap_ela import params as P
 from faceswap_ela.images import load_rgb, save_png
-from tests.sample_data import portrait
+from tests.helpers.sample_data import portrait
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOAT32 = hardware.choose_precision("float32", {"kind": "cpu", "backend": "tensorflow", "device": "CPU"}, ())

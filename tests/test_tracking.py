@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from mlflow import MlflowClient
 
 from faceswap_ela import params as P
 from faceswap_ela import tracking
+from tests.helpers.sample_data import loopback
 
 
 @pytest.fixture(autouse=True)
@@ -194,6 +196,43 @@ def test_unreachable_server_fails_fast(monkeypatch, caplog):
     assert not tracker.active and not resumed.active
     messages = warnings_in(caplog)
     assert len(messages) == 2 and all("no MLflow server answers" in m for m in messages)
+
+
+def _half_alive(handler, stop: threading.Event) -> None:
+    if handler.path.startswith("/health"):
+        handler.send_response(200)
+        handler.send_header("Content-Length", "2")
+        handler.end_headers()
+        handler.wfile.write(b"OK")
+        return
+    stop.wait()  # accepts the API call and never answers
+
+
+def test_a_half_alive_tracking_server_costs_seconds_and_one_warning(monkeypatch, caplog, capfd):
+    for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "DVC_ROOT"):
+        monkeypatch.setenv(name, "")  # so that what the project sets is undone afterwards
+        monkeypatch.delenv(name)
+    p = P.parse({})
+    with loopback(_half_alive, limit_s=60) as (url, seen, _):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url.rstrip("/"))
+        with caplog.at_level(logging.WARNING):
+            started = time.monotonic()
+            tracker = tracking.start_run(p)
+            start_s = time.monotonic() - started
+            start_warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            caplog.clear()
+            monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")  # the user's own setting wins
+            started = time.monotonic()
+            resumed = tracking.resume_run({"run_id": "0" * 32}, p)
+            resume_s = time.monotonic() - started
+            resume_warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert seen.is_set()
+    assert not tracker.active and not resumed.active
+    assert start_s < tracking.HTTP_TIMEOUT_S + 5, start_s
+    assert resume_s < 1 + 4, resume_s
+    assert len(start_warnings) == 1 and "MLflow tracking disabled" in start_warnings[0], start_warnings
+    assert len(resume_warnings) == 1 and "MLflow tracking disabled" in resume_warnings[0], resume_warnings
+    assert "Retrying" not in capfd.readouterr().err
 
 
 class _BrokenClient:

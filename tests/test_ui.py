@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_server
-from tests.tiny_pipeline import mlflow_runs
-from tests.ui import CHROMIUM, dump_dom, visible_text
+from tests.helpers.mlflow_server import running
+from tests.helpers.tiny_pipeline import mlflow_runs
+from tests.helpers.ui import CHROMIUM, dump_dom, visible_text
 
 pytestmark = [
     pytest.mark.slow,
@@ -33,7 +33,7 @@ def ui(tiny_pipeline, tmp_path_factory):
     with closing(sqlite3.connect(tiny_pipeline / "mlflow.db")) as con:
         query = "select experiment_id from experiments where name='faceswap-ela'"
         (experiment,) = con.execute(query).fetchone()
-    with test_server.running(tmp, *options, command="ui") as url:
+    with running(tmp, *options, command="ui") as url:
         yield url, experiment, mlflow_runs(tiny_pipeline), tmp
 
 

@@ -1,5 +1,5 @@
 """docs/mlflow-compare.png: MLflow's compare-runs page for two runs of a tiny pipeline, made by the
-pipeline's own commands. tests/tiny_pipeline.py builds a repo with this project's train@,
+pipeline's own commands. tests/helpers/tiny_pipeline.py builds a repo with this project's train@,
 evaluate@, baseline and compare stages on random crops (no face photos) and runs `dvc repro`
 (one epoch); then `dvc exp run -n three-epochs -S train.epochs=3 -S train.patience=3`; then
 `mlflow ui` serves the repo's store and headless Chromium, driven over the DevTools protocol,
@@ -24,7 +24,7 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests import test_server, tiny_pipeline, ui  # noqa: E402
+from tests.helpers import mlflow_server, tiny_pipeline, ui  # noqa: E402
 
 WIDTH, HEIGHT = 1400, 1500
 # clicks in the page: close the assistant panel, fold the plots (they open on an arbitrary metric),
@@ -95,8 +95,8 @@ def main(out: Path) -> None:
         assert len(runs) == 2, runs
         options = ["--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}",
                    "--default-artifact-root", str(repo / "mlartifacts")]  # fmt: skip
-        with test_server.running(tmp, *options, command="ui") as url:
-            experiment = test_server.api(url, "experiments/get-by-name", experiment_name="faceswap-ela")
+        with mlflow_server.running(tmp, *options, command="ui") as url:
+            experiment = mlflow_server.api(url, "experiments/get-by-name", experiment_name="faceswap-ela")
             query = "runs={}&experiments={}".format(
                 quote(json.dumps([r.run_id for r in runs])),
                 quote(json.dumps([experiment["experiment"]["experiment_id"]])),

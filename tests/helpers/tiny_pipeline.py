@@ -37,9 +37,9 @@ from PIL import Image
 
 from faceswap_ela import layout
 from faceswap_ela import params as P
-from tests.test_training import make_repo
+from tests.helpers.stages import make_repo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 STAGES = ("train", "evaluate", "baseline", "compare")
 # what compare reads from the stages left out

@@ -1,6 +1,6 @@
 """Test data built on the fly (nothing here is committed): MUCT-layout photos, landmark CSV and
-archives made from two public-domain portraits, hostile archives, awkward images, and a loopback
-HTTP server for the download tests.
+archives made from two public-domain portraits, hostile archives, awkward images, and loopback
+HTTP servers: one for the download tests, one that answers as a test's handler says.
 
 Public API:
     portrait(name) -> RGB uint8 array ("grace_hopper" or "astronaut")
@@ -8,7 +8,9 @@ Public API:
     write_muct_landmarks_csv(path, photos) -> Path                       # muct76-opencv.csv
     build_muct_archives(photo_root, out_dir) -> dict[archive name, Path]
     build_hostile_archive(path, kind) -> str                             # the hostile member's name
+    build_archive(path, [(name, bytes or a size in zeros), ...]) -> Path
     serve(folder, *, cut_after=None, ignore_range=False, fail_first=0)  # -> (base_url, log)
+    loopback(handle, limit_s=30.0)  # -> (base_url, seen, stop); each request goes to handle(handler, stop)
     write_bad_images(folder) -> dict[kind, Path]
     predictor_path() -> str, face_detector(), shape_predictor()          # dlib, loaded once
 """
@@ -183,8 +185,25 @@ def write_muct_landmarks_csv(path: str | Path, photos: Sequence[str | Path]) -> 
     return path
 
 
-def _write_tar(path: Path, members: Sequence[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
-    """A deterministic .tar.gz (fixed times and owners), so its SHA-256 is stable."""
+class _Zeros(io.RawIOBase):
+    """``n`` zero bytes, read in pieces: a huge member streamed, never held in memory."""
+
+    def __init__(self, n: int):
+        self.left = n
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        k = min(len(buffer), self.left)
+        buffer[:k] = bytes(k)
+        self.left -= k
+        return k
+
+
+def _write_tar(path: Path, members: Sequence[tuple[tarfile.TarInfo, bytes | int | None]]) -> Path:
+    """A deterministic .tar.gz (fixed times and owners), so its SHA-256 is stable. A member's data
+    may be an int: that many zero bytes, streamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with (
         open(path, "wb") as raw,
@@ -193,16 +212,26 @@ def _write_tar(path: Path, members: Sequence[tuple[tarfile.TarInfo, bytes | None
     ):
         for info, data in members:
             info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            if isinstance(data, int):
+                info.size = data
+                tar.addfile(info, io.BufferedReader(_Zeros(data)))
+                continue
             if data is not None:
                 info.size = len(data)
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     return path
 
 
-def _file_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+def _file_member(name: str, data: bytes | int) -> tuple[tarfile.TarInfo, bytes | int]:
     info = tarfile.TarInfo(name)
     info.mode = 0o644
     return info, data
+
+
+def build_archive(path: str | Path, members: Sequence[tuple[str, bytes | int]]) -> Path:
+    """A .tar.gz of (name, data) file members, in that order (a name may repeat); an int stands
+    for that many zero bytes, streamed (a gzip bomb stays small on disk and in memory)."""
+    return _write_tar(Path(path), [_file_member(name, data) for name, data in members])
 
 
 def build_muct_archives(photo_root: str | Path, out_dir: str | Path) -> dict[str, Path]:
@@ -349,6 +378,37 @@ def serve(
         thread.join(timeout=10)
 
 
+@contextlib.contextmanager
+def loopback(handle, limit_s: float = 30.0) -> Iterator[tuple[str, threading.Event, threading.Event]]:
+    """An HTTP server on 127.0.0.1 whose GET requests go to ``handle(handler, stop)``; yields
+    (base URL, "a request came" event, stop event). It stops on exit, or by itself after
+    ``limit_s``, and every handler waiting on ``stop`` is released then."""
+    seen, stop = threading.Event(), threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+            pass
+
+        def do_GET(self) -> None:
+            seen.set()
+            handle(self, stop)
+
+        do_POST = do_GET
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    timer = threading.Timer(limit_s, stop.set)
+    timer.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", seen, stop
+    finally:
+        stop.set()
+        timer.cancel()
+        server.shutdown()
+        server.server_close()
+
+
 def write_bad_images(folder: str | Path) -> dict[str, Path]:
     """Write awkward images into ``folder`` and return kind -> path. Unusable: ``zero_byte`` (.jpg),
     ``truncated`` (half a JPEG), ``random_bytes`` (.jpg), ``huge`` (a 20000 x 20000 1-bit PNG of
@@ -393,7 +453,7 @@ def write_bad_images(folder: str | Path) -> dict[str, Path]:
 def stage_repo(tmp_path: Path, **data) -> Path:
     """``tmp_path/repo`` holding this project's dvc.yaml and params.yaml, with ``data`` overriding
     params' data section: a folder the download stage runs in."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy2(root / "dvc.yaml", repo / "dvc.yaml")

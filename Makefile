@@ -3,6 +3,7 @@
 #   make repro SOURCE=../shared/datasets/helen-train   the same on a local folder (no internet)
 #   make test                                    the test suite
 #   make server                                  an MLflow tracking server on 127.0.0.1:5001 (SERVER_PORT=...)
+#   make results                                 docs/results.md and the README's table, from metrics/ (docs/results.yaml)
 #   make ui-check                                the MLflow UI of a tiny pipeline, seen in headless Chromium
 #   make ui-screenshot                           docs/mlflow-compare.png: two runs compared in the MLflow UI
 SHELL := /bin/bash
@@ -17,7 +18,7 @@ SERVER_OPTS ?=
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench ui server ui-check ui-screenshot clean
+.PHONY: setup repro test lint bench results ui server ui-check ui-screenshot clean
 
 setup: $(VENV)/.installed
 
@@ -46,6 +47,9 @@ bench: setup
 	$(BIN)/python benchmarks/landmarks.py
 	$(BIN)/python benchmarks/ela.py
 	$(BIN)/python benchmarks/train.py
+
+results: setup
+	$(BIN)/python tools/results.py
 
 ui: setup
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \

@@ -214,7 +214,7 @@ _MARKDOWN = tabulate.TableFormat(
 )
 
 
-def _table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
     return frame.to_markdown(
         index=False, tablefmt=_MARKDOWN, stralign=None, numalign=None, disable_numparse=True
     )
@@ -229,7 +229,7 @@ def cost_table(result: Comparison) -> pd.DataFrame:
     """Cost, training speed and test AUC of each family, each baseline and the paper's models."""
     rows = []
     for key, row in result.rows.items():
-        test = _auc_text(result.auc(key, TEST))
+        test = auc_text(result.auc(key, TEST))
         entry = result.families.get(key)
         if entry is None:
             rows.append((f"{row.label} (logistic regression, 5 features)", "6", "~0", "~0", "–", "–", test))
@@ -255,7 +255,7 @@ def cross_forger_table(result: Comparison) -> pd.DataFrame:
     one the row was trained on."""
     cells = {}
     for key, row in result.rows.items():
-        texts = [_auc_text(result.auc(key, name)) for name in result.sets]
+        texts = [auc_text(result.auc(key, name)) for name in result.sets]
         cells[row.label] = [
             f"**{text}**" if _trained_on(row, name) else text
             for name, text in zip(result.sets, texts, strict=True)
@@ -284,13 +284,13 @@ def false_positive_table(result: Comparison) -> pd.DataFrame:
     return _by_set(
         result,
         {
-            row.label: [_fpr_text(result.false_positives[key][name]) for name in result.sets]
+            row.label: [fpr_text(result.false_positives[key][name]) for name in result.sets]
             for key, row in result.rows.items()
         },
     )
 
 
-def _cell(value: float, sd: float | None, ci: list[float] | None, sign: str = "") -> str:
+def cell(value: float, sd: float | None, ci: list[float] | None, sign: str = "") -> str:
     """A table cell: the value, then ± sd when given, then [interval] when there is one."""
     text = f"{value:{sign}.3f}"
     if sd is not None:
@@ -300,13 +300,13 @@ def _cell(value: float, sd: float | None, ci: list[float] | None, sign: str = ""
     return text
 
 
-def _auc_text(auc: Auc | None) -> str:
+def auc_text(auc: Auc | None) -> str:
     if auc is None or auc.auc_mean is None:
         return "n/a"
-    return _cell(auc.auc_mean, auc.auc_sd if len(auc.auc_per_seed) > 1 else None, auc.ci95)
+    return cell(auc.auc_mean, auc.auc_sd if len(auc.auc_per_seed) > 1 else None, auc.ci95)
 
 
-def _fpr_text(rates: FalsePositives) -> str:
+def fpr_text(rates: FalsePositives) -> str:
     if rates.fpr_mean is None:
         return "n/a"
     valid = [r for r in rates.fpr_per_seed if r is not None]
@@ -315,7 +315,7 @@ def _fpr_text(rates: FalsePositives) -> str:
 
 
 def _difference_text(item: Difference) -> str:
-    return _cell(item.diff, item.diff_sd if len(item.diff_per_seed or {}) > 1 else None, item.ci95, "+")
+    return cell(item.diff, item.diff_sd if len(item.diff_per_seed or {}) > 1 else None, item.ci95, "+")
 
 
 def markdown(result: Comparison) -> str:
@@ -334,8 +334,9 @@ def markdown(result: Comparison) -> str:
         "seed mean (range over seeds when more than one)."
     )
     parts = [
-        intro, _table(cost_table(result)), cross, _table(cross_forger_table(result)),
-        diff, _table(differences_table(result)), fpr, _table(false_positive_table(result)), claim(result),
+        intro, markdown_table(cost_table(result)), cross, markdown_table(cross_forger_table(result)),
+        diff, markdown_table(differences_table(result)), fpr, markdown_table(false_positive_table(result)),
+        claim(result),
     ]  # fmt: skip
     return "\n\n".join(parts) + "\n"
 

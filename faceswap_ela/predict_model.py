@@ -121,17 +121,17 @@ def fetch_registered(
     import atexit
     import shutil
 
-    from faceswap_ela import tracking
+    from faceswap_ela import mlflow_store
 
-    store = tracking.tracking_uri(root)
+    store = mlflow_store.tracking_uri(root)
     if store.startswith("sqlite:///") and not Path(store[len("sqlite:///") :]).is_file():
         raise PredictError(f"can't load model {uri}: no MLflow store at {store} (set MLFLOW_TRACKING_URI)")
     folder = tempfile.mkdtemp(prefix="faceswap-ela-model.")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     try:
         with quiet_stderr(quiet):
-            local = tracking.download_model(uri, folder, store)
-    except tracking.DownloadError as exc:
+            local = mlflow_store.download_model(uri, folder, store)
+    except mlflow_store.DownloadError as exc:
         raise PredictError(f"can't load model {uri} from {store}: {exc}") from None
     found = sorted(local.rglob("*.keras"))
     if not found:

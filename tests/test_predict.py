@@ -19,7 +19,19 @@ import pytest
 import yaml
 from PIL import Image
 
-from faceswap_ela import alignment, card, cli, ela, forgery, landmarks, layout, predict, roi, seeding
+from faceswap_ela import (
+    alignment,
+    card,
+    cli,
+    ela,
+    forgery,
+    landmarks,
+    layout,
+    mlflow_store,
+    predict,
+    roi,
+    seeding,
+)
 from faceswap_ela import params as P
 from faceswap_ela.images import load_rgb, save_png
 from tests.helpers.sample_data import portrait, write_bad_images
@@ -475,7 +487,7 @@ def registry(trained, tmp_path, monkeypatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     client = MlflowClient(uri)
-    experiment = client.create_experiment("tiny", artifact_location=tracking.artifact_location(uri))
+    experiment = client.create_experiment("tiny", artifact_location=mlflow_store.artifact_location(uri))
     net = keras.saving.load_model(trained.model, compile=False)
     model_card = card.read(card.path_for(with_card(trained, tmp_path / "ela-warp-s0")))
     for name, logged_card in (("faceswap-ela-cnn", model_card), ("faceswap-ela-bare", None)):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from faceswap_ela import mlflow_store, tracking
 from faceswap_ela import params as P
-from faceswap_ela import tracking
 from tests.helpers.sample_data import loopback
 
 
@@ -47,16 +47,18 @@ def warnings_in(caplog) -> list[str]:
 
 def test_default_store_is_anchored_at_the_repo_root(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert mlflow_store.tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     assert (
-        tracking.artifact_location(tracking.tracking_uri()) == (tmp_path.resolve() / "mlartifacts").as_uri()
+        mlflow_store.artifact_location(mlflow_store.tracking_uri())
+        == (tmp_path.resolve() / "mlartifacts").as_uri()
     )
     assert (
-        tracking.tracking_uri(tmp_path / "elsewhere") == f"sqlite:///{tmp_path.resolve()}/elsewhere/mlflow.db"
+        mlflow_store.tracking_uri(tmp_path / "elsewhere")
+        == f"sqlite:///{tmp_path.resolve()}/elsewhere/mlflow.db"
     )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert tracking.tracking_uri() == "http://127.0.0.1:5000"
-    assert tracking.artifact_location("http://127.0.0.1:5000") is None
+    assert mlflow_store.tracking_uri() == "http://127.0.0.1:5000"
+    assert mlflow_store.artifact_location("http://127.0.0.1:5000") is None
 
 
 def test_run_name(monkeypatch):
@@ -228,7 +230,7 @@ def test_a_half_alive_tracking_server_costs_seconds_and_one_warning(monkeypatch,
             resume_warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert seen.is_set()
     assert not tracker.active and not resumed.active
-    assert start_s < tracking.HTTP_TIMEOUT_S + 5, start_s
+    assert start_s < mlflow_store.HTTP_TIMEOUT_S + 5, start_s
     assert resume_s < 1 + 4, resume_s
     assert len(start_warnings) == 1 and "MLflow tracking disabled" in start_warnings[0], start_warnings
     assert len(resume_warnings) == 1 and "MLflow tracking disabled" in resume_warnings[0], resume_warnings
@@ -313,17 +315,19 @@ def test_download_model_fetches_a_registered_model_or_says_why_not_in_one_line(s
     tracker.log_artifact(saved, "model")
     assert tracker.register_model(tracker.run_id, "unit-cnn") == "1"
     tracker.finish()
-    local = tracking.download_model("models:/unit-cnn/1", tmp_path / "dl", store)
+    local = mlflow_store.download_model("models:/unit-cnn/1", tmp_path / "dl", store)
     assert (local / "model.keras").read_bytes() == b"weights"
     for uri in ("models:/unit-cnn/7", "models:/no-such-model/latest"):
-        with pytest.raises(tracking.DownloadError) as info:
-            tracking.download_model(uri, tmp_path / "none", store)
+        with pytest.raises(mlflow_store.DownloadError) as info:
+            mlflow_store.download_model(uri, tmp_path / "none", store)
         assert len(str(info.value).splitlines()) == 1 and str(info.value).startswith("MlflowException: ")
     for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")):
         monkeypatch.setenv(name, value)
     start = time.monotonic()
-    with pytest.raises(tracking.DownloadError, match="no MLflow server answers"):
-        tracking.download_model("models:/unit-cnn/1", tmp_path / "none", f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(mlflow_store.DownloadError, match="no MLflow server answers"):
+        mlflow_store.download_model(
+            "models:/unit-cnn/1", tmp_path / "none", f"http://127.0.0.1:{closed_port()}"
+        )
     assert time.monotonic() - start < 10
 
 
@@ -336,7 +340,7 @@ def test_register_model_without_tracking_does_nothing(caplog):
 def test_a_locked_store_is_retried_with_backoff_then_given_up(monkeypatch):
     import sqlite3
 
-    monkeypatch.setattr(tracking, "LOCK_BACKOFF_S", 0.0)
+    monkeypatch.setattr(mlflow_store, "LOCK_BACKOFF_S", 0.0)
     calls = []
 
     def flaky(failures: int, error: Exception):
@@ -349,14 +353,14 @@ def test_a_locked_store_is_retried_with_backoff_then_given_up(monkeypatch):
         return call
 
     locked = sqlite3.OperationalError("database is locked")
-    assert tracking._retry_locked(flaky(3, locked), "test")(21) == 42 and len(calls) == 4
+    assert mlflow_store.retry_locked(flaky(3, locked), "test")(21) == 42 and len(calls) == 4
     calls.clear()
     with pytest.raises(RuntimeError):
-        tracking._retry_locked(flaky(99, locked), "test")(1)
-    assert len(calls) == tracking.LOCK_RETRIES
+        mlflow_store.retry_locked(flaky(99, locked), "test")(1)
+    assert len(calls) == mlflow_store.LOCK_RETRIES
     calls.clear()
     with pytest.raises(RuntimeError):  # any other error is no reason to wait
-        tracking._retry_locked(flaky(99, sqlite3.OperationalError("no such table: runs")), "test")(1)
+        mlflow_store.retry_locked(flaky(99, sqlite3.OperationalError("no such table: runs")), "test")(1)
     assert len(calls) == 1
 
 
@@ -416,8 +420,8 @@ class _InterruptingClient:
 
 
 def test_an_interrupt_while_a_run_starts_ends_it_killed(store, monkeypatch):
-    real = tracking._client
-    monkeypatch.setattr(tracking, "_client", lambda uri: _InterruptingClient(real(uri)))
+    real = mlflow_store.client
+    monkeypatch.setattr(mlflow_store, "client", lambda uri: _InterruptingClient(real(uri)))
     with pytest.raises(KeyboardInterrupt):
         tracking.start_run(P.parse({"tracking": {"experiment": "interrupted"}}))
     client = MlflowClient(store)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from faceswap_ela import card, hardware, training
+from faceswap_ela import card, hardware, mlflow_store, training
 from tests.helpers.stages import (
     BASELINE,
     COMPARE,
@@ -277,4 +277,4 @@ def test_compare_skips_registering_without_a_logged_model(tmp_path, monkeypatch,
     ]
     from mlflow import MlflowClient
 
-    assert MlflowClient(tracking.tracking_uri()).search_registered_models() == []
+    assert MlflowClient(mlflow_store.tracking_uri()).search_registered_models() == []

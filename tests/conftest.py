@@ -34,7 +34,7 @@ class MuctMirror:
 
 @pytest.fixture(scope="session")
 def muct_mirror(tmp_path_factory) -> MuctMirror:
-    """4 subjects x 3 photos, built once per session (read-only: copy before changing)."""
+    """4 subjects x 3 photos, built once per test run (read-only: copy before changing)."""
     base = tmp_path_factory.mktemp("muct")
     photos = write_muct_photos(base / "photos", subjects=4, per_subject=3)
     csv = write_muct_landmarks_csv(base / "photos" / "muct76-opencv.csv", photos)

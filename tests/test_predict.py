@@ -46,7 +46,7 @@ SEED = 0
 
 @dataclass(frozen=True)
 class Trained:
-    """A model trained in this session (a bare .keras file, without a card, as older models are),
+    """A model trained once for these tests (a bare .keras file, without a card, as older models are),
     the params.yaml it was trained with, and test photos."""
 
     model: Path

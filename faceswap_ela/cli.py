@@ -15,8 +15,8 @@ Exit status: 0 when every input was processed (a photo without a face is process
 with status "no face"), 1 when any input failed (missing, unreadable, truncated, oversized, a
 broken or looping link, a FIFO or device, a folder that can't be read) or a heatmap could not be
 written, 2 for usage errors (bad arguments, missing or unloadable model, a bad model card or a flag
-that contradicts it, bad params.yaml, a heatmap folder that can't be written), checked before any
-photo is read.
+that contradicts it, bad params.yaml, a --model or --params that is no regular file, a heatmap
+folder that can't be written), checked before any photo is read.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from faceswap_ela.files import irregular
+
 # Pillow raises DecompressionBombError above twice this many pixels and warns above it;
 # both are refused here, so a 20,000 x 20,000 image never reaches the decoder.
 MAX_PIXELS = 89_478_485
@@ -144,21 +146,6 @@ def os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def _irregular(mode: int) -> str | None:
-    """Why a file of this mode can't be a photo (a FIFO would block its reader), or None."""
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISFIFO(mode):
-        kind = "a FIFO"
-    elif stat.S_ISSOCK(mode):
-        kind = "a socket"
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        kind = "a device"
-    else:
-        kind = "a special file"
-    return f"not a regular file ({kind})"
-
-
 def _stat(path: Path) -> tuple[os.stat_result | None, str | None]:
     """The stat of ``path`` through its links, or None and why it can't be had."""
     try:
@@ -206,7 +193,7 @@ def _walk(
             else:
                 _walk(path, found, ancestors | {key}, skip_hidden)
         elif is_photo:
-            found.append((path, _irregular(info.st_mode)))
+            found.append((path, irregular(info.st_mode)))
 
 
 def walk_photos(folder: Path, *, skip_hidden: bool = False) -> list[tuple[Path, str | None]]:
@@ -239,5 +226,5 @@ def find_photos(
                 inside.append((path, f"no {'/'.join(IMAGE_SUFFIXES)} files in this folder"))
             found.extend(inside)
         else:
-            found.append((path, _irregular(info.st_mode)))
+            found.append((path, irregular(info.st_mode)))
     return found

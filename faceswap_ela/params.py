@@ -28,6 +28,10 @@ from pydantic import (
 )
 from ruamel.yaml import YAML, YAMLError
 
+from faceswap_ela import files
+
+MAX_BYTES = files.MIB  # a params.yaml is a few KiB: more is no params file
+
 
 class ParamsError(ValueError):
     pass
@@ -419,14 +423,15 @@ def _yaml_problem(exc: YAMLError) -> str:
 
 def load(path: str | os.PathLike | None = None) -> Params:
     """Read and validate params.yaml (by default the one in the working directory). A missing,
-    empty, unreadable or non-text file, bad YAML or a duplicate key raises ParamsError naming it.
+    empty, unreadable or non-text file, one that is no regular file (a FIFO, a device) or over
+    MAX_BYTES, bad YAML or a duplicate key raises ParamsError naming it.
 
     The file is read as YAML 1.2, as DVC reads and rewrites it (`dvc exp run -S` writes values
     unquoted): `4:2:0` is a string, `5e-4` a float, `yes` a string; a key given twice in one
     mapping is an error. Only plain dicts, lists and scalars come out, never Python objects."""
     path = Path(path) if path is not None else Path("params.yaml")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = files.read_regular(path, MAX_BYTES).decode("utf-8")
         raw = YAML(typ="safe", pure=True).load(text)
     except FileNotFoundError:
         raise ParamsError(f"{path} not found") from None

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from faceswap_ela import card, layout
+from faceswap_ela import card, files, layout
 from faceswap_ela.images import os_reason
 from faceswap_ela.params import Params, repo_root
 
@@ -96,12 +96,19 @@ def resolve_model(
         return ResolvedModel(path, registered, f"{model} (MLmodel metadata)", uri=str(model))
     if model is None:
         path = default_model(params, root)
+    elif isinstance(model, str) and not model.strip():
+        raise PredictError(
+            f"empty model name {model!r}: name a pipeline model, a .keras file or models:/NAME/latest"
+        )
     elif is_model_name(model):
         path = named_model(str(model), root)
     else:
         path = Path(model)
     if not path.exists():
         raise PredictError(f"model {path} not found: run dvc repro first or pass --model")
+    problem = _not_a_file(path)
+    if problem:
+        raise PredictError(f"can't load model {path}: {problem}")
     source = card.path_for(path)
     if not source.is_file():
         return ResolvedModel(path, None, str(source))
@@ -179,11 +186,25 @@ def quiet_stderr(quiet: bool = True) -> Iterator[None]:
         os.close(saved)
 
 
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path`` can't be a model file, from its stat alone: a folder, or anything but a regular
+    file (a FIFO would block the reader, /dev/zero never ends). A regular file is not capped: Keras
+    reads a .keras archive's members, guarding against decompression bombs itself."""
+    try:
+        files.check_regular(path)
+    except IsADirectoryError:
+        return "it is a folder, not a .keras file"
+    except OSError as exc:
+        return os_reason(exc)
+    return None
+
+
 def _not_a_model(path: Path) -> str | None:
     """Why ``path`` is plainly no Keras model, before Keras reads it (its own messages mislead:
     a .keras file that isn't a zip archive reads "File not found")."""
-    if path.is_dir():
-        return "it is a folder, not a .keras file"
+    problem = _not_a_file(path)
+    if problem:
+        return problem
     suffix = path.suffix.lower()
     if suffix not in (".keras", ".h5", ".hdf5"):
         return "Keras loads .keras (or legacy .h5) files only"

@@ -275,3 +275,60 @@ def test_predict_on_a_folder_of_every_bad_entry(tiny, tmp_path):
         assert "error" not in by_name.pop(bad[kind].name)
     assert sorted(s for statuses in by_name.values() for s in statuses) == ["error"] * n_bad
     assert {bad[kind].name for kind in unusable} <= set(by_name)
+
+
+def _console(*args, timeout: float = 300, env: dict | None = None, **run) -> subprocess.CompletedProcess:
+    """``faceswap-ela predict ARGS`` as the console command runs (a new Python, TensorFlow's
+    environment variables unset, ``env`` added); ``run`` goes to subprocess.run (default: capture
+    both streams as bytes)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    command = [sys.executable, "-m", "faceswap_ela.cli", "predict", *map(os.fsdecode, args)]
+    run.setdefault("stdout", subprocess.PIPE)
+    run.setdefault("stderr", subprocess.PIPE)
+    env = {**base, **(env or {}), "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, env=env, timeout=timeout, **run)
+
+
+def _limit_memory() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # /dev/zero read whole fails soon
+
+
+def test_a_model_or_params_that_is_no_regular_file_is_refused_before_it_is_read(tiny, tmp_path):
+    """A FIFO would block its reader for ever and /dev/zero never ends: each is named for what it
+    is, as a usage error, without reading it (a timeout and a memory cap stand guard)."""
+    os.mkfifo(tmp_path / "fifo.keras")
+    os.mkfifo(tmp_path / "fifo.yaml")
+    (tmp_path / "zero.keras").symlink_to("/dev/zero")
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")
+    big = tmp_path / "big.yaml"
+    big.write_text(tiny[1].read_text() + "#" * (1 << 20) + "\n")  # over params.MAX_BYTES, 1 MiB
+    model, params = tiny[0], tiny[1]
+    cases = (
+        (tmp_path / "fifo.keras", params, "can't load model {}: not a regular file (a FIFO)"),
+        (tmp_path / "zero.keras", params, "can't load model {}: not a regular file (a device)"),
+        (model, tmp_path / "fifo.yaml", "can't read {}: not a regular file (a FIFO)"),
+        (model, tmp_path / "zero.yaml", "can't read {}: not a regular file (a device)"),
+        (model, big, "can't read {}: too large: over the 1,048,576-byte limit"),
+    )
+    for model, params, message in cases:
+        named = model if params == tiny[1] else params
+        done = _console(tiny[2]["astronaut"], "--model", model, "--params", params, timeout=60,
+                        preexec_fn=_limit_memory, text=True)  # fmt: skip
+        assert done.returncode == 2, (named, done.stderr)
+        assert done.stdout == ""
+        assert done.stderr.splitlines() == [f"{ERROR} {message.format(named)}"]
+
+
+def test_an_empty_model_name_or_a_root_folder_is_a_usage_error(tiny, capsys):
+    cases = {
+        "": "empty model name ''",
+        " ": "empty model name ' '",
+        ".": "can't load model .: it is a folder",
+        "/": "can't load model /: it is a folder",
+    }
+    for model, reason in cases.items():
+        code, out, err = _predict(capsys, tiny[2]["astronaut"], "--model", model, "--params", tiny[1])
+        assert code == 2 and out == "", (model, err)
+        assert len(err.splitlines()) == 1 and err.startswith(f"{ERROR} {reason}"), (model, err)

@@ -13,10 +13,11 @@ written, and a summary, go to stderr.
 
 Exit status: 0 when every input was processed (a photo without a face is processed: it gets a row
 with status "no face"), 1 when any input failed (missing, unreadable, truncated, oversized, a
-broken or looping link, a FIFO or device, a folder that can't be read) or a heatmap could not be
-written, 2 for usage errors (bad arguments, missing or unloadable model, a bad model card or a flag
-that contradicts it, bad params.yaml, a --model or --params that is no regular file, a heatmap
-folder that can't be written), checked before any photo is read.
+broken or looping link, a FIFO or device, a folder that can't be read), a face got a score that is
+no probability (NaN) or a heatmap could not be written, 2 for usage errors (bad arguments, missing
+or unloadable model, a bad model card or a flag that contradicts it, bad params.yaml, a --model or
+--params that is no regular file, a heatmap folder that can't be written), checked before any photo
+is read.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find every face in the photos and print the probability that it was swapped. "
         "Exit status: 0 all inputs processed (a photo with no face counts as processed), "
         "1 some input failed (unreadable, truncated, too large, missing, not a regular file, "
-        "a folder that can't be read) or a heatmap could not be written, 2 usage error.",
+        "a folder that can't be read, a face the model scored NaN) or a heatmap could not be written, "
+        "2 usage error.",
     )
     predict.add_argument("paths", nargs="+", metavar="PATH", help="photos, or folders to walk recursively")
     predict.add_argument(
@@ -139,7 +141,7 @@ def run_predict(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     failed = [row for row in rows if row.failed]
     for row in failed:
-        _error(f"{row.photo}: {row.error}")
+        _error(f"{row.photo}{'' if row.face is None else f' face {row.face}'}: {row.error}")
     for problem in predictor.heatmap_errors:
         _error(problem)
     faces = [row for row in rows if row.status == predict.OK]

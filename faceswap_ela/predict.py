@@ -16,12 +16,14 @@ photos go through the model in one ``predict`` call. The model is loaded and che
 heatmap folder checked, before the first photo is read, so that a usage problem costs no work;
 TensorFlow's start-up lines on stderr are silenced unless ``verbose``.
 
-Each input gives one or more Predictions: one per face (status ``ok``), or one row with status
-``no face``, ``face too small`` (the ROI lies outside the photo) or ``error`` (missing, unreadable,
-truncated or oversized file, a broken or looping link, a FIFO or device, a folder that can't be
-read; the reason is in ``error``). Usage problems (no model file, a file that isn't a Keras model,
-an unknown registered model or version, a bad card or one that an explicit setting contradicts, a
-model that doesn't fit ``roi.size``, a heatmap folder that can't be written) raise PredictError.
+Each input gives one or more Predictions: one per face (status ``ok``, or ``error`` when the
+model's score is no probability, NaN from broken weights say), or one row with status ``no face``,
+``face too small`` (the ROI lies outside the photo) or ``error`` (missing, unreadable, truncated or
+oversized file, a broken or looping link, a FIFO or device, a folder that can't be read); the reason
+is in ``error``. Usage problems (no model file, a file that isn't a Keras model or isn't a regular
+file, an unknown registered model or version, a bad card or one that an explicit setting
+contradicts, a model that doesn't fit ``roi.size``, a heatmap folder that can't be written) raise
+PredictError.
 """
 
 from __future__ import annotations
@@ -358,10 +360,23 @@ class Predictor:
             for slot, path, face in pending:
                 p_fake = float(scores[start : start + len(face.elas)].mean())
                 start += len(face.elas)
+                problem = score_problem(p_fake)
+                if problem:
+                    rows[slot] = Prediction(str(path), face.index, face.box, status=ERROR, error=problem)
+                    continue
                 rows[slot] = Prediction(str(path), face.index, face.box, p_fake, self.label(p_fake))
                 if heatmap_dir is not None:
                     self._heatmap(heatmap_dir, path, face, p_fake, names)
         return [row for row in rows if row is not None]
+
+
+def score_problem(p_fake: float) -> str | None:
+    """Why ``p_fake`` is no score to label (NaN from broken weights would read "real"), or None."""
+    if not np.isfinite(p_fake):
+        return f"the model gave a non-finite score ({p_fake})"
+    if not 0.0 <= p_fake <= 1.0:
+        return f"the model gave p(fake) = {p_fake:g}, not a probability in [0, 1]"
+    return None
 
 
 def heatmap_name(photo: Path, index: int, taken: set[str]) -> str:
@@ -379,10 +394,12 @@ def heatmap_name(photo: Path, index: int, taken: set[str]) -> str:
 
 
 def to_json(rows: Sequence[Prediction]) -> str:
-    """A JSON list of {photo, face, box, p_fake, label, status, error}, one object a line."""
+    """A JSON list of {photo, face, box, p_fake, label, status, error}, one object a line: always
+    valid JSON (a NaN score raises ValueError rather than print NaN)."""
     if not rows:
         return "[]\n"
-    return "[\n" + ",\n".join("  " + json.dumps(r.as_dict()) for r in rows) + "\n]\n"
+    lines = (json.dumps(r.as_dict(), allow_nan=False) for r in rows)
+    return "[\n" + ",\n".join("  " + line for line in lines) + "\n]\n"
 
 
 def to_csv(rows: Sequence[Prediction]) -> str:

@@ -332,3 +332,34 @@ def test_an_empty_model_name_or_a_root_folder_is_a_usage_error(tiny, capsys):
         code, out, err = _predict(capsys, tiny[2]["astronaut"], "--model", model, "--params", tiny[1])
         assert code == 2 and out == "", (model, err)
         assert len(err.splitlines()) == 1 and err.startswith(f"{ERROR} {reason}"), (model, err)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def test_a_model_that_gives_nan_fails_that_face_with_valid_json(tiny, capsys, tmp_path):
+    """Weights gone NaN: no face is labelled "real" on a NaN, the JSON stays JSON, exit 1."""
+    keras = pytest.importorskip("keras")
+    net = keras.saving.load_model(tiny[0], compile=False)
+    net.set_weights([w * float("nan") for w in net.get_weights()])
+    model = tmp_path / "model.keras"
+    net.save(model)
+    shutil.copy(card.path_for(tiny[0]), card.path_for(model))
+    photo = tiny[2]["astronaut"]
+    code, out, err = _predict(capsys, photo, "--model", model, "--params", tiny[1], "--format", "json")
+    assert code == 1
+    (row,) = json.loads(out, parse_constant=_reject_constant)
+    assert row["status"] == "error" and row["p_fake"] is None and row["label"] is None
+    assert row["error"] == "the model gave a non-finite score (nan)" and row["box"] is not None
+    assert _errors(err) == [f"{ERROR} {photo} face 0: the model gave a non-finite score (nan)"]
+    assert "0 face(s) scored" in err and "1 failed" in err
+
+
+def test_json_output_never_holds_nan():
+    row = predict.Prediction("a.jpg", 0, (1, 2, 3, 4), float("nan"), "real")
+    with pytest.raises(ValueError, match="JSON compliant"):
+        predict.to_json([row])
+    assert predict.score_problem(1.5) == "the model gave p(fake) = 1.5, not a probability in [0, 1]"
+    assert predict.score_problem(float("-inf")) == "the model gave a non-finite score (-inf)"
+    assert predict.score_problem(0.0) is None and predict.score_problem(1.0) is None

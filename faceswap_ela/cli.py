@@ -23,6 +23,7 @@ is read.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,8 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(kind: str, message: str) -> None:
+    """One line on stderr, file names in it printable (see predict.printable)."""
+    from faceswap_ela.predict import printable
+
+    print(f"{PROG}: {kind}: {printable(message)}", file=sys.stderr)
+
+
 def _error(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    _say("error", message)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -125,9 +133,9 @@ def run_predict(args: argparse.Namespace) -> int:
         )
         predictor.load()  # a file that is no model fails here, before the card's warning
         if predictor.warning:
-            print(f"{PROG}: warning: {predictor.warning}", file=sys.stderr)
+            _say("warning", predictor.warning)
         if args.verbose:
-            print(f"{PROG}: {predictor.settings()}", file=sys.stderr)
+            print(f"{PROG}: {predict.printable(predictor.settings())}", file=sys.stderr)
         rows = predictor.predict(args.paths, heatmap_dir=args.heatmap, progress=args.progress)
         if args.verbose and predictor.precision_choice is not None:
             choice = predictor.precision_choice
@@ -137,6 +145,8 @@ def run_predict(args: argparse.Namespace) -> int:
     except (P.ParamsError, predict.PredictError) as exc:
         _error(str(exc))
         return 2
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a character its encoding lacks (ascii) as an escape
+        sys.stdout.reconfigure(errors="backslashreplace")
     sys.stdout.write(predict.render(rows, args.format))
     sys.stdout.flush()
     failed = [row for row in rows if row.failed]

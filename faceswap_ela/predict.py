@@ -23,7 +23,8 @@ oversized file, a broken or looping link, a FIFO or device, a folder that can't 
 is in ``error``. Usage problems (no model file, a file that isn't a Keras model or isn't a regular
 file, an unknown registered model or version, a bad card or one that an explicit setting
 contradicts, a model that doesn't fit ``roi.size``, a heatmap folder that can't be written) raise
-PredictError.
+PredictError. The output formats show file names with printable (undecodable bytes and, in a
+table, control characters escaped).
 """
 
 from __future__ import annotations
@@ -321,10 +322,10 @@ class Predictor:
     def _heatmap(self, folder: Path, path: Path, face: FaceCrops, p_fake: float, names: set[str]) -> None:
         from faceswap_ela import figures
 
-        target = folder / heatmap_name(path, face.index, names)
+        target = folder / heatmap_name(path, face.index, names)  # named with the photo's own bytes
         try:
             figures.heatmap(target, face.crops[0], face.elas[0][..., :3], p_fake, self.label(p_fake),
-                            path.name, face.index, len(face.elas))  # fmt: skip
+                            printable(path.name), face.index, len(face.elas))  # fmt: skip
         except Exception as exc:
             reason = os_reason(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
             self.heatmap_errors.append(f"{target}: heatmap not written: {reason}")
@@ -393,32 +394,64 @@ def heatmap_name(photo: Path, index: int, taken: set[str]) -> str:
 # ---------------------------------------------------------------- output formats
 
 
+# C0 and C1 controls, DEL and the Unicode line and paragraph separators: each would break a table
+# row or a stderr line in two, or (ESC) drive the terminal
+_CONTROLS = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+} | {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+
+
+def printable(text: str, *, controls: bool = True) -> str:
+    """``text`` (a file name, or a message naming one) fit for any UTF-8 output. The bytes of a
+    name that aren't UTF-8 (Python holds them as lone surrogates, which no UTF-8 stream takes) are
+    shown as ``\\xff`` escapes; with ``controls``, so are control characters (``\\n``, ``\\t``,
+    ``\\x1b``), so that a table row or a stderr line stays one line. A name is shown, not kept:
+    a backslash in it is left as it is."""
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte: none comes from a file name
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.translate(_CONTROLS) if controls else text
+
+
+def _shown(row: Prediction, *, controls: bool) -> dict[str, Any]:
+    """``row.as_dict()`` with its photo and error printable."""
+    data = row.as_dict()
+    for key in ("photo", "error"):
+        if data[key] is not None:
+            data[key] = printable(data[key], controls=controls)
+    return data
+
+
 def to_json(rows: Sequence[Prediction]) -> str:
     """A JSON list of {photo, face, box, p_fake, label, status, error}, one object a line: always
-    valid JSON (a NaN score raises ValueError rather than print NaN)."""
+    valid JSON (a NaN score raises ValueError rather than print NaN; see printable for names)."""
     if not rows:
         return "[]\n"
-    lines = (json.dumps(r.as_dict(), allow_nan=False) for r in rows)
+    lines = (json.dumps(_shown(r, controls=False), allow_nan=False) for r in rows)
     return "[\n" + ",\n".join("  " + line for line in lines) + "\n]\n"
 
 
 def to_csv(rows: Sequence[Prediction]) -> str:
-    """CSV with the COLUMNS (box as a JSON list, empty cells for missing values)."""
-    frame = pd.DataFrame([r.as_dict() for r in rows], columns=list(COLUMNS), dtype=object)
+    """CSV with the COLUMNS (box as a JSON list, empty cells for missing values). A name holding a
+    newline or a comma is quoted, as CSV quotes it, so it reads back whole (see printable)."""
+    frame = pd.DataFrame([_shown(r, controls=False) for r in rows], columns=list(COLUMNS), dtype=object)
     frame["box"] = frame["box"].map(lambda box: None if box is None else json.dumps(box))
     return frame.to_csv(index=False, lineterminator="\n")
 
 
 def to_table(rows: Sequence[Prediction]) -> str:
-    """Aligned, human-readable columns: photo, face, box, p_fake, label, status (with the error)."""
+    """Aligned, human-readable columns: photo, face, box, p_fake, label, status (with the error);
+    one line a row, control characters escaped (see printable)."""
     cells = [
         (
-            row.photo,
+            printable(row.photo),
             "-" if row.face is None else row.face,
             "-" if row.box is None else " ".join(map(str, row.box)),
             "-" if row.p_fake is None else f"{row.p_fake:.4f}",
             row.label or "-",
-            f"{row.status}: {row.error}" if row.status == ERROR and row.error else row.status,
+            f"{row.status}: {printable(row.error)}" if row.status == ERROR and row.error else row.status,
         )
         for row in rows
     ]

@@ -363,3 +363,66 @@ def test_json_output_never_holds_nan():
     assert predict.score_problem(1.5) == "the model gave p(fake) = 1.5, not a probability in [0, 1]"
     assert predict.score_problem(float("-inf")) == "the model gave a non-finite score (-inf)"
     assert predict.score_problem(0.0) is None and predict.score_problem(1.0) is None
+
+
+def _name(tmp_path: Path, raw: bytes, photo: Path | None = None) -> Path:
+    """``tmp_path``/``raw`` (a file name as bytes), a copy of ``photo`` unless None (a missing
+    photo); skip where the file system refuses the name."""
+    path = tmp_path / os.fsdecode(raw)
+    if photo is not None:
+        try:
+            shutil.copy(photo, path)
+        except (OSError, UnicodeEncodeError):
+            pytest.skip(f"this file system takes no file named {raw!r}")
+    return path
+
+
+def test_undecodable_file_names_are_escaped_in_every_format(tiny, capsys, tmp_path):
+    """A name whose bytes aren't UTF-8 can't be written to a UTF-8 stream as it is: it is shown
+    with \\xNN escapes in the table, JSON, CSV, stderr and the heatmap's title, and every photo
+    keeps its row; the heatmap file is named with the photo's own bytes."""
+    bad = _name(tmp_path, b"bad\xff.png", tiny[2]["astronaut"])
+    gone = _name(tmp_path, b"gone\xfe.jpg")
+    shown_bad, shown_gone = f"{tmp_path}/bad\\xff.png", f"{tmp_path}/gone\\xfe.jpg"
+    for fmt in ("table", "json", "csv"):
+        code, out, err = _predict(capsys, bad, gone, *_using(tiny), "--format", fmt)
+        assert code == 1, err
+        assert _errors(err) == [f"{ERROR} {shown_gone}: file not found"]
+        if fmt == "json":
+            assert [row["photo"] for row in json.loads(out)] == [shown_bad, shown_gone]
+        elif fmt == "csv":
+            assert [row["photo"] for row in csv.DictReader(io.StringIO(out))] == [shown_bad, shown_gone]
+        else:
+            assert [line.split()[0] for line in out.splitlines()] == ["photo", shown_bad, shown_gone]
+    heatmaps = tmp_path / "heatmaps"
+    code, out, err = _predict(capsys, bad, *_using(tiny), "--heatmap", heatmaps)
+    assert code == 0, err
+    assert [p.name for p in heatmaps.iterdir()] == [os.fsdecode(b"bad\xff_face0.png")]
+
+
+def test_control_characters_in_names_keep_each_row_on_its_line(tiny, capsys, tmp_path):
+    """A newline in a file name would split its table row and its stderr line in two, an ESC
+    would drive the terminal: the table and stderr show them escaped. CSV quotes such a name and
+    JSON escapes it, so both read back the name as it is."""
+    two = _name(tmp_path, b"two\nlines.png", tiny[2]["astronaut"])
+    red = _name(tmp_path, b"tab\tand\x1b[31mred.png", tiny[2]["grace_hopper"])
+    gone = _name(tmp_path, b"gone\r\n.jpg")
+    code, out, err = _predict(capsys, two, red, gone, *_using(tiny))
+    assert code == 1
+    shown = ["two\\nlines.png", "tab\\tand\\x1b[31mred.png", "gone\\r\\n.jpg"]
+    assert [line.split()[0] for line in out.splitlines()] == ["photo", *(f"{tmp_path}/{n}" for n in shown)]
+    assert "\x1b" not in out + err
+    assert _errors(err) == [f"{ERROR} {tmp_path}/gone\\r\\n.jpg: file not found"]
+    assert len(err.splitlines()) == 2  # and the summary
+    for fmt in ("json", "csv"):
+        code, out, _ = _predict(capsys, two, red, gone, *_using(tiny), "--format", fmt)
+        assert code == 1
+        rows = json.loads(out) if fmt == "json" else list(csv.DictReader(io.StringIO(out)))
+        assert [row["photo"] for row in rows] == [str(two), str(red), str(gone)]
+
+
+def test_a_name_that_stdout_cannot_encode_is_escaped(tiny, tmp_path):
+    photo = _name(tmp_path, "café.png".encode(), tiny[2]["astronaut"])
+    done = _console(photo, *_using(tiny), env={"PYTHONIOENCODING": "ascii"}, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].startswith(f"{tmp_path}/caf\\xe9.png ")

@@ -17,18 +17,25 @@ broken or looping link, a FIFO or device, a folder that can't be read), a face g
 no probability (NaN) or a heatmap could not be written, 2 for usage errors (bad arguments, missing
 or unloadable model, a bad model card or a flag that contradicts it, bad params.yaml, a --model or
 --params that is no regular file, a heatmap folder that can't be written), checked before any photo
-is read.
+is read; 74 (EX_IOERR) when the results could not be written to stdout (a full disk, a closed
+stdout: one line on stderr), 141 (128 + SIGPIPE, as a shell reports a tool that SIGPIPE ended)
+when stdout's reader went away, quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import io
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 PROG = "faceswap-ela"
+EXIT_OUTPUT = getattr(os, "EX_IOERR", 74)  # sysexits.h: the results could not be written
+EXIT_PIPE = 128 + signal.SIGPIPE  # the reader went away: what a shell reports for a tool SIGPIPE ends
 
 
 def _rois(text: str) -> int:
@@ -63,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit status: 0 all inputs processed (a photo with no face counts as processed), "
         "1 some input failed (unreadable, truncated, too large, missing, not a regular file, "
         "a folder that can't be read, a face the model scored NaN) or a heatmap could not be written, "
-        "2 usage error.",
+        "2 usage error, 74 the results could not be written to stdout, 141 stdout's reader went away.",
     )
     predict.add_argument("paths", nargs="+", metavar="PATH", help="photos, or folders to walk recursively")
     predict.add_argument(
@@ -115,6 +122,40 @@ def _error(message: str) -> None:
     _say("error", message)
 
 
+def _drop_stdout() -> None:
+    """Point file descriptor 1 at /dev/null, so that what is still buffered for stdout is not
+    written again (and failed again, with Python's own message and status 120) at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):  # no stdout, or none with a file descriptor
+        pass
+
+
+def write_results(text: str) -> int | None:
+    """Write ``text`` to stdout: None when it was, else the exit status. A reader that went away
+    (``| head``: EPIPE) ends the command quietly with EXIT_PIPE, as SIGPIPE ends other tools; any
+    other failure (a full disk, a closed stdout) gets one line on stderr and EXIT_OUTPUT: the
+    results are lost or cut short, which exit status 1 (some input failed) would not say. A
+    character that stdout's encoding lacks (PYTHONIOENCODING=ascii) is written as an escape."""
+    try:
+        if sys.stdout is None:  # started with file descriptor 1 closed
+            raise OSError(errno.EBADF, "stdout is closed")
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            sys.stdout.reconfigure(errors="backslashreplace")
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+        return EXIT_PIPE
+    except OSError as exc:
+        _drop_stdout()
+        _error(f"can't write the results to stdout: {exc.strerror or exc}")
+        return EXIT_OUTPUT
+    return None
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from faceswap_ela import params as P
     from faceswap_ela import predict
@@ -145,10 +186,9 @@ def run_predict(args: argparse.Namespace) -> int:
     except (P.ParamsError, predict.PredictError) as exc:
         _error(str(exc))
         return 2
-    if isinstance(sys.stdout, io.TextIOWrapper):  # a character its encoding lacks (ascii) as an escape
-        sys.stdout.reconfigure(errors="backslashreplace")
-    sys.stdout.write(predict.render(rows, args.format))
-    sys.stdout.flush()
+    status = write_results(predict.render(rows, args.format))
+    if status is not None:
+        return status
     failed = [row for row in rows if row.failed]
     for row in failed:
         _error(f"{row.photo}{'' if row.face is None else f' face {row.face}'}: {row.error}")

@@ -426,3 +426,31 @@ def test_a_name_that_stdout_cannot_encode_is_escaped(tiny, tmp_path):
     done = _console(photo, *_using(tiny), env={"PYTHONIOENCODING": "ascii"}, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1].startswith(f"{tmp_path}/caf\\xe9.png ")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_a_full_or_closed_stdout_is_one_line_and_exit_74(tiny):
+    """The results that can't be written are lost: one line says so and the status (74, EX_IOERR)
+    tells it from 1 (some input failed, the rest printed in full); no traceback, nor Python's own
+    complaint at exit."""
+    photo = tiny[2]["astronaut"]
+    with open("/dev/full", "wb") as full:
+        done = _console(photo, *_using(tiny), stdout=full, text=True)
+    assert done.returncode == 74
+    assert done.stderr.splitlines() == [f"{ERROR} can't write the results to stdout: No space left on device"]
+    done = _console(photo, *_using(tiny), stdout=None, preexec_fn=lambda: os.close(1), text=True)
+    assert done.returncode == 74
+    assert done.stderr.splitlines() == [f"{ERROR} can't write the results to stdout: stdout is closed"]
+
+
+def test_a_reader_that_goes_away_ends_predict_quietly_with_141(tiny):
+    """``faceswap-ela predict ... | head -1``: when the reader has gone, predict ends as a tool
+    that SIGPIPE ends would (the shell's 128 + 13), saying nothing."""
+    read, write = os.pipe()
+    os.close(read)  # a reader that has already gone: the first write fails with EPIPE
+    try:
+        done = _console(tiny[2]["astronaut"], *_using(tiny), stdout=write)
+    finally:
+        os.close(write)
+    assert done.returncode == 141
+    assert done.stderr == b""

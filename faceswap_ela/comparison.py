@@ -3,8 +3,8 @@ one model per seed) and each recipe's sharpness baseline on every test set: the 
 over seeds and a 95% bootstrap interval over test photos (the cross-forger table: each row on the
 paper's warp fakes, on the other forgers' fakes and on the re-saved JPEGs), the paired differences
 (ELA - RGB within each recipe, each family - its recipe's baseline), the false-positive rate at
-eval.threshold, each family's cost, the headline of the primary model, and the paper's Table 2.
-``faceswap_ela.report`` shows them as tables and plots.
+eval.threshold, each family's cost (the cells: faceswap_ela.cells), the headline of the primary
+model, and the paper's Table 2. ``faceswap_ela.report`` shows them as tables and plots.
 
 Every model and baseline is scored on the same crops of each test set, so one set of bootstrap
 weights (test photos drawn with replacement) serves all of them and the differences are paired.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,11 +24,11 @@ import pandas as pd
 
 from faceswap_ela import evaluation, layout
 from faceswap_ela import params as P
+from faceswap_ela.cells import Auc, Difference, FalsePositives, Family, sd
 from faceswap_ela.testsets import MATCHED, PAPER_FORGER, TEST, set_forger, set_order
 
 INPUT_LABELS = {"ela": "ELA-CNN", "rgb": "RGB-CNN"}
 BASELINE_LABEL = "sharpness baseline"
-MIB = 2**20
 
 # Table 2 of Zhang & Zhao (multiply-adds: the paper's "GFLOPs (forward pass)")
 PAPER_COLUMNS = ("model", "input", "params", "size_mb", "gmacs", "epochs", "auc")
@@ -114,101 +113,12 @@ def load_results(p: P.Params) -> tuple[list[ModelResult], dict[str, pd.DataFrame
 
 
 @dataclass(frozen=True)
-class Auc:
-    """One row's AUC on one test set: mean and sd over seeds, per seed, and the 95% bootstrap
-    interval of the seed mean over test photos."""
-
-    auc_mean: float | None
-    auc_sd: float | None
-    auc_per_seed: list[float | None]
-    ci95: list[float] | None
-
-    @classmethod
-    def of(cls, aucs: Sequence[float | None], boot: np.ndarray | None) -> Auc:
-        valid = [a for a in aucs if a is not None]
-        return cls(
-            round(float(np.mean(valid)), 4) if valid else None,
-            round(_sd(valid), 4) if valid else None,
-            [None if a is None else round(a, 4) for a in aucs],
-            None if boot is None else evaluation.interval(boot),
-        )
-
-
-@dataclass(frozen=True)
-class FalsePositives:
-    """The share of one test set's real crops scored p_fake >= eval.threshold: mean over seeds and
-    per seed (None for a set without reals)."""
-
-    fpr_mean: float | None
-    fpr_per_seed: list[float | None]
-    n_real: int
-
-    @classmethod
-    def of(cls, results: Sequence[Mapping[str, object]]) -> FalsePositives:
-        n_real = int(results[0]["n_real"])
-        rates = [r["fp"] / n_real if n_real else None for r in results]
-        valid = [r for r in rates if r is not None]
-        return cls(
-            round(float(np.mean(valid)), 4) if valid else None,
-            [None if r is None else round(r, 4) for r in rates],
-            n_real,
-        )
-
-
-@dataclass(frozen=True)
-class Difference:
-    """A paired difference of seed-mean AUC on one test set; for ELA - RGB also the verdict and the
-    difference of each seed's two models."""
-
-    diff: float
-    ci95: list[float] | None
-    verdict: str | None = None
-    diff_per_seed: dict[str, float] | None = None
-    diff_sd: float | None = None
-    seeds_ela_ahead: int | None = None
-
-    def to_json(self) -> dict:
-        doc = dataclasses.asdict(self)
-        return doc if self.verdict is not None else {"diff": self.diff, "ci95": self.ci95}
-
-
-@dataclass(frozen=True)
 class Row:
     """A row of the cross-forger table: a model family, or (``input`` None) a recipe's baseline."""
 
     label: str
     input: str | None
     fakes: str
-
-
-@dataclass(frozen=True)
-class Family:
-    """One model family over its seeds: cost and training speed."""
-
-    seeds: list[int]
-    params: object
-    multiply_adds: object
-    size_mib: float | None
-    best_epoch: float | None
-    epochs_run: float | None
-    epochs_to_95pct_val_accuracy: float | None
-    samples_per_s: float | None
-
-    @classmethod
-    def of(cls, runs: Sequence[ModelResult]) -> Family:
-        train = runs[0].train
-        return cls(
-            seeds=[m.seed for m in runs],
-            params=train.get("params"),
-            multiply_adds=train.get("multiply_adds"),
-            size_mib=round(float(train["model_bytes"]) / MIB, 1) if train.get("model_bytes") else None,
-            best_epoch=_mean([m.train.get("best_epoch") for m in runs]),
-            epochs_run=_mean([m.train.get("epochs_run") for m in runs]),
-            epochs_to_95pct_val_accuracy=_mean(
-                [evaluation.epochs_to_fraction(m.history["val_accuracy"]) for m in runs]
-            ),
-            samples_per_s=_mean([m.train.get("samples_per_s") for m in runs]),
-        )
 
 
 @dataclass(frozen=True)
@@ -292,15 +202,6 @@ def _scores(frame: pd.DataFrame, set_name: str, crops: np.ndarray, who: str) -> 
     if not np.array_equal(rows["crop_id"].to_numpy(dtype=str), crops):
         raise ValueError(f"{who}: the crops of {set_name} differ from the other models'")
     return rows["p_fake"].to_numpy(dtype=np.float64)
-
-
-def _sd(values: Sequence[float]) -> float:
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def _mean(values: Sequence[object]) -> float | None:
-    numbers = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    return round(float(np.mean(numbers)), 2) if numbers else None
 
 
 def _verdict(ci: list[float] | None) -> str:
@@ -438,7 +339,7 @@ def _difference(
     }
     values = list(diffs.values())
     return Difference(
-        diff, ci, _verdict(ci), diffs, round(_sd(values), 4) if values else None, sum(v > 0 for v in values)
+        diff, ci, _verdict(ci), diffs, round(sd(values), 4) if values else None, sum(v > 0 for v in values)
     )
 
 

@@ -1,10 +1,11 @@
 """The statistics of the comparison of the trained model families (input kind x training recipe,
-one model per seed) and each recipe's sharpness baseline on every test set: the AUC with mean +- sd
-over seeds and a 95% bootstrap interval over test photos (the cross-forger table: each row on the
-paper's warp fakes, on the other forgers' fakes and on the re-saved JPEGs), the paired differences
-(ELA - RGB within each recipe, each family - its recipe's baseline), the false-positive rate at
-eval.threshold, each family's cost (the cells: faceswap_ela.cells), the headline of the primary
-model, and the paper's Table 2. ``faceswap_ela.report`` shows them as tables and plots.
+one model per seed), each recipe's sharpness baseline and, with ELA at several qualities, the
+untrained JPEG-ghost score on every test set: the AUC with mean +- sd over seeds and a 95% bootstrap
+interval over test photos (the cross-forger table: each row on the paper's warp fakes, on the other
+forgers' fakes, the held-out swaps and the re-saved JPEGs), the paired differences (ELA - RGB within
+each recipe, each family - its recipe's baseline), the false-positive rate at eval.threshold, each
+family's cost (the cells: faceswap_ela.cells), the headline of the primary model, and the paper's
+Table 2. ``faceswap_ela.report`` shows them as tables and plots.
 
 Every model and baseline is scored on the same crops of each test set, so one set of bootstrap
 weights (test photos drawn with replacement) serves all of them and the differences are paired.
@@ -25,10 +26,11 @@ import pandas as pd
 from faceswap_ela import evaluation, layout
 from faceswap_ela import params as P
 from faceswap_ela.cells import Auc, Difference, FalsePositives, Family, sd
-from faceswap_ela.testsets import MATCHED, PAPER_FORGER, TEST, set_forger, set_order
+from faceswap_ela.testsets import MATCHED, PAPER_FORGER, TEST, UNSEEN, set_forger, set_order
 
 INPUT_LABELS = {"ela": "ELA-CNN", "rgb": "RGB-CNN"}
 BASELINE_LABEL = "sharpness baseline"
+GHOST_LABEL = "JPEG ghost (untrained)"
 
 # Table 2 of Zhang & Zhao (multiply-adds: the paper's "GFLOPs (forward pass)")
 PAPER_COLUMNS = ("model", "input", "params", "size_mb", "gmacs", "epochs", "auc")
@@ -100,6 +102,14 @@ def load_model_result(input_kind: str, fakes: str, seed: int) -> ModelResult:
     return ModelResult(input_kind, fakes, seed, train, history, predictions)
 
 
+def load_ghost(p: P.Params) -> pd.DataFrame | None:
+    """The JPEG-ghost scores the primary recipe's baseline stage wrote, None when it wrote none
+    (the header alone: ELA at fewer than two qualities)."""
+    path = layout.ghost_predictions(layout.primary_recipe(p))
+    frame = read_predictions(path) if path.is_file() else None
+    return None if frame is None or frame.empty else frame
+
+
 def load_results(p: P.Params) -> tuple[list[ModelResult], dict[str, pd.DataFrame]]:
     """Every model the parameters name (``layout.model_names``), and the baseline predictions of
     each recipe that has them, by recipe."""
@@ -114,7 +124,8 @@ def load_results(p: P.Params) -> tuple[list[ModelResult], dict[str, pd.DataFrame
 
 @dataclass(frozen=True)
 class Row:
-    """A row of the cross-forger table: a model family, or (``input`` None) a recipe's baseline."""
+    """A row of the cross-forger table: a model family, or (``input`` None) a recipe's baseline, or
+    (``fakes`` "" too) the untrained JPEG-ghost score."""
 
     label: str
     input: str | None
@@ -222,11 +233,13 @@ def compare(
     seed: int,
     threshold: float = 0.5,
     primary_recipe: str = PAPER_FORGER,
+    ghost: pd.DataFrame | None = None,
 ) -> Comparison:
-    """compare.json: per model family (its seeds) and per recipe's baseline (``baselines``, by
-    recipe) the AUC on every test set (mean, sd over seeds, per seed, 95% bootstrap interval of the
-    seed mean over test photos) and the false-positive rate at ``threshold``; the paired ELA - RGB
-    and family - baseline differences within each recipe; each family's cost; the paper's rows."""
+    """compare.json: per model family (its seeds), per recipe's baseline (``baselines``, by recipe)
+    and for the JPEG-ghost score (``ghost``, a last row when given) the AUC on every test set (mean,
+    sd over seeds, per seed, 95% bootstrap interval of the seed mean over test photos) and the
+    false-positive rate at ``threshold``; the paired ELA - RGB and family - baseline differences
+    within each recipe; each family's cost; the paper's rows."""
     if not models:
         raise ValueError("no trained models to compare")
     runs: dict[str, list[ModelResult]] = {}
@@ -244,6 +257,9 @@ def compare(
             key = layout.baseline_name(recipe)
             rows[key] = Row(f"{BASELINE_LABEL} · {recipe}", None, recipe)
             sources[key] = [(key, baselines[recipe])]
+    if ghost is not None:
+        rows[layout.GHOST] = Row(GHOST_LABEL, None, "")
+        sources[layout.GHOST] = [(layout.GHOST, ghost)]
     families = {key: Family.of(runs[key]) for key in rows if key in runs}
     paired = pairs(rows)
     first = models[0].predictions
@@ -301,7 +317,7 @@ def pairs(rows: Mapping[str, Row]) -> dict[str, tuple[str, str]]:
     """The paired differences by key ``<a>_minus_<b>``, within each recipe: ELA - RGB, then each
     family - the recipe's baseline."""
     found = {}
-    for recipe in dict.fromkeys(row.fakes for row in rows.values()):
+    for recipe in dict.fromkeys(row.fakes for row in rows.values() if row.fakes):
         ela, rgb, base = family("ela", recipe), family("rgb", recipe), layout.baseline_name(recipe)
         if ela in rows and rgb in rows:
             found[ela_minus_rgb(recipe)] = (ela, rgb)
@@ -344,10 +360,12 @@ def _difference(
 
 
 def _headline_prefix(set_name: str) -> str | None:
-    """The prefix of a set's keys in eval.json: "" for test, "matched_", "<forger>_"; None for the
-    JPEG sets (robustness.csv has them)."""
+    """The prefix of a set's keys in eval.json: "" for test, "matched_", "<forger>_",
+    "swap_unseen_"; None for the JPEG sets (robustness.csv has them)."""
     if set_name == MATCHED:
         return "matched_"
+    if set_name == UNSEEN:
+        return "swap_unseen_"
     forger = set_forger(set_name)
     if forger is None:
         return None

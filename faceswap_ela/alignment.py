@@ -9,6 +9,7 @@ Procrustes analysis instead of copying constants.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 import cv2
@@ -48,6 +49,20 @@ def umeyama(src: np.ndarray, dst: np.ndarray, *, estimate_scale: bool = True) ->
     if not fitted:
         raise ValueError(f"no similarity fits the points: {fitted}")
     return fitted.params[:2].copy()
+
+
+def affine_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 affine map of ``src`` onto ``dst`` in the least-squares sense (six free parameters:
+    shears and unequal scales too). Raises ValueError for fewer than three points or collinear ones."""
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 3:
+        raise ValueError(f"need two matching (N >= 3, 2) point sets, got {src.shape} and {dst.shape}")
+    design = np.column_stack([src, np.ones(len(src))])
+    if not np.isfinite(design).all() or np.linalg.matrix_rank(design) < 3:
+        raise ValueError("no affine map fits the points: they are collinear or not finite")
+    solution, *_ = np.linalg.lstsq(design, dst, rcond=None)
+    return np.ascontiguousarray(solution.T)
 
 
 def transform(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -175,3 +190,15 @@ def landmarks_from_table(frame: pd.DataFrame) -> np.ndarray:
         raise ValueError(f"landmark table lacks columns {missing[:3]}{'...' if len(missing) > 3 else ''}")
     values = frame[landmark_columns()].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     return values.reshape(len(frame), 68, 2)
+
+
+def template_json(template: np.ndarray, n_faces: int) -> str:
+    """data/template.json: the template's points and how they were made (keys in this order)."""
+    doc = {
+        "landmarks": list(range(68)[INNER]),
+        "points": [[float(x), float(y)] for x, y in template],
+        "n_faces": n_faces,
+        "method": "generalized Procrustes analysis of the training landmarks 17-67, "
+        "upright (eye line horizontal), each axis scaled to [0, 1]",
+    }
+    return json.dumps(doc, indent=2) + "\n"

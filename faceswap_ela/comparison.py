@@ -1,10 +1,11 @@
 """The statistics of the comparison of the trained model families (input kind x training recipe,
-one model per seed) and each recipe's sharpness baseline on every test set: the AUC with mean +- sd
-over seeds and a 95% bootstrap interval over test photos (the cross-forger table: each row on the
-paper's warp fakes, on the other forgers' fakes and on the re-saved JPEGs), the paired differences
-(ELA - RGB within each recipe, each family - its recipe's baseline), the false-positive rate at
-eval.threshold, each family's cost, the headline of the primary model, and the paper's Table 2.
-``faceswap_ela.report`` shows them as tables and plots.
+one model per seed), each recipe's sharpness baseline and, with ELA at several qualities, the
+untrained JPEG-ghost score on every test set: the AUC with mean +- sd over seeds and a 95% bootstrap
+interval over test photos (the cross-forger table: each row on the paper's warp fakes, on the other
+forgers' fakes, the held-out swaps and the re-saved JPEGs), the paired differences (ELA - RGB within
+each recipe, each family - its recipe's baseline), the false-positive rate at eval.threshold, each
+family's cost (the cells: faceswap_ela.cells), the headline of the primary model, and the paper's
+Table 2. ``faceswap_ela.report`` shows them as tables and plots.
 
 Every model and baseline is scored on the same crops of each test set, so one set of bootstrap
 weights (test photos drawn with replacement) serves all of them and the differences are paired.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,11 +25,12 @@ import pandas as pd
 
 from faceswap_ela import evaluation, layout
 from faceswap_ela import params as P
-from faceswap_ela.testsets import MATCHED, PAPER_FORGER, TEST, set_forger, set_order
+from faceswap_ela.cells import Auc, Difference, FalsePositives, Family, sd
+from faceswap_ela.testsets import MATCHED, PAPER_FORGER, TEST, UNSEEN, set_forger, set_order
 
 INPUT_LABELS = {"ela": "ELA-CNN", "rgb": "RGB-CNN"}
 BASELINE_LABEL = "sharpness baseline"
-MIB = 2**20
+GHOST_LABEL = "JPEG ghost (untrained)"
 
 # Table 2 of Zhang & Zhao (multiply-adds: the paper's "GFLOPs (forward pass)")
 PAPER_COLUMNS = ("model", "input", "params", "size_mb", "gmacs", "epochs", "auc")
@@ -101,6 +102,14 @@ def load_model_result(input_kind: str, fakes: str, seed: int) -> ModelResult:
     return ModelResult(input_kind, fakes, seed, train, history, predictions)
 
 
+def load_ghost(p: P.Params) -> pd.DataFrame | None:
+    """The JPEG-ghost scores the primary recipe's baseline stage wrote, None when it wrote none
+    (the header alone: ELA at fewer than two qualities)."""
+    path = layout.ghost_predictions(layout.primary_recipe(p))
+    frame = read_predictions(path) if path.is_file() else None
+    return None if frame is None or frame.empty else frame
+
+
 def load_results(p: P.Params) -> tuple[list[ModelResult], dict[str, pd.DataFrame]]:
     """Every model the parameters name (``layout.model_names``), and the baseline predictions of
     each recipe that has them, by recipe."""
@@ -114,101 +123,13 @@ def load_results(p: P.Params) -> tuple[list[ModelResult], dict[str, pd.DataFrame
 
 
 @dataclass(frozen=True)
-class Auc:
-    """One row's AUC on one test set: mean and sd over seeds, per seed, and the 95% bootstrap
-    interval of the seed mean over test photos."""
-
-    auc_mean: float | None
-    auc_sd: float | None
-    auc_per_seed: list[float | None]
-    ci95: list[float] | None
-
-    @classmethod
-    def of(cls, aucs: Sequence[float | None], boot: np.ndarray | None) -> Auc:
-        valid = [a for a in aucs if a is not None]
-        return cls(
-            round(float(np.mean(valid)), 4) if valid else None,
-            round(_sd(valid), 4) if valid else None,
-            [None if a is None else round(a, 4) for a in aucs],
-            None if boot is None else evaluation.interval(boot),
-        )
-
-
-@dataclass(frozen=True)
-class FalsePositives:
-    """The share of one test set's real crops scored p_fake >= eval.threshold: mean over seeds and
-    per seed (None for a set without reals)."""
-
-    fpr_mean: float | None
-    fpr_per_seed: list[float | None]
-    n_real: int
-
-    @classmethod
-    def of(cls, results: Sequence[Mapping[str, object]]) -> FalsePositives:
-        n_real = int(results[0]["n_real"])
-        rates = [r["fp"] / n_real if n_real else None for r in results]
-        valid = [r for r in rates if r is not None]
-        return cls(
-            round(float(np.mean(valid)), 4) if valid else None,
-            [None if r is None else round(r, 4) for r in rates],
-            n_real,
-        )
-
-
-@dataclass(frozen=True)
-class Difference:
-    """A paired difference of seed-mean AUC on one test set; for ELA - RGB also the verdict and the
-    difference of each seed's two models."""
-
-    diff: float
-    ci95: list[float] | None
-    verdict: str | None = None
-    diff_per_seed: dict[str, float] | None = None
-    diff_sd: float | None = None
-    seeds_ela_ahead: int | None = None
-
-    def to_json(self) -> dict:
-        doc = dataclasses.asdict(self)
-        return doc if self.verdict is not None else {"diff": self.diff, "ci95": self.ci95}
-
-
-@dataclass(frozen=True)
 class Row:
-    """A row of the cross-forger table: a model family, or (``input`` None) a recipe's baseline."""
+    """A row of the cross-forger table: a model family, or (``input`` None) a recipe's baseline, or
+    (``fakes`` "" too) the untrained JPEG-ghost score."""
 
     label: str
     input: str | None
     fakes: str
-
-
-@dataclass(frozen=True)
-class Family:
-    """One model family over its seeds: cost and training speed."""
-
-    seeds: list[int]
-    params: object
-    multiply_adds: object
-    size_mib: float | None
-    best_epoch: float | None
-    epochs_run: float | None
-    epochs_to_95pct_val_accuracy: float | None
-    samples_per_s: float | None
-
-    @classmethod
-    def of(cls, runs: Sequence[ModelResult]) -> Family:
-        train = runs[0].train
-        return cls(
-            seeds=[m.seed for m in runs],
-            params=train.get("params"),
-            multiply_adds=train.get("multiply_adds"),
-            size_mib=round(float(train["model_bytes"]) / MIB, 1) if train.get("model_bytes") else None,
-            best_epoch=_mean([m.train.get("best_epoch") for m in runs]),
-            epochs_run=_mean([m.train.get("epochs_run") for m in runs]),
-            epochs_to_95pct_val_accuracy=_mean(
-                [evaluation.epochs_to_fraction(m.history["val_accuracy"]) for m in runs]
-            ),
-            samples_per_s=_mean([m.train.get("samples_per_s") for m in runs]),
-        )
 
 
 @dataclass(frozen=True)
@@ -294,15 +215,6 @@ def _scores(frame: pd.DataFrame, set_name: str, crops: np.ndarray, who: str) -> 
     return rows["p_fake"].to_numpy(dtype=np.float64)
 
 
-def _sd(values: Sequence[float]) -> float:
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def _mean(values: Sequence[object]) -> float | None:
-    numbers = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    return round(float(np.mean(numbers)), 2) if numbers else None
-
-
 def _verdict(ci: list[float] | None) -> str:
     if ci is None:
         return "undetermined"
@@ -321,11 +233,13 @@ def compare(
     seed: int,
     threshold: float = 0.5,
     primary_recipe: str = PAPER_FORGER,
+    ghost: pd.DataFrame | None = None,
 ) -> Comparison:
-    """compare.json: per model family (its seeds) and per recipe's baseline (``baselines``, by
-    recipe) the AUC on every test set (mean, sd over seeds, per seed, 95% bootstrap interval of the
-    seed mean over test photos) and the false-positive rate at ``threshold``; the paired ELA - RGB
-    and family - baseline differences within each recipe; each family's cost; the paper's rows."""
+    """compare.json: per model family (its seeds), per recipe's baseline (``baselines``, by recipe)
+    and for the JPEG-ghost score (``ghost``, a last row when given) the AUC on every test set (mean,
+    sd over seeds, per seed, 95% bootstrap interval of the seed mean over test photos) and the
+    false-positive rate at ``threshold``; the paired ELA - RGB and family - baseline differences
+    within each recipe; each family's cost; the paper's rows."""
     if not models:
         raise ValueError("no trained models to compare")
     runs: dict[str, list[ModelResult]] = {}
@@ -343,6 +257,9 @@ def compare(
             key = layout.baseline_name(recipe)
             rows[key] = Row(f"{BASELINE_LABEL} · {recipe}", None, recipe)
             sources[key] = [(key, baselines[recipe])]
+    if ghost is not None:
+        rows[layout.GHOST] = Row(GHOST_LABEL, None, "")
+        sources[layout.GHOST] = [(layout.GHOST, ghost)]
     families = {key: Family.of(runs[key]) for key in rows if key in runs}
     paired = pairs(rows)
     first = models[0].predictions
@@ -400,7 +317,7 @@ def pairs(rows: Mapping[str, Row]) -> dict[str, tuple[str, str]]:
     """The paired differences by key ``<a>_minus_<b>``, within each recipe: ELA - RGB, then each
     family - the recipe's baseline."""
     found = {}
-    for recipe in dict.fromkeys(row.fakes for row in rows.values()):
+    for recipe in dict.fromkeys(row.fakes for row in rows.values() if row.fakes):
         ela, rgb, base = family("ela", recipe), family("rgb", recipe), layout.baseline_name(recipe)
         if ela in rows and rgb in rows:
             found[ela_minus_rgb(recipe)] = (ela, rgb)
@@ -438,15 +355,17 @@ def _difference(
     }
     values = list(diffs.values())
     return Difference(
-        diff, ci, _verdict(ci), diffs, round(_sd(values), 4) if values else None, sum(v > 0 for v in values)
+        diff, ci, _verdict(ci), diffs, round(sd(values), 4) if values else None, sum(v > 0 for v in values)
     )
 
 
 def _headline_prefix(set_name: str) -> str | None:
-    """The prefix of a set's keys in eval.json: "" for test, "matched_", "<forger>_"; None for the
-    JPEG sets (robustness.csv has them)."""
+    """The prefix of a set's keys in eval.json: "" for test, "matched_", "<forger>_",
+    "swap_unseen_"; None for the JPEG sets (robustness.csv has them)."""
     if set_name == MATCHED:
         return "matched_"
+    if set_name == UNSEEN:
+        return "swap_unseen_"
     forger = set_forger(set_name)
     if forger is None:
         return None

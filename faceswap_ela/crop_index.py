@@ -3,6 +3,10 @@ rendering it had to skip (with the reason). Its columns (IndexRow), how a row is
 rendering produced (``index_row`` of a Made and a Cut), the table of all rows in file order
 (``index_frame``) and its summary, and the readers the ela stage takes its crops through
 (``read_index``, ``recipe_rows``, ``test_rows``).
+
+A real's row in another forger's set names the split's crop file, but in a swap set (``train_swap``,
+``test_swap``, ``test_swap_unseen``), which saves its reals as its fakes: there the real has a crop
+of its own, so ``test_swap``'s reals are not ``test``'s files.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class IndexRow:
     piece_path: str = ""  # ela.at: photo: the rendered photo around the ROI, on its JPEG grid
     piece_x1: int | None = None
     piece_y1: int | None = None
+    pair: str = ""  # train.pairs: the crop id of the variant's real, for its real and its fake
+    swap: str = ""  # a swap's drawn settings (swaps.SwapDraw as JSON)
 
 
 INDEX_COLUMNS = [f.name for f in dataclasses.fields(IndexRow)]
@@ -57,6 +63,11 @@ INDEX_COLUMNS = [f.name for f in dataclasses.fields(IndexRow)]
 
 def crop_id(photo_id: str, variant: int) -> str:
     return f"{photo_id}__v{variant}"
+
+
+def pair_fake_id(real_id: str) -> str:
+    """The crop id of the fake beside the real ``real_id`` in a pair (train.pairs)."""
+    return f"{real_id}_fake"
 
 
 def augment_json(values: dict) -> str:
@@ -67,8 +78,8 @@ def augment_json(values: dict) -> str:
 @dataclass(frozen=True)
 class Made:
     """How a rendering was made, as the index records it: a fake's forger (warp, blend or swap)
-    and a swap's donor photo, the JPEG quality the rendered photo was saved at, and the aligned
-    face's side (``scale``) and mask of a warp, or of a real's matched blur with its sigma."""
+    and a swap's donor photo and settings, the JPEG quality the rendered photo was saved at, and the
+    aligned face's side (``scale``) and mask of a warp, or of a real's matched blur with its sigma."""
 
     forger: str = ""
     donor: str = ""
@@ -76,6 +87,7 @@ class Made:
     scale: int | None = None
     mask: str = ""
     blur_sigma: float | None = None
+    swap: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,7 @@ def index_row(head: IndexRow, cut: Cut, *, made: Made = NOT_MADE, split: str | N
         piece_path=cut.piece_path,
         piece_x1=piece_x1,
         piece_y1=piece_y1,
+        swap=made.swap,
     )
 
 
@@ -159,6 +172,8 @@ def read_index(folder: str | os.PathLike) -> pd.DataFrame:
         "forger",
         "donor",
         "mask",
+        "pair",
+        "swap",
     )
     frame = pd.read_csv(path, dtype=dict.fromkeys(text, str))
     missing = {"crop_id", "photo_id", "group", "split", "label", "status", "path"} - set(frame.columns)
@@ -176,19 +191,24 @@ def test_rows(index: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def recipe_rows(index: pd.DataFrame, recipe: str, seed: int) -> pd.DataFrame:
-    """What a model of a training recipe trains on: the train split's reals, and at each fake's
-    place the fake of one of the recipe's forgers (drawn per crop, seeded by its id), in crop order.
-    A fake that forger couldn't render is left out."""
+    """What a model of a training recipe trains on: the train split's crops, each from the set of
+    one of the recipe's forgers (drawn per crop, or per pair with train.pairs, seeded by its id), in
+    crop order. A real is the same crop in every forger's set but a swap set's, which re-saves it
+    as its fakes; a crop that forger couldn't render is left out."""
     forgers = P.recipe_forgers(recipe)
     if len(forgers) == 1:
         return index[index["split"] == forger_set(TRAIN, forgers[0])]
     base = index[index["split"] == TRAIN]
+    keys = (
+        base["crop_id"].where(base["pair"].fillna("") == "", base["pair"])
+        if "pair" in base
+        else base["crop_id"]
+    )
     chosen = {
-        crop: forger_set(TRAIN, forgers[seeding.rng(seed, "recipe", recipe, crop).integers(len(forgers))])
-        for crop in base.loc[base["label"] == 1, "crop_id"]
+        crop: forger_set(TRAIN, forgers[seeding.rng(seed, "recipe", recipe, key).integers(len(forgers))])
+        for crop, key in zip(base["crop_id"], keys, strict=True)
     }
-    wanted = (index["label"] == 1) & (index["split"] == index["crop_id"].map(chosen))
-    rows = pd.concat([base[base["label"] == 0], index[wanted]])
+    rows = index[index["split"] == index["crop_id"].map(chosen)]
     return rows.sort_values("crop_id", kind="stable")
 
 

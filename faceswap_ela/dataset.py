@@ -2,7 +2,8 @@
 
 ``data/ela/{split}_ela.npy`` holds the ELA images and ``data/ela/{split}_rgb.npy`` the raw crops in the
 same order (the "direct detection" variant trains on those), ``data/ela/{split}.csv`` one row per
-crop (crop_id, photo_id, group, label). Nothing is loaded whole: faceswap_ela.batches gathers a batch
+crop (crop_id, photo_id, group, label; and pair, the crop id of the pair's real, for a training set
+rendered in pairs). Nothing is loaded whole: faceswap_ela.batches gathers a batch
 from the memory map and scales it to [0, 1] float32 when Keras asks for it.
 """
 
@@ -43,6 +44,11 @@ class Split:
     def groups(self) -> np.ndarray:
         return self.table["group"].to_numpy(dtype=str)
 
+    @property
+    def pairs(self) -> np.ndarray | None:
+        """Each crop's pair (the crop id of the pair's real, "" for none), None without pairs."""
+        return self.table["pair"].to_numpy(dtype=str) if "pair" in self.table else None
+
     def __len__(self) -> int:
         return len(self.table)
 
@@ -74,7 +80,7 @@ def load_split(folder: str | os.PathLike, split: str, array: str = "ela") -> Spl
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] % 3 or not images.shape[-1]:
         raise DatasetError(f"{path}: expected N x H x W x 3 uint8, got {images.shape} {images.dtype}")
     table = pd.read_csv(
-        table_path, dtype={"crop_id": str, "photo_id": str, "group": str}, keep_default_na=False
+        table_path, dtype={"crop_id": str, "photo_id": str, "group": str, "pair": str}, keep_default_na=False
     )
     missing = set(COLUMNS) - set(table.columns)
     if missing:

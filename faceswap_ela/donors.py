@@ -33,14 +33,22 @@ def _shape(landmarks: np.ndarray) -> np.ndarray:
 
 
 def assign_donors(
-    tasks: list[PhotoTask], seed: int, nearest: int, sizes: dict[str, tuple[int, int]] | None = None
+    tasks: list[PhotoTask],
+    seed: int,
+    nearest: int,
+    sizes: dict[str, tuple[int, int]] | None = None,
+    *,
+    splits: tuple[str, ...] = SPLITS,
+    stream: str = "donor",
+    field: str = "donors",
 ) -> list[PhotoTask]:
-    """Each fake variant's swap donor: drawn (seeded by the photo and variant) among the
-    ``nearest`` photos of the same split but another group whose landmarks are closest in shape.
-    A donor's landmarks must be usable (inside its photo, of ``sizes``: id -> (width, height), when
-    given) and its face at least half as large as the head's, so that it is not blown up into a
-    blur. Returns the tasks in their order, each with its ``donors`` (None for a real variant or
-    where no photo qualifies)."""
+    """Each fake variant's swap donor: drawn (seeded by ``stream``, the photo and variant) among
+    the ``nearest`` photos of the same split but another group whose landmarks are closest in
+    shape. A donor's landmarks must be usable (inside its photo, of ``sizes``: id -> (width,
+    height), when given) and its face at least half as large as the head's, so that it is not
+    blown up into a blur. Returns the tasks in their order, those of ``splits`` with their
+    ``field`` (``donors``, or ``unseen_donors`` for the held-out swaps) set: None for a real
+    variant or where no photo qualifies."""
 
     def usable(t: PhotoTask) -> bool:
         if t.landmarks is None or (sizes is not None and t.photo_id not in sizes):
@@ -48,8 +56,8 @@ def assign_donors(
         shape = None if sizes is None else sizes[t.photo_id][::-1]
         return alignment.check_landmarks(t.landmarks, shape) is None
 
-    out = []
-    for split in SPLITS:
+    out = [t for t in tasks if t.split not in splits]
+    for split in splits:
         pool = [t for t in tasks if t.split == split and usable(t)]
         shapes = np.stack([_shape(t.landmarks) for t in pool]) if pool else np.zeros((0, 102))
         faces = np.array([alignment.face_size(t.landmarks) for t in pool])
@@ -66,9 +74,9 @@ def assign_donors(
                 ]
                 for variant, label in enumerate(task.labels):
                     if label == 1 and ranked:
-                        rng = seeding.rng(seed, "donor", task.photo_id, variant)
+                        rng = seeding.rng(seed, stream, task.photo_id, variant)
                         pick = pool[ranked[rng.integers(len(ranked))]]
                         donors[variant] = Donor(pick.photo_id, pick.path, pick.landmarks)
-            out.append(dataclasses.replace(task, donors=tuple(donors)))
+            out.append(dataclasses.replace(task, **{field: tuple(donors)}))
     order = {t.photo_id: i for i, t in enumerate(tasks)}
     return sorted(out, key=lambda t: order[t.photo_id])

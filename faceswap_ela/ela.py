@@ -350,10 +350,10 @@ def write_sets(
     workers: int = 0,
 ) -> dict[str, int]:
     """For every set (name -> its index rows, crop paths relative to ``crops``), ``{set}_ela.npy``,
-    ``{set}_rgb.npy`` (``write_tensors``) and ``{set}.csv`` (the rows' dataset.COLUMNS, in order)
-    in ``folder``. With ``settings.at`` photo the ELA comes from the rows' pieces. The crop side is
-    the first crop's, ``size`` when there is none. Returns the number of crops per set;
-    DatasetError when a crop or piece listed is missing or unreadable."""
+    ``{set}_rgb.npy`` (``write_tensors``) and ``{set}.csv`` (the rows' dataset.COLUMNS, in order,
+    and ``pair`` for a set of pairs) in ``folder``. With ``settings.at`` photo the ELA comes from
+    the rows' pieces. The crop side is the first crop's, ``size`` when there is none. Returns the
+    number of crops per set; DatasetError when a crop or piece listed is missing or unreadable."""
     crops, folder = Path(crops), Path(folder)
     photo = settings.at == "photo"
     listed = [path for rows in sets.values() for path in rows["path"]]
@@ -380,5 +380,6 @@ def write_sets(
             )  # fmt: skip
         except ValueError as exc:
             raise DatasetError(str(exc)) from None
-        write_csv(folder / f"{name}.csv", rows[list(COLUMNS)])
+        paired = "pair" in rows.columns and bool((rows["pair"].fillna("") != "").any())
+        write_csv(folder / f"{name}.csv", rows[[*COLUMNS, *(["pair"] if paired else [])]])
     return counts

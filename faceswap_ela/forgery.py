@@ -15,16 +15,14 @@ before feathering:
 ``blend`` makes a self-blended image (Shiohara & Yamasaki, CVPR 2022): a copy of the photo with
 its colours changed, downscaled-and-upscaled or sharpened, and slightly shifted and scaled, is
 blended over the photo through the landmark hull, elastically deformed, eroded or dilated and
-blurred, at a random ratio (1 in half the cases by default). ``swap`` pastes another photo's face:
-aligned onto the head by a similarity fit of landmarks 17-67, given the head's colour statistics
-in Lab (Reinhard's transfer) and feathered inside the head's hull. Their draws all come from
-``rng``, in a fixed order; their region is every pixel of non-zero blend weight:
+blurred, at a random ratio (1 in half the cases by default). Its draws all come from ``rng``, in a
+fixed order; its region is every pixel of non-zero blend weight:
 
     blend(rgb, landmarks, *, rng, params) -> (fake, region)
-    swap(rgb, landmarks, donor_rgb, donor_landmarks, *, rng, params) -> (fake, region)
 
-The renderings of a photo (which become fakes, ROI, augmentation, extra test sets) are in
-faceswap_ela.materialize.
+The identity swap, another photo's face pasted, is in faceswap_ela.swaps (the masks and blending
+helpers here serve it too); the renderings of a photo (which become fakes, ROI, augmentation,
+extra test sets) in faceswap_ela.materialize.
 """
 
 from __future__ import annotations
@@ -34,8 +32,8 @@ import math
 import cv2
 import numpy as np
 
-from faceswap_ela.alignment import BROWS_AND_LOWER_LIP, INNER, face_size, transform, umeyama
-from faceswap_ela.params import BlendParams, SwapParams
+from faceswap_ela.alignment import BROWS_AND_LOWER_LIP, INNER, face_size, umeyama
+from faceswap_ela.fake_params import BlendParams
 
 MASKS = ("square", "hull")
 RESAMPLE_SIGMA = 0.5  # about the blur of one bilinear resampling, in pixels of the finer grid
@@ -61,7 +59,7 @@ def matched_sigma(landmarks: np.ndarray, template: np.ndarray, size: int, blur_k
     return math.hypot(gaussian_sigma(blur_kernel), RESAMPLE_SIGMA) * photo_per_aligned
 
 
-def _feathered(mask: np.ndarray, feather: int) -> np.ndarray:
+def feathered(mask: np.ndarray, feather: int) -> np.ndarray:
     """Blend weights: the mask blurred over ``feather`` pixels, zero outside its dilation."""
     ksize = 2 * feather + 1
     alpha = cv2.GaussianBlur(mask.astype(np.float32), (ksize, ksize), 0)
@@ -70,7 +68,7 @@ def _feathered(mask: np.ndarray, feather: int) -> np.ndarray:
     return alpha
 
 
-def _mix(rgb: np.ndarray, replacement: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def mix(rgb: np.ndarray, replacement: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """rgb + alpha * (replacement - rgb), rounded: exactly ``rgb`` where alpha is 0."""
     base = rgb.astype(np.float32)
     out = np.rint(base + alpha[..., None] * (replacement.astype(np.float32) - base))
@@ -80,11 +78,11 @@ def _mix(rgb: np.ndarray, replacement: np.ndarray, alpha: np.ndarray) -> np.ndar
 def _composite(rgb: np.ndarray, replacement: np.ndarray, region: np.ndarray, feather: int) -> np.ndarray:
     """``replacement`` inside ``region`` (its edge feathered over ``feather`` pixels), ``rgb`` elsewhere."""
     if feather > 0:
-        return _mix(rgb, replacement, _feathered(region, feather))
+        return mix(rgb, replacement, feathered(region, feather))
     return np.ascontiguousarray(np.where(region[..., None], replacement, rgb))
 
 
-def _hull(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def hull_mask(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The boolean mask of the convex hull of (N, 2) points in an image of ``shape``."""
     inside = np.zeros(shape[:2], np.uint8)
     cv2.fillConvexPoly(inside, cv2.convexHull(np.round(points).astype(np.int32)), 1)
@@ -97,7 +95,7 @@ def _masked(region: np.ndarray, landmarks: np.ndarray, mask: str) -> np.ndarray:
         raise ValueError(f"mask must be one of {MASKS}, not {mask!r}")
     if mask == "hull":
         points = np.asarray(landmarks, dtype=np.float64)[list(BROWS_AND_LOWER_LIP)]
-        region = region & _hull(points, region.shape)
+        region = region & hull_mask(points, region.shape)
     return region
 
 
@@ -166,13 +164,13 @@ def blur_region(rgb: np.ndarray, region: np.ndarray, sigma: float, feather: int 
     return _composite(rgb, soft, region, feather)
 
 
-def _hull_points(landmarks: np.ndarray, hull: str) -> np.ndarray:
+def hull_points(landmarks: np.ndarray, hull: str) -> np.ndarray:
     """Landmarks 0-67 for hull 'all', 17-67 for 'inner'."""
     landmarks = np.asarray(landmarks, dtype=np.float64)
     return landmarks if hull == "all" else landmarks[INNER]
 
 
-def _box(points: np.ndarray, reach: float, shape: tuple[int, ...]) -> tuple[slice, slice]:
+def bounding_box(points: np.ndarray, reach: float, shape: tuple[int, ...]) -> tuple[slice, slice]:
     """The rows and columns of the points' bounding box grown by ``reach`` pixels, inside the image."""
     height, width = shape[:2]
     low = np.floor(points.min(axis=0) - reach).astype(int)
@@ -205,7 +203,7 @@ def blend(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A self-blended fake of ``rgb`` and the mask of its pixels of non-zero blend weight:
     fake = copy * alpha * ratio + rgb * (1 - alpha * ratio), see the module doc."""
-    points = _hull_points(landmarks, params.hull)
+    points = hull_points(landmarks, params.hull)
     face = face_size(landmarks)
     # every draw, in a fixed order
     scale = rng.uniform(*params.scale)
@@ -225,7 +223,7 @@ def blend(
     partial = rng.uniform(*params.ratio)
     ratio = 1.0 if full else partial
 
-    rows, cols = _box(points, float(np.abs(field).max()) + max(grow, 0) + kernel // 2 + 2, rgb.shape)
+    rows, cols = bounding_box(points, float(np.abs(field).max()) + max(grow, 0) + kernel // 2 + 2, rgb.shape)
     top_left = np.array([cols.start, rows.start], dtype=np.float64)
     height, width = rows.stop - rows.start, cols.stop - cols.start
     region = np.zeros(rgb.shape[:2], bool)
@@ -233,7 +231,7 @@ def blend(
         return rgb.copy(), region
 
     # the mask: the hull moved by a smooth random field, eroded or dilated, blurred
-    mask = _hull(points - top_left, (height, width)).astype(np.float32)
+    mask = hull_mask(points - top_left, (height, width)).astype(np.float32)
     grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
     dx, dy = (cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC) for f in field)
     mask = cv2.remap(mask, grid_x + dx, grid_y + dy, cv2.INTER_LINEAR, borderValue=0) > 0.5
@@ -261,66 +259,6 @@ def blend(
     copy = np.clip(copy, 0, 255)
 
     fake = rgb.copy()
-    fake[rows, cols] = _mix(rgb[rows, cols], copy, alpha)
-    region[rows, cols] = alpha > 0
-    return fake, region
-
-
-def _transfer_lab(source: np.ndarray, target: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """``source`` (uint8 RGB) given the mean and spread of ``target`` in Lab, both measured inside
-    ``where`` (Reinhard et al.'s colour transfer); float RGB in [0, 255]."""
-    source_lab, target_lab = (
-        cv2.cvtColor(x.astype(np.float32) / 255, cv2.COLOR_RGB2Lab) for x in (source, target)
-    )
-    source_mean, source_std = source_lab[where].mean(axis=0), source_lab[where].std(axis=0)
-    target_mean, target_std = target_lab[where].mean(axis=0), target_lab[where].std(axis=0)
-    lab = (source_lab - source_mean) * (target_std / np.maximum(source_std, 1e-3)) + target_mean
-    return np.clip(cv2.cvtColor(lab.astype(np.float32), cv2.COLOR_Lab2RGB) * 255, 0, 255)
-
-
-def swap(
-    rgb: np.ndarray,
-    landmarks: np.ndarray,
-    donor_rgb: np.ndarray,
-    donor_landmarks: np.ndarray,
-    *,
-    rng: np.random.Generator,
-    params: SwapParams,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``rgb`` with the donor's face pasted over its own, and the mask of its pixels of non-zero
-    weight (it lies inside the head's hull): see the module doc."""
-    face = face_size(landmarks)
-    feather = round(rng.uniform(*params.feather) * face)
-    points = _hull_points(landmarks, params.hull)
-    rows, cols = _box(points, 2, rgb.shape)
-    top_left = np.array([cols.start, rows.start], dtype=np.float64)
-    height, width = rows.stop - rows.start, cols.stop - cols.start
-    region = np.zeros(rgb.shape[:2], bool)
-    if height < 2 or width < 2:
-        return rgb.copy(), region
-
-    matrix = umeyama(np.asarray(donor_landmarks, dtype=np.float64)[INNER], np.asarray(landmarks)[INNER])
-    matrix[:, 2] -= top_left
-    size = (width, height)
-    donor = cv2.warpAffine(donor_rgb, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-    # only where the donor photo reaches, inside the head's hull (and the donor's)
-    reached = np.ones(donor_rgb.shape[:2], np.uint8)
-    mask = cv2.warpAffine(reached, matrix, size, flags=cv2.INTER_NEAREST, borderValue=0) > 0
-    mask &= _hull(points - top_left, (height, width))
-    if params.intersect:
-        mask &= _hull(transform(_hull_points(donor_landmarks, params.hull), matrix), (height, width))
-    if not mask.any():
-        return rgb.copy(), region
-
-    head = rgb[rows, cols]
-    face_rgb = _transfer_lab(donor, head, mask) if params.color_transfer else donor
-    if feather > 0:
-        # feathered inwards: the weight reaches 0 at the mask's edge
-        element = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * feather + 1, 2 * feather + 1))
-        alpha = _feathered(cv2.erode(mask.astype(np.uint8), element) > 0, feather)
-    else:
-        alpha = mask.astype(np.float32)
-    fake = rgb.copy()
-    fake[rows, cols] = _mix(head, face_rgb, alpha)
+    fake[rows, cols] = mix(rgb[rows, cols], copy, alpha)
     region[rows, cols] = alpha > 0
     return fake, region

@@ -84,6 +84,15 @@ def baseline_metrics(fakes: str) -> Path:
     return Path("metrics/baseline") / f"{fakes}.json"
 
 
+GHOST = "ghost"  # the untrained JPEG-ghost score's row in the comparison
+
+
+def ghost_predictions(fakes: str) -> Path:
+    """The JPEG-ghost scores the baseline stage of a recipe writes (the same for every recipe: the
+    score is untrained; the header alone without two ELA qualities)."""
+    return predictions_file(f"{GHOST}-{fakes}")
+
+
 def model_names(p: Params) -> list[tuple[str, str, int, str]]:
     """(input, recipe, seed, name) of every model the parameters ask for, in params order:
     inputs, then recipes, then seeds."""

@@ -4,17 +4,18 @@ made, from which the crop index's rows are built (faceswap_ela.crop_index). The 
 are made in faceswap_ela.forgery, the swap donors chosen in faceswap_ela.donors and the gallery's
 samples in faceswap_ela.samples.
 
-Each photo gives ``variants`` renderings. Which ones become fakes is drawn once per photo:
-round(fraction * variants) of them (the fractional part decided by a seeded coin), at seeded
-positions. So each photo contributes both classes in the paper's half/half ratio (with 4
-variants: exactly 2 real + 2 fake), the classes are balanced within every split and group, and
-the network can't tell the class from who is in the photo.
+Each photo gives ``variants`` renderings (a train photo ``train_variants`` when set). Which ones
+become fakes is drawn once per photo: round(fraction * variants) of them (the fractional part
+decided by a seeded coin), at seeded positions. So each photo contributes both classes in the
+paper's half/half ratio (with 4 variants: exactly 2 real + 2 fake), the classes are balanced
+within every split and group, and the network can't tell the class from who is in the photo.
+With ``train.pairs`` every train variant is a pair instead: its real and its fake, from the same
+draws (Self-Blended Images' batches hold each real beside its own fake).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -24,18 +25,16 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from faceswap_ela import alignment, augment, ela, forgery, images, roi, seeding
+from faceswap_ela import alignment, augment, ela, forgery, images, roi, seeding, swaps, swapsets
 from faceswap_ela import params as P
-from faceswap_ela.crop_index import Cut, IndexRow, Made, augment_json, crop_id, index_row
+from faceswap_ela.crop_index import Cut, IndexRow, Made, augment_json, crop_id, index_row, pair_fake_id
 from faceswap_ela.donors import Donor, assign_donors
 from faceswap_ela.images import ImageError, load_rgb, save_png
 from faceswap_ela.stage import StageError
+from faceswap_ela.swapsets import SwapSet
 from faceswap_ela.testsets import MATCHED, PAPER_FORGER, SPLITS, TEST, TRAIN, forger_set, jpeg_set
 
 SAMPLE_SIDE = 320  # long side of the preview photos kept for the gallery
-GRID = 16  # the JPEG grid of 4:2:0 (two 8 x 8 luma blocks a side); a piece starts on it
-PIECE_MARGIN = GRID  # and reaches one grid cell beyond the ROI, so the decoder's chroma upsampling
-# sees the same neighbours as in the whole photo
 
 Previews = dict[tuple[str, str], dict[str, np.ndarray]]  # (set, crop_id) -> a gallery sample's images
 
@@ -43,7 +42,8 @@ Previews = dict[tuple[str, str], dict[str, np.ndarray]]  # (set, crop_id) -> a g
 @dataclass(frozen=True)
 class PhotoTask:
     """One photo to render: its split and group, file, landmarks, the labels of its variants and,
-    with swaps, each fake variant's donor."""
+    with swaps, each fake variant's donor (and its held-out swap's). A ``paired`` photo's variants
+    are each a real and a fake (their labels all 1: each has a fake)."""
 
     photo_id: str
     group: str
@@ -52,6 +52,8 @@ class PhotoTask:
     landmarks: np.ndarray | None
     labels: tuple[int, ...]
     donors: tuple[Donor | None, ...] = ()  # per variant: a fake's swap donor
+    unseen_donors: tuple[Donor | None, ...] = ()  # the same for test_swap_unseen, drawn apart
+    paired: bool = False
 
 
 def assign_labels(seed: int, photo_id: str, variants: int, fraction: float) -> list[int]:
@@ -80,7 +82,8 @@ def build_tasks(
     p: P.Params, split_path: Path, landmarks_path: Path, raw_dir: Path
 ) -> tuple[list[PhotoTask], list[np.ndarray]]:
     """One task per photo of the split (sorted by id) and the training landmark sets; with swaps,
-    each fake's donor (``assign_donors``; the photos' sizes read from their headers in ``raw_dir``)."""
+    each fake's donor (``assign_donors``; the photos' sizes read from their headers in ``raw_dir``),
+    for the held-out swaps from a stream of their own."""
     split = read_table(split_path, ["id", "group", "split"])
     bad = sorted(set(split["split"]) - set(SPLITS))
     if bad:
@@ -95,17 +98,27 @@ def build_tasks(
         raise StageError(f"{landmarks_path}: {exc}") from None
     by_id = {photo_id: (path, points[i]) for i, (photo_id, path) in enumerate(table[["id", "path"]].values)}
     tasks, train_sets = [], []
+    variants = {TRAIN: p.materialize.train_variants or p.materialize.variants, TEST: p.materialize.variants}
     for row in split.sort_values("id").itertuples(index=False):
         path, landmarks = by_id.get(row.id, ("", None))
-        labels = assign_labels(p.seed, row.id, p.materialize.variants, p.fakes.fraction)
-        tasks.append(PhotoTask(row.id, row.group, row.split, path, landmarks, tuple(labels)))
+        paired = p.train.pairs and row.split == TRAIN
+        n = variants[row.split]
+        labels = (1,) * n if paired else tuple(assign_labels(p.seed, row.id, n, p.fakes.fraction))
+        tasks.append(PhotoTask(row.id, row.group, row.split, path, landmarks, labels, paired=paired))
         if row.split == TRAIN and landmarks is not None and alignment.check_landmarks(landmarks) is None:
             train_sets.append(landmarks)
-    if "swap" in (*p.train.forgers(), *p.testsets.forgers):
+    swapped = "swap" in (*p.train.forgers(), *p.testsets.forgers)
+    if swapped or p.testsets.unseen_swap is not None:
         sizes = {
             t.photo_id: size for t in tasks if (size := images.header_size(raw_dir / t.path)) is not None
         }
-        tasks = assign_donors(tasks, p.seed, p.fakes.swap.donors, sizes)
+        if swapped:
+            tasks = assign_donors(tasks, p.seed, p.fakes.swap.donors, sizes)
+        if p.testsets.unseen_swap is not None:
+            tasks = assign_donors(
+                tasks, p.seed, p.fakes.swap.donors, sizes,
+                splits=(TEST,), stream="donor_unseen", field="unseen_donors",
+            )  # fmt: skip
     return tasks, train_sets
 
 
@@ -141,9 +154,11 @@ class Renderer:
         Each variant is rendered once by the paper's warp (a real stays as it is) into its split,
         and once by each other forger of the split (``train_forgers``, ``sets.forgers``) into
         ``forger_set(split, forger)``, from the same draws: the same ROI and augmentation, and for
-        a real the same crop file. With ``fakes.jpeg`` every rendered photo is re-saved as JPEG at
-        a quality drawn per rendering before it is cut; a swap of the test split is saved as a
-        swap tool saves, at the head photo's own quality.
+        a real the same crop file, but in a swap set (``swapsets``: with the held-out swaps of
+        ``sets.unseen_swap`` for test), which saves its reals as its fakes. With ``fakes.jpeg``
+        every other rendered photo is re-saved as JPEG at a quality drawn per rendering before it is
+        cut. A ``paired`` photo's variant is rendered twice: as a real, and as a fake (crop id
+        ``pair_fake_id``), both rows naming the real's crop id as their ``pair``.
 
         A test crop also gets its extra renderings (``testsets.derived_sets``): the sharpness-matched
         one (a real photo blurred by ``forgery.matched_sigma`` inside the region a fake of the same
@@ -160,16 +175,21 @@ class Renderer:
         rows, extra_rows = [], []
         samples: Previews = {}
         for variant, label in enumerate(task.labels):
-            head = IndexRow(
-                crop_id(task.photo_id, variant), task.photo_id, task.group, task.split, label, variant
-            )
-            if reason is not None:
-                rows.append(index_row(head, Cut(reason=reason)))
-                continue
-            row, extras, previews = self._variant(task, rgb, head)
-            rows.append(row)
-            extra_rows += extras
-            samples.update(previews)
+            real_id = crop_id(task.photo_id, variant)
+            heads = [IndexRow(real_id, task.photo_id, task.group, task.split, label, variant)]
+            if task.paired:
+                heads = [
+                    dataclasses.replace(heads[0], label=0, pair=real_id),
+                    dataclasses.replace(heads[0], crop_id=pair_fake_id(real_id), label=1, pair=real_id),
+                ]
+            for head in heads:
+                if reason is not None:
+                    rows.append(index_row(head, Cut(reason=reason)))
+                    continue
+                row, extras, previews = self._variant(task, rgb, head)
+                rows.append(row)
+                extra_rows += extras
+                samples.update(previews)
         return [dataclasses.asdict(row) for row in rows + extra_rows], samples
 
     def _photo(self, task: PhotoTask) -> tuple[np.ndarray | None, str | None]:
@@ -197,10 +217,9 @@ class Renderer:
         box = roi.roi_box(landmarks, shape, rng, dx_max=self.roi.dx_max, dy_max=self.roi.dy_max)
         return Drawn(size, mask, box, augment.draw(rng, self.augment))
 
-    def _quality(self, task: PhotoTask, variant: int, forger: str) -> int | None:
-        """The JPEG quality a rendering is saved at before it is cut (None: not re-saved)."""
-        if forger == "swap" and task.split == TEST:
-            return images.jpeg_quality(Path(self.raw_dir) / task.path)
+    def _quality(self, task: PhotoTask, variant: int) -> int | None:
+        """The JPEG quality a rendering of a set other than a swap set is saved at before it is cut
+        (None: not re-saved)."""
         if not self.fakes.jpeg:
             return None
         low, high = self.fakes.jpeg
@@ -220,10 +239,10 @@ class Renderer:
             head, roi_x1=x1, roi_y1=y1, roi_x2=x2, roi_y2=y2,
             augment=augment_json(drawn.values) if task.split == TRAIN else "{}",
         )  # fmt: skip
-        made = Made(quality=self._quality(task, head.variant, PAPER_FORGER))
+        made = Made(quality=self._quality(task, head.variant))
         try:
-            rendered, soft, sigma, made = self._rendering(task, rgb, head, drawn, made)
-            rendered = _resaved(rendered, made.quality)
+            unsaved, soft, sigma, made = self._rendering(task, rgb, head, drawn, made)
+            rendered = _resaved(unsaved, made.quality)
             cut, crop = self._cut(head, rendered, drawn, task.split)
         except (cv2.error, ValueError, np.linalg.LinAlgError) as exc:
             return index_row(head, Cut(reason=_failure(exc)), made=made), [], {}
@@ -232,11 +251,17 @@ class Renderer:
             return row, [], {}
         extra_rows, previews = [], {}
         for forger in self.forgers(task.split)[1:]:
+            if forger == swapsets.FORGER:  # below, with the held-out swaps
+                continue
             if head.label == 0:  # a real: its own crop, in that forger's set too
                 extra_rows.append(dataclasses.replace(row, split=forger_set(task.split, forger)))
                 continue
-            forged, preview = self._forged(task, rgb, head, drawn, forger)
+            forged, preview = self._blended(task, rgb, head, drawn)
             extra_rows.append(forged)
+            previews.update(preview)
+        for swap_set in swapsets.swap_sets(task.split, self.train_forgers, self.sets, self.fakes.swap):
+            swapped, preview = self._swapped(task, rgb, unsaved, head, drawn, swap_set)
+            extra_rows.append(swapped)
             previews.update(preview)
         if task.split == TEST:
             soft = None if soft is None else _resaved(soft, made.quality)
@@ -248,8 +273,7 @@ class Renderer:
                     )
                 extra_cut, _ = self._cut(head, image, drawn, set_name)
                 extra_rows.append(index_row(head, extra_cut, made=extra_made, split=set_name))
-        if head.crop_id in self.samples:
-            previews[(task.split, head.crop_id)] = _preview(rgb, rendered, crop)
+        previews.update(self._sample(task.split, head, rgb, rendered, crop))
         return row, extra_rows, previews
 
     def _cut(
@@ -268,52 +292,75 @@ class Renderer:
         path = self._save(folder, head.crop_id, piece)
         if self.ela_at != "photo":
             return Cut(path), piece
-        x1, y1, x2, y2 = piece_box(box, photo.shape)
+        x1, y1, x2, y2 = roi.piece_box(box, photo.shape)
         piece_path = self._save(f"pieces/{folder}", head.crop_id, photo[y1 : y2 + 1, x1 : x2 + 1])
         return Cut(path, piece_path, (x1, y1)), piece
 
-    def _forged(
-        self, task: PhotoTask, rgb: np.ndarray, head: IndexRow, drawn: Drawn, forger: str
+    def _blended(
+        self, task: PhotoTask, rgb: np.ndarray, head: IndexRow, drawn: Drawn
     ) -> tuple[IndexRow, Previews]:
-        """The row of one fake variant in another forger's set, and its preview when the variant is
-        one of ``samples``."""
-        set_name = forger_set(task.split, forger)
-        made = Made(forger=forger, quality=self._quality(task, head.variant, forger))
+        """The row of one fake variant in the blend forger's set, and its preview when the variant
+        is one of ``samples``."""
+        set_name = forger_set(task.split, "blend")
+        made = Made(forger="blend", quality=self._quality(task, head.variant))
+        rng = seeding.rng(self.seed, "materialize", task.photo_id, head.variant, "blend")
         try:
-            donor = None
-            if forger == "swap":
-                donor = self._donor(task, head.variant)
-                made = dataclasses.replace(made, donor=donor.photo_id)
-            fake = _resaved(self._forge(task, rgb, head.variant, forger, donor), made.quality)
+            fake = forgery.blend(rgb, task.landmarks, rng=rng, params=self.fakes.blend)[0]
+            fake = _resaved(fake, made.quality)
             cut, crop = self._cut(head, fake, drawn, set_name)
-        except (cv2.error, ValueError, np.linalg.LinAlgError, ImageError) as exc:
+        except (cv2.error, ValueError, np.linalg.LinAlgError) as exc:
             return index_row(head, Cut(reason=_failure(exc)), made=made, split=set_name), {}
-        previews = {}
-        if crop is not None and head.crop_id in self.samples:
-            previews[(set_name, head.crop_id)] = _preview(rgb, fake, crop)
-        return index_row(head, cut, made=made, split=set_name), previews
+        return index_row(head, cut, made=made, split=set_name), self._sample(set_name, head, rgb, fake, crop)
 
-    def _donor(self, task: PhotoTask, variant: int) -> Donor:
+    def _swapped(
+        self,
+        task: PhotoTask,
+        rgb: np.ndarray,
+        real: np.ndarray,
+        head: IndexRow,
+        drawn: Drawn,
+        swap_set: SwapSet,
+    ) -> tuple[IndexRow, Previews]:
+        """The row of one variant in a swap set: a real (``real``, its rendering) re-saved as the set
+        saves, or a swap of ``rgb`` by settings drawn from the set's (seeded by the photo, variant and
+        the set's stream), re-saved; and its preview when the variant is one of ``samples``."""
+        raw = Path(self.raw_dir)
+        quality = swapsets.save_quality(swap_set, self.seed, task.photo_id, head.variant, raw / task.path)
+        made = Made(quality=quality)
+        try:
+            if head.label == 1:
+                donors = task.unseen_donors if swap_set.unseen else task.donors
+                donor = self._donor(donors, head.variant)
+                rng = seeding.rng(self.seed, "materialize", task.photo_id, head.variant, swap_set.stream)
+                settings = swaps.draw(rng, swap_set.params)
+                made = dataclasses.replace(made, forger="swap", donor=donor.photo_id, swap=settings.to_json())
+                donor_rgb = load_rgb(raw / donor.path)
+                real = swaps.paste(
+                    rgb, task.landmarks, donor_rgb, donor.landmarks, settings, swap_set.params
+                )[0]
+            image = _resaved(real, quality)
+            cut, crop = self._cut(head, image, drawn, swap_set.name)
+        except (cv2.error, ValueError, np.linalg.LinAlgError, ImageError) as exc:
+            return index_row(head, Cut(reason=_failure(exc)), made=made, split=swap_set.name), {}
+        row = index_row(head, cut, made=made, split=swap_set.name)
+        return row, self._sample(swap_set.name, head, rgb, image, crop) if head.label == 1 else {}
+
+    def _sample(
+        self, set_name: str, head: IndexRow, rgb: np.ndarray, fake: np.ndarray, crop: np.ndarray | None
+    ) -> Previews:
+        if crop is None or head.crop_id not in self.samples:
+            return {}
+        return {(set_name, head.crop_id): _preview(rgb, fake, crop)}
+
+    @staticmethod
+    def _donor(donors: tuple[Donor | None, ...], variant: int) -> Donor:
         """The swap donor of a fake variant (ValueError when it has none)."""
-        donor = task.donors[variant] if variant < len(task.donors) else None
+        donor = donors[variant] if variant < len(donors) else None
         if donor is None:
             raise ValueError(
                 "no swap donor: no usable face of another group in this split, at least half as large"
             )
         return donor
-
-    def _forge(
-        self, task: PhotoTask, rgb: np.ndarray, variant: int, forger: str, donor: Donor | None
-    ) -> np.ndarray:
-        """A fake of ``rgb`` by the blend forger, or the swap forger with ``donor``'s face, from the
-        variant's own draws."""
-        rng = seeding.rng(self.seed, "materialize", task.photo_id, variant, forger)
-        if forger == "blend":
-            return forgery.blend(rgb, task.landmarks, rng=rng, params=self.fakes.blend)[0]
-        donor_rgb = load_rgb(Path(self.raw_dir) / donor.path)
-        return forgery.swap(rgb, task.landmarks, donor_rgb, donor.landmarks, rng=rng, params=self.fakes.swap)[
-            0
-        ]
 
     def _rendering(
         self, task: PhotoTask, rgb: np.ndarray, head: IndexRow, drawn: Drawn, made: Made
@@ -385,27 +432,3 @@ def _resaved(rgb: np.ndarray, quality: int | None) -> np.ndarray:
 
 def _failure(exc: BaseException) -> str:
     return f"render failed: {exc}".replace("\n", " ")[:200]
-
-
-def piece_box(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """The ROI grown by PIECE_MARGIN and out to the JPEG grid, inside the photo (inclusive)."""
-    height, width = shape[:2]
-    x1, y1, x2, y2 = box
-    return (
-        max(0, (x1 - PIECE_MARGIN) // GRID * GRID),
-        max(0, (y1 - PIECE_MARGIN) // GRID * GRID),
-        min(width - 1, (x2 + PIECE_MARGIN) // GRID * GRID + GRID - 1),
-        min(height - 1, (y2 + PIECE_MARGIN) // GRID * GRID + GRID - 1),
-    )
-
-
-def template_json(template: np.ndarray, n_faces: int) -> str:
-    """data/template.json: the template's points and how they were made (keys in this order)."""
-    doc = {
-        "landmarks": list(range(68)[alignment.INNER]),
-        "points": [[float(x), float(y)] for x, y in template],
-        "n_faces": n_faces,
-        "method": "generalized Procrustes analysis of the training landmarks 17-67, "
-        "upright (eye line horizontal), each axis scaled to [0, 1]",
-    }
-    return json.dumps(doc, indent=2) + "\n"

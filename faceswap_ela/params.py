@@ -15,11 +15,9 @@ import re
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -29,6 +27,7 @@ from pydantic import (
 from ruamel.yaml import YAML, YAMLError
 
 from faceswap_ela import files
+from faceswap_ela.fake_params import UNSEEN_SWAP, FakeParams, HeldOutSwap, Section, unique
 
 MAX_BYTES = files.MIB  # a params.yaml is a few KiB: more is no params file
 
@@ -37,22 +36,10 @@ class ParamsError(ValueError):
     pass
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _lists_as_tuples(cls, data: object) -> object:
-        # YAML has lists, not tuples; strict mode takes only tuples for tuple fields
-        if isinstance(data, dict):
-            return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return data
-
-
 Factor = tuple[float, float]
 
 
-class DataParams(_Section):
+class DataParams(Section):
     source: str = "muct"
     muct_url: str = "https://github.com/StephenMilborrow/muct/raw/master/"
     archives: tuple[str, ...] = (
@@ -97,7 +84,7 @@ class DataParams(_Section):
         return v
 
 
-class LandmarkParams(_Section):
+class LandmarkParams(Section):
     upsample: int = Field(0, ge=0, le=4)
     max_side: int = Field(640, ge=0)
     multiple_faces: Literal["skip", "largest"] = "skip"
@@ -105,109 +92,23 @@ class LandmarkParams(_Section):
     workers: int = Field(0, ge=0)
 
 
-class SplitParams(_Section):
+class SplitParams(Section):
     test_fraction: float = Field(0.2, gt=0, lt=1)
 
 
-class MaterializeParams(_Section):
+class MaterializeParams(Section):
     variants: int = Field(4, ge=1, le=100)
+    train_variants: int | None = Field(None, ge=1, le=100)  # the train split's (None: variants)
     workers: int = Field(0, ge=0)
 
 
-Share = Annotated[float, Field(ge=0, le=1)]
-Zoom = Annotated[float, Field(gt=0, le=2)]
-Downscale = Annotated[float, Field(ge=1, le=16)]
-Grow = Annotated[float, Field(ge=-0.5, le=0.5)]
-Hull = Literal["all", "inner"]  # the convex hull of landmarks 0-67, or of 17-67 (inside the ROI)
-
-
-def _ordered(v: tuple) -> tuple:
-    if v[0] > v[1]:
-        raise ValueError("must be [low, high] with low <= high")
-    return v
-
-
-class BlendParams(_Section):
-    """A self-blended fake (Shiohara & Yamasaki's SBI); sizes are shares of the face size."""
-
-    hull: Hull = "inner"
-    shift: float = Field(0.03, ge=0, le=0.5)
-    scale: tuple[Zoom, Zoom] = (0.95, 1.05)
-    rgb_shift: float = Field(20.0, ge=0, le=255)
-    hue_shift: float = Field(5.0, ge=0, le=180)
-    saturation: Share = 0.2
-    brightness: Share = 0.1
-    contrast: Share = 0.1
-    sharpen_p: Share = 0.5
-    sharpen: tuple[Share, Share] = (0.2, 0.5)
-    downscale: tuple[Downscale, Downscale] = (2.0, 4.0)
-    elastic: float = Field(0.03, ge=0, le=0.5)
-    grow: tuple[Grow, Grow] = (-0.05, 0.05)
-    blur: tuple[Share, Share] = (0.02, 0.12)
-    full_blend: Share = 0.5
-    ratio: tuple[Share, Share] = (0.25, 0.75)
-
-    @field_validator("scale", "sharpen", "downscale", "grow", "blur", "ratio")
-    @classmethod
-    def _range(cls, v: tuple) -> tuple:
-        return _ordered(v)
-
-
-class SwapParams(_Section):
-    """An identity swap: another photo's face aligned, colour-matched and pasted."""
-
-    hull: Hull = "inner"
-    intersect: bool = True
-    color_transfer: bool = True
-    feather: tuple[Share, Share] = (0.03, 0.1)
-    donors: int = Field(16, ge=1)  # drawn among this many photos of the closest face shape
-
-    @field_validator("feather")
-    @classmethod
-    def _range(cls, v: tuple) -> tuple:
-        return _ordered(v)
-
-
-class FakeParams(_Section):
-    fraction: float = Field(0.5, ge=0, le=1)
-    scales: tuple[int, int] = (64, 127)
-    blur_kernel: int = Field(5, ge=1)
-    mask: Literal["square", "hull", "random"] = "random"
-    feather: int = Field(0, ge=0)
-    jpeg: tuple[int, ...] = ()  # [] or [low, high]
-
-    @field_validator("jpeg")
-    @classmethod
-    def _jpeg(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if v and (len(v) != 2 or not 1 <= v[0] <= v[1] <= 100):
-            raise ValueError("must be [] (off) or [low, high] with 1 <= low <= high <= 100")
-        return v
-
-    blend: BlendParams = BlendParams()
-    swap: SwapParams = SwapParams()
-
-    @field_validator("scales")
-    @classmethod
-    def _scales(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not 8 <= v[0] <= v[1]:
-            raise ValueError("must be [low, high] with 8 <= low <= high")
-        return v
-
-    @field_validator("blur_kernel")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 == 0:
-            raise ValueError("must be odd")
-        return v
-
-
-class RoiParams(_Section):
+class RoiParams(Section):
     dx_max: float = Field(0.125, ge=0, le=1)
     dy_max: float = Field(0.2, ge=0, le=1)
     size: int = Field(128, ge=16)
 
 
-class AugmentParams(_Section):
+class AugmentParams(Section):
     rotation: float = Field(10.0, ge=0, le=180)
     scaling: float = Field(0.1, ge=0, lt=1)
     flip: bool = True
@@ -226,7 +127,7 @@ class AugmentParams(_Section):
         return v
 
 
-class ElaParams(_Section):
+class ElaParams(Section):
     quality: int = Field(95, ge=1, le=100)
     subsampling: Literal["4:4:4", "4:2:2", "4:2:0"] = "4:2:0"
     scale: Literal["max", "fixed"] = "max"
@@ -249,7 +150,7 @@ class ElaParams(_Section):
         return v
 
 
-class ModelParams(_Section):
+class ModelParams(Section):
     """The network: the paper's CNN, or a small fully convolutional one with a noise-residual first
     layer (fixed SRM high-pass filters, or Bayar and Stamm's constrained convolution)."""
 
@@ -275,15 +176,7 @@ def recipe_forgers(recipe: str) -> tuple[str, ...]:
     return forgers
 
 
-def _unique(v: tuple) -> tuple:
-    if not v:
-        raise ValueError("must list at least one value")
-    if len(set(v)) != len(v):
-        raise ValueError("values must not repeat")
-    return v
-
-
-class TrainParams(_Section):
+class TrainParams(Section):
     inputs: tuple[Input, ...] = INPUTS
     fakes: tuple[str, ...] = ("warp", "blend")
     seeds: tuple[int, ...] = (42,)
@@ -295,11 +188,12 @@ class TrainParams(_Section):
     patience: int = Field(4, ge=0)
     val_fraction: float = Field(0.15, gt=0, lt=1)
     precision: Precision = "auto"
+    pairs: bool = False  # the train split rendered as pairs: each real beside its own fake, one batch
 
     @field_validator("inputs", "fakes", "seeds")
     @classmethod
     def _listed(cls, v: tuple) -> tuple:
-        return _unique(v)
+        return unique(v)
 
     @field_validator("fakes")
     @classmethod
@@ -321,8 +215,9 @@ class TrainParams(_Section):
         return v
 
 
-class ExtraSetsParams(_Section):
+class ExtraSetsParams(Section):
     forgers: tuple[Forger, ...] = ("blend", "swap")
+    unseen_swap: HeldOutSwap | None = UNSEEN_SWAP  # test_swap_unseen's settings (None: no such set)
     matched_blur: bool = True
     jpeg_qualities: tuple[int, ...] = (100, 95, 90, 80, 70)
 
@@ -341,7 +236,7 @@ class ExtraSetsParams(_Section):
         return v
 
 
-class EvalParams(_Section):
+class EvalParams(Section):
     threshold: float = Field(0.5, gt=0, lt=1)
     bootstrap: int = Field(1000, ge=0, le=100_000)
 
@@ -350,7 +245,7 @@ class EvalParams(_Section):
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
-    class TrackingParams(_Section):
+    class TrackingParams(Section):
         experiment: str = Field("faceswap-ela", min_length=1)
         log_model: bool = True
         register: bool = True  # `compare` registers the primary ELA model in MLflow's model registry
@@ -365,7 +260,7 @@ with warnings.catch_warnings():
             return v
 
 
-class Params(_Section):
+class Params(Section):
     seed: int = Field(42, ge=0)
     data: DataParams = DataParams()
     landmarks: LandmarkParams = LandmarkParams()
@@ -380,6 +275,19 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     eval: EvalParams = EvalParams()
     tracking: TrackingParams = TrackingParams()
+
+    @model_validator(mode="after")
+    def _held_out(self) -> Params:
+        held = self.testsets.unseen_swap
+        overlaps = {} if held is None else held.overlaps(self.fakes.swap)
+        if overlaps:
+            raise ValueError(
+                "; ".join(
+                    f"testsets.unseen_swap.{axis}: {why} (fakes.swap.{axis})"
+                    for axis, why in overlaps.items()
+                )
+            )
+        return self
 
 
 def repo_root() -> Path:
@@ -401,7 +309,7 @@ def _format(exc: ValidationError) -> str:
         value = err.get("input")
         shown = isinstance(value, (bool, int, float, str)) and len(repr(value)) < 60
         got = f" (got {value!r})" if shown else ""
-        lines.append(f"{key}: {err['msg']}{got}")
+        lines.append(f"{key}: {err['msg']}{got}" if key else f"{err['msg']}{got}")
     return "; ".join(lines)
 
 

@@ -27,7 +27,7 @@ from faceswap_ela.comparison import (
     pairs,
 )
 from faceswap_ela.params import INPUTS, TrainParams, recipe_forgers
-from faceswap_ela.testsets import TEST, jpeg_quality, set_forger
+from faceswap_ela.testsets import TEST, UNSEEN, jpeg_quality, set_forger
 
 # curves.csv and robustness.csv have the columns of these recipes' families even when not trained
 DEFAULT_RECIPES = TrainParams().fakes
@@ -117,10 +117,14 @@ def curves(models: Sequence[ModelResult]) -> pd.DataFrame:
 
 
 def robustness(result: Comparison) -> pd.DataFrame:
-    """AUC per JPEG quality the test photos were re-saved at: quality, <family>_auc (seed mean) and
-    baseline-<recipe>_auc, empty where not trained (see ``_column_families``)."""
-    recipes = list(dict.fromkeys([*DEFAULT_RECIPES, *(row.fakes for row in result.rows.values())]))
+    """AUC per JPEG quality the test photos were re-saved at: quality, <family>_auc (seed mean),
+    baseline-<recipe>_auc, empty where not trained (see ``_column_families``), and ghost_auc when
+    the comparison has the JPEG-ghost row."""
+    recipes = list(
+        dict.fromkeys([*DEFAULT_RECIPES, *(row.fakes for row in result.rows.values() if row.fakes)])
+    )
     keys = [*_column_families(recipes), *(layout.baseline_name(r) for r in recipes)]
+    keys += [layout.GHOST] if layout.GHOST in result.rows else []
     rows = []
     for set_name in result.sets:
         quality = jpeg_quality(set_name)
@@ -193,7 +197,7 @@ def cross_forger_grid(result: Comparison) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _trained_on(row: Row, set_name: str) -> bool:
-    return set_forger(set_name) in recipe_forgers(row.fakes)
+    return bool(row.fakes) and set_forger(set_name) in recipe_forgers(row.fakes)
 
 
 def number(value: object, digits: int = 1) -> str:
@@ -231,6 +235,9 @@ def cost_table(result: Comparison) -> pd.DataFrame:
     for key, row in result.rows.items():
         test = auc_text(result.auc(key, TEST))
         entry = result.families.get(key)
+        if entry is None and not row.fakes:  # the JPEG ghost: nothing fitted
+            rows.append((row.label, "0", "~0", "0", "–", "–", test))
+            continue
         if entry is None:
             rows.append((f"{row.label} (logistic regression, 5 features)", "6", "~0", "~0", "–", "–", test))
             continue
@@ -328,6 +335,13 @@ def markdown(result: Comparison) -> str:
         "reals (test_<forger>), the sharpness-matched and the JPEG re-saved sets; bold: a forger the row "
         "was trained on."
     )
+    if UNSEEN in result.sets:
+        cross += f" {UNSEEN}: swaps by settings no training recipe uses, its reals saved as its fakes."
+    if layout.GHOST in result.rows:
+        cross += (
+            f" {comparison.GHOST_LABEL}: how unlike the frame's the face's error levels run over the ELA "
+            "qualities, no fitting."
+        )
     diff = "Paired differences of AUC (same test photos resampled), within each training recipe."
     fpr = (
         f"False-positive rate: share of real crops with p_fake ≥ {result.threshold:g}, "

@@ -20,6 +20,10 @@ import numpy as np
 
 from faceswap_ela.alignment import INNER
 
+GRID = 16  # the JPEG grid of 4:2:0 (two 8 x 8 luma blocks a side); a piece starts on it
+PIECE_MARGIN = GRID  # and reaches one grid cell beyond the ROI, so the decoder's chroma upsampling
+# sees the same neighbours as in the whole photo
+
 MIN_CROP_SIDE = 8  # pixels; a smaller ROI has nothing to show the network
 
 
@@ -84,3 +88,15 @@ def shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
         return np.ascontiguousarray(rgb)
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def piece_box(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The ROI grown by PIECE_MARGIN and out to the JPEG grid, inside the photo (inclusive)."""
+    height, width = shape[:2]
+    x1, y1, x2, y2 = box
+    return (
+        max(0, (x1 - PIECE_MARGIN) // GRID * GRID),
+        max(0, (y1 - PIECE_MARGIN) // GRID * GRID),
+        min(width - 1, (x2 + PIECE_MARGIN) // GRID * GRID + GRID - 1),
+        min(height - 1, (y2 + PIECE_MARGIN) // GRID * GRID + GRID - 1),
+    )

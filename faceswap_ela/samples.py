@@ -49,7 +49,9 @@ def render_samples(tasks: list[PhotoTask], renderer: Renderer, frame: pd.DataFra
     photos = set(frame.loc[frame["crop_id"].isin(crops), "photo_id"])
     previews: dict[tuple[str, str], dict] = {}
     with tempfile.TemporaryDirectory(prefix="materialize-samples-") as scratch:
-        no_extras = P.ExtraSetsParams(forgers=renderer.sets.forgers, matched_blur=False, jpeg_qualities=())
+        no_extras = P.ExtraSetsParams(
+            forgers=renderer.sets.forgers, unseen_swap=None, matched_blur=False, jpeg_qualities=()
+        )
         again = dataclasses.replace(
             renderer, out_dir=scratch, samples=frozenset(crops), sets=no_extras,
             train_forgers=(PAPER_FORGER,), ela_at="crop",

@@ -6,6 +6,9 @@
   for the test split, every forger a training recipe names for the train split).
 - ``train_<recipe>`` in data/ela: what a model of that recipe (``train.fakes``: ``warp``, ``blend``,
   a mix such as ``warp_blend``) trains on.
+- ``test_swap_unseen``: the same renderings, with swaps made by settings no training recipe uses
+  (params.yaml's ``testsets.unseen_swap``). A swap set's reals are re-saved as its fakes are, so
+  they are its own crops, not ``test``'s (faceswap_ela.swapsets).
 - ``test_matched`` (the sharpness-matched set) and ``test_jpeg<q>`` (the test photos re-saved as
   JPEG), from the warp test set.
 """
@@ -20,6 +23,7 @@ CLASSES = ("real", "fake")  # the labels' names, in the CNN's softmax order (ind
 TRAIN, TEST = "train", "test"
 SPLITS = (TRAIN, TEST)
 MATCHED = "test_matched"
+UNSEEN = "test_swap_unseen"
 PAPER_FORGER = "warp"
 _JPEG = "test_jpeg"
 
@@ -56,19 +60,22 @@ def derived_sets(sets: ExtraSetsParams) -> list[str]:
     """The extra renderings of the test split, in output order."""
     return (
         [forger_set(TEST, f) for f in sets.forgers]
+        + ([UNSEEN] if sets.unseen_swap is not None else [])
         + ([MATCHED] if sets.matched_blur else [])
         + [jpeg_set(q) for q in sets.jpeg_qualities]
     )
 
 
 def set_order(names: Sequence[str]) -> list[str]:
-    """test first, then the other forgers' sets, test_matched, and the JPEG sets from the highest
-    quality down."""
+    """test first, then the other forgers' sets, test_swap_unseen, test_matched, and the JPEG sets
+    from the highest quality down."""
 
     def key(name: str) -> tuple[int, int]:
         forger = set_forger(name)
         if forger is not None:
             return (0, FORGERS.index(forger))
+        if name == UNSEEN:
+            return (0, len(FORGERS))
         quality = jpeg_quality(name)
         return (1, 0) if quality is None else (2, -quality)
 

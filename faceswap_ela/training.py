@@ -81,9 +81,11 @@ def train(
     qualities) labelled by ``table`` (columns group, label). A ``settings.val_fraction`` share of
     the groups, drawn by ``val_seed`` (``seed`` when None), is held out for validation and early
     stopping (patience ``settings.patience``, best weights restored); ``seed`` drives the weights,
-    dropout and shuffle. ``on_epoch(epoch, logs)`` is called after each epoch (epoch from 1).
-    ``precision`` is the choice for ``settings.precision`` on this machine (resolved here when
-    None). ``arch`` picks the network (``model.build``: the paper's CNN when None).
+    dropout and shuffle; a ``pair`` column keeps each real beside its own fake in one batch (a
+    pair's crops share a group, so the validation slice never splits one). ``on_epoch(epoch,
+    logs)`` is called after each epoch (epoch from 1). ``precision`` is the choice for
+    ``settings.precision`` on this machine (resolved here when None). ``arch`` picks the network
+    (``model.build``: the paper's CNN when None).
     """
     labels = table["label"].to_numpy(dtype=np.int64)
     train_idx, val_idx = dataset.validation_split(
@@ -97,6 +99,7 @@ def train(
         shuffle=True,
         seed=seed,
         workers=workers,
+        pairs=table["pair"].to_numpy(dtype=str) if "pair" in table else None,
     )
     val_data = batches.CropSequence(
         images, labels, indices=val_idx, batch_size=settings.batch_size, workers=workers

@@ -3,12 +3,13 @@ crop (faceswap_ela.baseline), fitted on a training recipe's crops (train_<recipe
 model of that recipe trains on) and scored on every test set.
 
 Reads data/ela (the RGB crops and their ELA images); writes data/predictions/baseline-<recipe>.csv
-(set, crop_id, photo_id, label, p_fake) and metrics/baseline/<recipe>.json (its coefficients, and
-the metrics of each test set at eval.threshold), all or none. With ELA at two or more qualities
-(ela.qualities) the metrics file also holds, under ``ghost``, those of the untrained JPEG-ghost
-score (faceswap_ela.ghosts) on each test set; its AUC is what counts, the threshold metrics take the
-score, a distance in [0, 1], as a p(fake). Its per-crop scores are not written: a DVC output can't
-come and go with a parameter.
+(set, crop_id, photo_id, label, p_fake), data/predictions/ghost-<recipe>.csv and
+metrics/baseline/<recipe>.json (its coefficients, and the metrics of each test set at
+eval.threshold), all or none. With ELA at two or more qualities (ela.qualities) the ghost file holds
+the untrained JPEG-ghost score (faceswap_ela.ghosts) of every test crop, a row of the comparison,
+and the metrics file its metrics under ``ghost``; its AUC is what counts, the threshold metrics take
+the score, a distance in [0, 1], as a p(fake). With fewer the ghost file is the header alone (a DVC
+output can't come and go with a parameter).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import argparse
 import functools
 import logging
 import sys
+
+import pandas as pd
 
 from faceswap_ela import baseline, dataset, evaluation, ghosts, layout, outputs, stage, testsets
 from faceswap_ela import params as P
@@ -48,23 +51,31 @@ def run(p: P.Params, fakes: str) -> None:
         "coefficients": baseline.coefficients(model),
         "sets": sets,
     }
+    ghost = pd.DataFrame(columns=list(evaluation.PREDICTION_COLUMNS))
     if len(p.ela.qualities) >= 2:
-        metrics["ghost"] = ghost_metrics(p)
-    outs = (layout.baseline_predictions(fakes), layout.baseline_metrics(fakes))
-    with outputs.atomic_outputs(*outs) as (predictions_tmp, metrics_tmp):
+        ghost, metrics["ghost"] = ghost_scores(p)
+    outs = (
+        layout.baseline_predictions(fakes),
+        layout.ghost_predictions(fakes),
+        layout.baseline_metrics(fakes),
+    )
+    with outputs.atomic_outputs(*outs) as (predictions_tmp, ghost_tmp, metrics_tmp):
         outputs.write_csv(predictions_tmp, predictions, float_format="%.7g")
+        outputs.write_csv(ghost_tmp, ghost, float_format="%.7g")
         outputs.write_json(metrics_tmp, metrics)
 
 
-def ghost_metrics(p: P.Params) -> dict:
-    """The JPEG-ghost score's metrics on every test set (its qualities, and per set as ``sets``)."""
+def ghost_scores(p: P.Params) -> tuple[pd.DataFrame, dict]:
+    """The JPEG-ghost score of every test crop, and its metrics on every test set (its qualities,
+    and per set as ``sets``)."""
 
     def score(name: str) -> tuple[dataset.Split, object]:
         split = dataset.load_split(layout.ELA_DIR, name, "ela")
         return split, ghosts.ghost_scores(split.images, p.ela.qualities)
 
-    _, sets = evaluation.score_sets(dataset.test_sets(layout.ELA_DIR), score, p.eval.threshold, "JPEG ghost")
-    return {"qualities": list(p.ela.qualities), "sets": sets}
+    names = dataset.test_sets(layout.ELA_DIR)
+    predictions, sets = evaluation.score_sets(names, score, p.eval.threshold, layout.GHOST)
+    return predictions, {"qualities": list(p.ela.qualities), "sets": sets}
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 train.seeds) and each recipe's sharpness baseline side by side.
 
 Reads data/predictions/, metrics/train/, metrics/eval/ and plots/history/ for the models the
-params name (files of models no longer named are ignored), and data/predictions/baseline-<recipe>.csv
-and metrics/baseline/<recipe>.json for each recipe. Writes metrics/compare.json and
+params name (files of models no longer named are ignored), data/predictions/baseline-<recipe>.csv
+and metrics/baseline/<recipe>.json for each recipe, and the primary recipe's
+data/predictions/ghost-<recipe>.csv (the JPEG-ghost row, when not empty). Writes metrics/compare.json and
 metrics/compare.md (the tables: cost and AUC beside the paper's Table 2; the cross-forger table,
 each family and baseline on every test set with seed spread and bootstrap intervals; the paired
 ELA - RGB and family - baseline differences within each recipe; the false-positive rates at
@@ -47,6 +48,7 @@ def run(p: P.Params) -> None:
         seed=p.seed,
         threshold=p.eval.threshold,
         primary_recipe=layout.primary_recipe(p),
+        ghost=comparison.load_ghost(p),
     )
     primary = next(m for m in models if m.name == layout.primary(p))
     files = report.files(result, models, baselines, primary, roc_seed=p.train.seeds[0])

@@ -46,7 +46,7 @@ def run(p: P.Params) -> dict:
         frame = crop_index.index_frame([row for photo_rows, _ in results for row in photo_rows])
         samples.render_samples(tasks, renderer, frame, crops_tmp / "samples")
         outputs.write_csv(crops_tmp / "index.csv", frame)
-        template_tmp.write_text(materialize.template_json(template, len(train_sets)))
+        template_tmp.write_text(alignment.template_json(template, len(train_sets)))
         metrics = crop_index.summarise(frame, len(tasks), time.perf_counter() - start, workers)
         outputs.write_json(metrics_tmp, metrics)
     log.info(

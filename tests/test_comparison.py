@@ -3,6 +3,7 @@ cross-forger table, tables, plots."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -335,3 +336,63 @@ def test_a_comparison_read_back_from_its_json_makes_the_same_tables():
     again = comparison.Comparison.from_json(doc)
     assert again.to_json() == doc
     assert report.markdown(again) == (GOLDEN / "compare.md").read_text()
+
+
+def test_the_jpeg_ghost_is_a_last_row_and_leaves_the_others_as_they_were(result):
+    """With the ghost's scores the comparison gains a row "JPEG ghost (untrained)" in every table;
+    without them (the golden files above) it has none."""
+    result, models = result
+    with_ghost = comparison.compare(models, _baselines(), resamples=300, seed=0, ghost=_predictions(2.0, 97))
+    doc, without = with_ghost.to_json(), result.to_json()
+    assert list(doc["rows"]) == [*ROWS, "ghost"]
+    assert doc["rows"]["ghost"] == {"label": "JPEG ghost (untrained)", "input": None, "fakes": ""}
+    assert {k: v for k, v in doc["cross_forger"].items() if k != "ghost"} == without["cross_forger"]
+    assert doc["differences"] == without["differences"] and doc["families"] == without["families"]
+    assert (
+        list(doc["cross_forger"]["ghost"]) == ORDER and doc["cross_forger"]["ghost"]["test"]["auc_mean"] > 0.6
+    )
+    text = report.markdown(with_ghost)
+    ghost_lines = [line for line in text.splitlines() if line.startswith("| JPEG ghost (untrained) |")]
+    assert len(ghost_lines) == 3  # the cost, cross-forger and false-positive tables
+    assert "JPEG ghost (untrained): how unlike" in text and text != report.markdown(result)
+    robust = report.robustness(with_ghost)
+    assert robust["ghost_auc"].tolist() == [doc["cross_forger"]["ghost"][s]["auc_mean"] for s in ORDER[-2:]]
+    assert report.markdown(comparison.Comparison.from_json(json.loads(json.dumps(doc)))) == text
+    aucs, trained = report.cross_forger_grid(with_ghost)
+    assert "JPEG ghost (untrained)" in aucs.index and not trained.loc["JPEG ghost (untrained)"].any()
+
+
+def test_the_ghost_file_counts_only_when_it_holds_scores(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = P.parse({"train": {"fakes": ["blend", "warp"]}})  # the primary recipe: warp
+    assert comparison.load_ghost(p) is None  # no file
+    path = tmp_path / "data" / "predictions" / "ghost-warp.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text(",".join(evaluation.PREDICTION_COLUMNS) + "\n")
+    assert comparison.load_ghost(p) is None  # the header alone: fewer than two ELA qualities
+    _predictions(1.0, 5).to_csv(path, index=False)
+    assert len(comparison.load_ghost(p)) == len(_predictions(1.0, 5))
+
+
+def test_the_held_out_swaps_are_a_column_after_test_swap_and_in_the_headline():
+    models = [
+        dataclasses.replace(_model("ela", fakes, 1, 3.0), predictions=_predictions_with_unseen(seed))
+        for seed, fakes in enumerate(("warp", "swap"))
+    ]
+    result = comparison.compare(models, {}, resamples=0, seed=0)
+    assert result.sets == [*ORDER[:3], "test_swap_unseen", *ORDER[3:]]
+    trained = report.cross_forger_grid(result)[1]
+    assert (
+        trained.loc["ELA-CNN · swap", "test_swap"] and not trained.loc["ELA-CNN · swap", "test_swap_unseen"]
+    )
+    headline = comparison.headline(result, models[0], {"roc_auc": 0.9})
+    assert headline["swap_unseen_roc_auc"] == result.auc("ela-warp", "test_swap_unseen").auc_per_seed[0]
+    assert headline["swap_unseen_ela-swap_auc_mean"] == result.auc("ela-swap", "test_swap_unseen").auc_mean
+    assert "test_swap_unseen: swaps by settings no training recipe uses" in report.markdown(result)
+
+
+def _predictions_with_unseen(seed: int) -> pd.DataFrame:
+    """The fixture's sets, and the held-out swaps scored as test_swap is, apart."""
+    unseen = _predictions(1.0, seed + 50)
+    unseen = unseen[unseen["set"] == "test_swap"].assign(set="test_swap_unseen")
+    return pd.concat([_predictions(3.0, seed), unseen], ignore_index=True)

@@ -105,6 +105,37 @@ def test_every_row_once_per_epoch_in_sorted_batches():
         seq.on_epoch_end()
 
 
+def test_pairs_stay_together_in_every_batch():
+    """Each batch holds both members of every pair it holds; the pairs (and lone crops) are what is
+    shuffled, batch_size // 2 of them a batch."""
+    n = 31
+    images = np.zeros((n, 2, 2, 3), dtype=np.uint8)
+    keys = np.array([f"p{i // 2}" if i < 26 else "" for i in range(n)])  # 13 pairs, 5 crops alone
+    labels = np.array([i % 2 for i in range(n)])
+    indices = np.arange(2, n)  # a subset holding whole pairs, as the validation split keeps groups
+    seq = batches.CropSequence(
+        images, labels, indices=indices, batch_size=6, shuffle=True, seed=4, pairs=keys
+    )
+    assert len(seq) == 6  # 12 pairs and 5 lone crops, 3 a batch
+    orders = []
+    for _ in range(3):
+        served = [seq.batch_indices(i) for i in range(len(seq))]
+        assert sorted(np.concatenate(served).tolist()) == indices.tolist()
+        for batch in served:
+            held = [keys[i] for i in batch if keys[i]]
+            assert all(held.count(key) == 2 for key in held)  # the real and its fake
+            assert len(batch) <= 6 and set(labels[[i for i in batch if keys[i]]]) <= {0, 1}
+        orders.append([b.tolist() for b in served])
+        seq.on_epoch_end()
+    assert orders[0] != orders[1]  # a new order each epoch
+    again = batches.CropSequence(
+        images, labels, indices=indices, batch_size=6, shuffle=True, seed=4, pairs=keys
+    )
+    assert [again.batch_indices(i).tolist() for i in range(len(again))] == orders[0]
+    with pytest.raises(ValueError, match="pair keys"):
+        batches.CropSequence(images, labels, pairs=keys[:5])
+
+
 def test_shuffle_is_seeded_per_epoch():
     images = np.zeros((50, 2, 2, 3), dtype=np.uint8)
     labels = np.zeros(50)

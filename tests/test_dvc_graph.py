@@ -38,7 +38,11 @@ LAYOUT_OUTPUTS = {
         layout.history_file(MODEL),
     },
     "evaluate": {layout.predictions_file(MODEL), layout.eval_metrics(MODEL)},
-    "baseline": {layout.baseline_predictions("warp"), layout.baseline_metrics("warp")},
+    "baseline": {
+        layout.baseline_predictions("warp"),
+        layout.ghost_predictions("warp"),
+        layout.baseline_metrics("warp"),
+    },
     "compare": {
         layout.COMPARE_JSON,
         layout.COMPARE_MD,

@@ -16,7 +16,7 @@ import pytest
 import skimage.data
 import yaml
 
-from faceswap_ela import ela, ghosts
+from faceswap_ela import ela, evaluation, ghosts
 from faceswap_ela.params import ElaParams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,5 +127,16 @@ def test_the_baseline_stage_reports_the_ghost_with_two_qualities(tmp_path, quali
         assert 0.0 <= ghost["sets"]["test"]["roc_auc"] <= 1.0
     predictions = pd.read_csv(tmp_path / "data" / "predictions" / "baseline-warp.csv")
     assert len(predictions) == 12 and sorted(os.listdir(tmp_path / "data" / "predictions")) == [
-        "baseline-warp.csv"
-    ]
+        "baseline-warp.csv", "ghost-warp.csv",
+    ]  # fmt: skip
+    # the ghost's scores, a row of the comparison: the header alone below two qualities
+    ghost_scores = pd.read_csv(tmp_path / "data" / "predictions" / "ghost-warp.csv")
+    assert list(ghost_scores.columns) == list(predictions.columns)
+    if len(qualities) < 2:
+        assert ghost_scores.empty
+    else:
+        assert ghost_scores[["set", "crop_id", "label"]].equals(predictions[["set", "crop_id", "label"]])
+        assert ghost_scores["p_fake"].between(0, 1).all()
+        assert evaluation.evaluate(ghost_scores["label"], ghost_scores["p_fake"])["roc_auc"] == pytest.approx(
+            metrics["ghost"]["sets"]["test"]["roc_auc"], abs=1e-6
+        )

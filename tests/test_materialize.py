@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from faceswap_ela import alignment, crop_index, donors, ela, materialize, roi
+from faceswap_ela import alignment, batches, crop_index, donors, ela, materialize, roi
 from faceswap_ela.images import load_rgb
 from faceswap_ela.params import Params
 from tests.helpers.sample_data import dlib_shapes, portrait
@@ -91,7 +91,9 @@ def write_workspace(folder: Path, photos: dict, **changes: dict) -> None:
     params["materialize"].update(variants=VARIANTS, workers=2)
     params["ela"]["workers"] = 2
     for section, values in changes.items():
-        params[section].update(values)
+        for key, value in values.items():  # a section within a section is updated key by key too
+            nested = isinstance(value, dict) and isinstance(params[section].get(key), dict)
+            params[section][key] = params[section][key] | value if nested else value
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -134,7 +136,8 @@ OUTPUTS = ["data/template.json", "data/crops", "data/ela", "metrics/materialize.
 
 
 EXTRA_SETS = ["test_matched", "test_jpeg100", "test_jpeg95", "test_jpeg90", "test_jpeg80", "test_jpeg70"]
-FORGER_SETS = ["train_blend", "test_blend", "test_swap"]  # params.yaml: train.fakes [warp, blend]
+# params.yaml: train.fakes [warp, blend], testsets.forgers [blend, swap] and unseen_swap set
+FORGER_SETS = ["train_blend", "test_blend", "test_swap", "test_swap_unseen"]
 
 
 def test_materialize_outputs(pipeline, photos):
@@ -142,7 +145,7 @@ def test_materialize_outputs(pipeline, photos):
     assert list(index.columns) == [
         "crop_id", "photo_id", "group", "split", "label", "variant", "status", "reason", "path",
         "forger", "donor", "quality", "scale", "mask", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "augment",
-        "blur_sigma", "piece_path", "piece_x1", "piece_y1",
+        "blur_sigma", "piece_path", "piece_x1", "piece_y1", "pair", "swap",
     ]  # fmt: skip
     assert list(dict.fromkeys(index["split"]))[2:] == [*FORGER_SETS, *EXTRA_SETS]
     index = index[index["split"].isin(["train", "test"])]
@@ -246,7 +249,7 @@ def test_real_blur_augmentation_blurs_a_seeded_share_of_train_reals(photos, tmp_
     folder = tmp_path / "blur"
     write_workspace(
         folder, photos, augment={"real_blur": 0.5}, train={"fakes": ["warp"]},
-        testsets={"forgers": [], "matched_blur": False, "jpeg_qualities": []},
+        testsets={"forgers": [], "unseen_swap": None, "matched_blur": False, "jpeg_qualities": []},
     )  # fmt: skip
     assert run_stage("materialize", folder).returncode == 0
     index = pd.read_csv(folder / "data/crops/index.csv")
@@ -293,10 +296,9 @@ def test_ela_outputs(pipeline):
     index = pd.read_csv(pipeline / "data/crops/index.csv", dtype={"photo_id": str, "group": str})
     ok = index[index["status"] == "ok"]
     assert sorted(p.name for p in (pipeline / "data/ela").glob("*.csv")) == sorted(
-        f"{name}.csv"
-        for name in ("train_warp", "train_blend", "test", "test_blend", "test_swap", *EXTRA_SETS)
+        f"{name}.csv" for name in ("train_warp", "train_blend", "test", *FORGER_SETS[1:], *EXTRA_SETS)
     )
-    for split in ("train_warp", "train_blend", "test", "test_blend", "test_swap", *EXTRA_SETS):
+    for split in ("train_warp", "train_blend", "test", *FORGER_SETS[1:], *EXTRA_SETS):
         rows = ok[ok["split"] == split.removesuffix("_warp")].sort_values("crop_id", kind="stable")
         rows = rows.reset_index(drop=True)
         table = pd.read_csv(pipeline / f"data/ela/{split}.csv", dtype={"photo_id": str, "group": str})
@@ -327,6 +329,95 @@ def test_same_bytes_with_one_worker_and_across_runs(pipeline, photos, tmp_path):
         )
         assert again.keys() == reference.keys()
         assert [k for k in reference if again[k] != reference[k]] == []
+
+
+@pytest.fixture(scope="module")
+def family(photos, tmp_path_factory):
+    """The folder after materialize and ela ran with the train split in pairs, 3 variants a train
+    photo, and recipes that train on swaps."""
+    folder = tmp_path_factory.mktemp("family") / "run"
+    write_workspace(
+        folder, photos, materialize={"train_variants": 3},
+        train={"fakes": ["warp", "swap", "warp_swap"], "pairs": True},
+    )  # fmt: skip
+    for stage in ("materialize", "ela"):
+        result = run_stage(stage, folder)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return folder
+
+
+def test_pairs_render_each_train_variant_as_a_real_and_its_fake(family, photos):
+    index = pd.read_csv(family / "data/crops/index.csv", dtype={"pair": str, "path": str})
+    for split in ("train", "train_swap"):
+        rows = index[(index["split"] == split) & index["photo_id"].isin(set(photos) - set(BAD))]
+        assert rows.groupby("photo_id").size().eq(6).all()  # train_variants 3, each a pair
+        assert (rows["pair"] == rows["crop_id"].str.removesuffix("_fake")).all()
+        ok = rows[rows["status"] == "ok"]
+        for pair, members in ok.groupby("pair"):
+            if len(members) < 2:  # a swap without a donor: its real alone
+                assert split == "train_swap" and (members["label"] == 0).all()
+                continue
+            assert sorted(members["label"]) == [0, 1] and set(members["crop_id"]) == {pair, f"{pair}_fake"}
+            for column in ("variant", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "augment"):
+                assert members[column].nunique() == 1, column  # the same draws
+            if split == "train_swap":  # saved alike, at one drawn quality
+                assert members["quality"].nunique() == 1 and members["quality"].between(75, 100).all()
+        assert set(ok["label"]) == {0, 1}
+    for name in ("train_warp", "train_swap", "train_warp_swap"):
+        table = pd.read_csv(family / f"data/ela/{name}.csv", dtype={"pair": str}, keep_default_na=False)
+        assert list(table.columns) == ["crop_id", "photo_id", "group", "label", "pair"]
+        assert (table["pair"] == table["crop_id"].str.removesuffix("_fake")).all()
+        seq = batches.CropSequence(
+            np.zeros((len(table), 1, 1, 3), np.uint8),
+            table["label"],
+            batch_size=6,
+            shuffle=True,
+            pairs=table["pair"],
+        )
+        for i in range(len(seq)):
+            keys = table["pair"].to_numpy()[seq.batch_indices(i)].tolist()
+            complete = table["pair"].value_counts()
+            assert all(keys.count(key) == complete[key] for key in keys)  # every pair whole in its batch
+    # a mix draws the set per pair: a pair's real is re-saved when its fake is a swap, not otherwise
+    index = crop_index.read_index(family / "data/crops")
+    mixed = crop_index.recipe_rows(index, "warp_swap", seed=42)
+    assert mixed.groupby("pair")["split"].nunique().eq(1).all() and set(mixed["split"]) == {
+        "train",
+        "train_swap",
+    }
+
+
+def test_train_variants_and_pairs_leave_the_test_split_as_it_was(pipeline, family):
+    """The test split and every test set: the same crops, index rows and tensors as without them."""
+    for folder in ("data/crops", "data/ela"):
+        names = sorted(p.name for p in (pipeline / folder).iterdir() if p.name.startswith("test"))
+        assert names == sorted(p.name for p in (family / folder).iterdir() if p.name.startswith("test"))
+        assert "test_swap_unseen" in {
+            n.split(".")[0].removesuffix("_ela").removesuffix("_rgb") for n in names
+        }
+        assert tree_bytes(pipeline, [f"{folder}/{n}" for n in names]) == tree_bytes(
+            family, [f"{folder}/{n}" for n in names]
+        )
+    indexes = [pd.read_csv(f / "data/crops/index.csv", dtype=str) for f in (pipeline, family)]
+    tests = [frame[frame["split"].str.startswith("test")].reset_index(drop=True) for frame in indexes]
+    pd.testing.assert_frame_equal(*tests)
+    train = indexes[1][indexes[1]["split"] == "train"]
+    assert sorted(train["variant"].astype(int).unique()) == [0, 1, 2]
+
+
+def test_pairs_and_swap_sets_are_the_same_bytes_with_one_worker(family, photos, tmp_path):
+    folder = tmp_path / "again"
+    write_workspace(
+        folder, photos, materialize={"train_variants": 3, "workers": 1}, ela={"workers": 1},
+        train={"fakes": ["warp", "swap", "warp_swap"], "pairs": True},
+    )  # fmt: skip
+    for stage in ("materialize", "ela"):
+        result = run_stage(stage, folder)
+        assert result.returncode == 0, result.stderr[-3000:]
+    parts = ["data/template.json", "data/crops", "data/ela"]
+    reference, again = tree_bytes(family, parts), tree_bytes(folder, parts)
+    assert again.keys() == reference.keys() and any("train_swap/" in k for k in reference)
+    assert [k for k in reference if again[k] != reference[k]] == []
 
 
 def test_bad_params_or_inputs_leave_no_outputs(photos, tmp_path):
@@ -409,23 +500,31 @@ def _split_of(index: pd.DataFrame) -> dict[str, tuple[str, str]]:
     return {row.photo_id: (row.split, row.group) for row in base.itertuples()}
 
 
-@pytest.mark.parametrize("forger", ["blend", "swap"])
-def test_other_forgers_share_the_reals_and_fake_the_same_renderings(pipeline, forger):
+SAVES = {"swap": (75, 100), "swap_unseen": (50, 70)}  # params.yaml: each swap set's save range
+
+
+@pytest.mark.parametrize("forger", ["blend", "swap", "swap_unseen"])
+def test_other_forgers_share_the_renderings_and_swap_sets_save_their_reals_as_their_fakes(pipeline, forger):
+    p = Params.model_validate(yaml.safe_load((pipeline / "params.yaml").read_text()))
+    settings = p.fakes.swap if forger == "swap" else p.testsets.unseen_swap.over(p.fakes.swap)
     index = pd.read_csv(pipeline / "data/crops/index.csv", dtype={"path": str, "donor": str})
     where = _split_of(index)
     for split in ("train", "test"):
         base = index[(index["split"] == split) & (index["status"] == "ok")].set_index("crop_id")
         rows = index[index["split"] == f"{split}_{forger}"].set_index("crop_id")
-        if forger == "swap" and split == "train":  # train.fakes names no swap
+        if forger != "blend" and split == "train":  # train.fakes names no swap
             assert rows.empty
             continue
         # one row per usable rendering, and each forger renders every one of them
         assert list(rows.index) == list(base.index) and (rows["label"] == base["label"]).all()
         ok = rows[rows["status"] == "ok"]
-        if forger == "swap":  # a head whose every candidate donor face is under half its size gets none
+        if forger != "blend":  # a head whose every candidate donor face is under half its size gets none
             skipped = rows[rows["status"] != "ok"]
             assert skipped["reason"].str.startswith("render failed: no swap donor").all()
             assert (skipped["label"] == 1).all() and (ok["label"] == 1).any()
+            # reals and fakes alike saved by the set's rule, a quality drawn per rendering
+            low, high = SAVES[forger]
+            assert ok["quality"].between(low, high).all() and set(ok["label"]) == {0, 1}
         else:
             assert len(ok) == len(base), rows["reason"].dropna().unique()
         for crop, row in ok.iterrows():
@@ -433,18 +532,26 @@ def test_other_forgers_share_the_reals_and_fake_the_same_renderings(pipeline, fo
                 row[c] == base.loc[crop, c] for c in ("roi_x1", "roi_y1", "roi_x2", "roi_y2", "augment")
             ]
             assert all(same_box)
-            if row.label == 0:
-                assert row.path == base.loc[crop, "path"]  # the very same real crop
-                continue
-            assert row.path == f"{split}_{forger}/{crop}.png" and row.forger == forger
-            fake, warped = (
+            own, split_crop = (
                 load_rgb(pipeline / "data/crops" / path) for path in (row.path, base.loc[crop, "path"])
             )
-            assert np.abs(fake.astype(int) - warped).mean() > 1  # not the warp's fake
-            if forger == "swap":
+            if row.label == 0 and forger == "blend":
+                assert row.path == base.loc[crop, "path"]  # the very same real crop
+                continue
+            assert row.path == f"{split}_{forger}/{crop}.png"
+            if row.label == 0:  # a swap set's real: the split's rendering, re-saved as the set's fakes
+                assert pd.isna(row.forger) and 0.1 < np.abs(own.astype(int) - split_crop).mean() < 8
+                continue
+            assert row.forger == forger.removesuffix("_unseen")
+            assert np.abs(own.astype(int) - split_crop).mean() > 1  # not the warp's fake
+            if forger != "blend":
                 donor_split, donor_group = where[row.donor]
                 assert donor_split == split and donor_group != row.group
                 assert row.donor not in BAD  # never a photo whose landmarks lie outside it, or a tiny face
+                drawn = json.loads(row.swap)
+                for axis in ("color", "align", "interpolation", "mask"):
+                    assert drawn[axis] in getattr(settings, axis), (axis, drawn)
+                assert settings.scale[0] <= drawn["scale"] <= settings.scale[1]
 
 
 def test_swap_donors_are_from_another_group_of_the_same_split():
@@ -480,8 +587,9 @@ def test_a_mixed_recipe_keeps_the_reals_and_draws_one_forger_per_fake(pipeline):
     rows = crop_index.recipe_rows(index, "warp_blend", seed=42)
     train = index[index["split"] == "train"]
     assert list(rows["crop_id"]) == sorted(train["crop_id"])  # each crop once, in order
-    reals = rows[rows["label"] == 0]
-    assert (reals["split"] == "train").all()
+    reals = rows[rows["label"] == 0]  # from either set: the same crop files
+    assert set(reals["split"]) == {"train", "train_blend"}
+    assert (reals["path"].str.removeprefix("train/") == reals["crop_id"] + ".png").all()
     fakes = rows[rows["label"] == 1]
     assert set(fakes["split"]) == {"train", "train_blend"}
     again = crop_index.recipe_rows(index, "warp_blend", seed=42)
@@ -490,11 +598,11 @@ def test_a_mixed_recipe_keeps_the_reals_and_draws_one_forger_per_fake(pipeline):
     assert (single["split"] == "train_blend").all() and len(single) == len(train)
 
 
-def test_jpeg_after_forging_resaves_reals_and_fakes_and_swaps_at_the_photo_quality(photos, tmp_path):
+def test_jpeg_after_forging_resaves_reals_and_fakes_and_swap_sets_at_the_photo_quality(photos, tmp_path):
     folder = tmp_path / "jpeg"
     write_workspace(
-        folder, photos, fakes={"jpeg": [60, 90]}, train={"fakes": ["warp"]},
-        testsets={"forgers": ["swap"], "matched_blur": False, "jpeg_qualities": []},
+        folder, photos, fakes={"jpeg": [60, 90], "swap": {"save": "head"}}, train={"fakes": ["warp"]},
+        testsets={"forgers": ["swap"], "unseen_swap": None, "matched_blur": False, "jpeg_qualities": []},
     )  # fmt: skip
     result = run_stage("materialize", folder)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -503,15 +611,15 @@ def test_jpeg_after_forging_resaves_reals_and_fakes_and_swaps_at_the_photo_quali
     drawn = ok[ok["split"].isin(["train", "test"])]
     assert drawn["quality"].between(60, 90).all() and set(drawn["label"]) == {0, 1}
     assert drawn["quality"].nunique() > 3
-    swaps = ok[(ok["split"] == "test_swap") & (ok["label"] == 1)]
-    assert len(swaps) and (swaps["quality"] == 92).all()  # write_workspace saves the photos at 92
+    swaps = ok[ok["split"] == "test_swap"]  # its reals as its fakes: write_workspace saves the photos at 92
+    assert set(swaps["label"]) == {0, 1} and (swaps["quality"] == 92).all()
 
 
 def test_ela_at_photo_cuts_the_photo_ela_at_the_crop_roi(photos, tmp_path):
     folder = tmp_path / "photo"
     write_workspace(
         folder, photos, ela={"at": "photo"}, train={"fakes": ["warp"]},
-        testsets={"forgers": [], "matched_blur": False, "jpeg_qualities": []},
+        testsets={"forgers": [], "unseen_swap": None, "matched_blur": False, "jpeg_qualities": []},
     )  # fmt: skip
     for stage in ("materialize", "ela"):
         result = run_stage(stage, folder)

@@ -37,6 +37,25 @@ def test_repo_params_are_valid_and_complete():
         ({"fakes": {"swap": {"feather": [0.1, 0.03]}}}, "fakes.swap.feather"),
         ({"fakes": {"swap": {"intersect": "yes"}}}, "fakes.swap.intersect"),
         ({"fakes": {"swap": {"hul": "all"}}}, "fakes.swap.hul"),
+        ({"fakes": {"swap": {"color_transfer": True}}}, "fakes.swap.color_transfer"),
+        ({"fakes": {"swap": {"color": ["sepia"]}}}, "fakes.swap.color"),
+        ({"fakes": {"swap": {"align": []}}}, "fakes.swap.align"),
+        ({"fakes": {"swap": {"mask": ["inner", "inner"]}}}, "fakes.swap.mask"),
+        ({"fakes": {"swap": {"interpolation": None}}}, "fakes.swap.interpolation"),
+        ({"fakes": {"swap": {"erosion": [0.1, 0.0]}}}, "fakes.swap.erosion"),
+        ({"fakes": {"swap": {"scale": [1.0]}}}, "fakes.swap.scale"),
+        ({"fakes": {"swap": {"save": [90, 101]}}}, "fakes.swap.save"),
+        ({"fakes": {"swap": {"save": "tail"}}}, "fakes.swap.save"),
+        ({"testsets": {"unseen_swap": {"color": ["reinhard", "lowfreq"]}}}, "testsets.unseen_swap.color"),
+        ({"testsets": {"unseen_swap": {"scale": [1.2, 1.6]}}}, "testsets.unseen_swap.scale"),
+        ({"testsets": {"unseen_swap": {"save": [60, 80]}}}, "testsets.unseen_swap.save"),
+        ({"testsets": {"unseen_swap": {"save": "head"}}}, "testsets.unseen_swap.save"),
+        ({"fakes": {"swap": {"scale": []}}}, "testsets.unseen_swap.scale"),
+        ({"fakes": {"swap": {"mask": ["subset"]}}}, "testsets.unseen_swap.mask"),
+        ({"testsets": {"unseen_swap": {}}}, "testsets.unseen_swap"),
+        ({"testsets": {"unseen_swap": {"colour": ["lowfreq"]}}}, "testsets.unseen_swap.colour"),
+        ({"materialize": {"train_variants": 0}}, "materialize.train_variants"),
+        ({"train": {"pairs": "yes"}}, "train.pairs"),
         ({"split": {"test_fraction": 1.5}}, "split.test_fraction"),
         ({"data": {"checksums": {"muct-a-jpg-v1.tar.gz": "abc"}}}, "data.checksums"),
         ({"data": {"group_pattern": "no-groups"}}, "data.group_pattern"),
@@ -71,7 +90,7 @@ def test_flatten_and_digest():
     flat = P.flatten(p)
     assert flat["ela.quality"] == p.ela.quality
     assert flat["fakes.scales"] == "[64, 127]"
-    assert flat["fakes.blend.ratio"] == "[0.25, 0.75]" and flat["fakes.swap.hull"] == "inner"
+    assert flat["fakes.blend.ratio"] == "[0.25, 0.75]" and flat["fakes.swap.hull"] == "all"
     assert flat["data.checksums"] == "{}"
     assert P.digest(p) == P.digest(P.parse({}))
     assert P.digest(p) != P.digest(P.parse({"ela": {"quality": 90}}))
@@ -155,3 +174,27 @@ def test_params_stay_what_dvc_and_people_write(tmp_path):
 def test_missing_params_file_names_it(tmp_path):
     with pytest.raises(P.ParamsError, match=f"{tmp_path / 'params.yaml'} not found"):
         P.load(tmp_path / "params.yaml")
+
+
+def test_the_held_out_swaps_share_nothing_with_the_training_family():
+    """params.yaml's test_swap_unseen holds out six axes, none sharing a value or a range with
+    fakes.swap, the only family a training recipe (swap, or a mix naming it) draws swaps from."""
+    p = P.load(ROOT / "params.yaml")
+    family, held = p.fakes.swap, p.testsets.unseen_swap
+    axes = held.held_out()
+    assert set(axes) == {"color", "align", "interpolation", "mask", "scale", "save"}
+    for axis in ("color", "align", "interpolation", "mask"):
+        assert not set(axes[axis]) & set(getattr(family, axis)), axis
+        assert len(getattr(family, axis)) >= 2, axis  # the family varies on every axis
+    for axis in ("scale", "save"):
+        (low, high), (family_low, family_high) = axes[axis], getattr(family, axis)
+        assert high < family_low or family_high < low, axis
+    assert held.overlaps(family) == {}
+    unseen = held.over(family)  # the held-out axes replaced, the rest the family's
+    assert (
+        unseen.erosion == family.erosion and unseen.feather == family.feather and unseen.mask == ("subset",)
+    )
+    # the single swap of earlier versions stays expressible
+    single = {"color": ["reinhard"], "align": ["inner"], "interpolation": ["linear"], "mask": ["inner"],
+              "erosion": [0.0, 0.0], "scale": [], "save": "head", "hull": "inner"}  # fmt: skip
+    assert P.parse({"fakes": {"swap": single}, "testsets": {"unseen_swap": None}}).fakes.swap.save == "head"

@@ -111,6 +111,7 @@ def test_repro_runs_every_stage_and_writes_every_output(pipeline_repo):
         "test",
         "test_blend",
         "test_swap",
+        "test_swap_unseen",
         "test_matched",
         *(f"test_jpeg{q}" for q in (100, 95, 90, 80, 70)),
     ]
@@ -129,12 +130,19 @@ def test_repro_runs_every_stage_and_writes_every_output(pipeline_repo):
         assert list(dict.fromkeys(predictions["set"])) == test_sets
     for name in ("landmarks", "split", "materialize", "eval", "baseline/warp", "baseline/blend", "compare"):
         assert json.loads((repo / f"metrics/{name}.json").read_text())
+    for recipe in ("warp", "blend"):  # ela.qualities is []: no JPEG ghost, its file the header alone
+        assert (
+            repo / f"data/predictions/ghost-{recipe}.csv"
+        ).read_text() == "set,crop_id,photo_id,label,p_fake\n"
+    swaps = index[index["split"].isin(["test_swap", "test_swap_unseen"]) & (index["status"] == "ok")]
+    for name, (low, high) in (("test_swap", (75, 100)), ("test_swap_unseen", (50, 70))):
+        saved = swaps[swaps["split"] == name]  # reals and fakes alike, by the set's rule
+        assert set(saved["label"]) == {0, 1} and saved["quality"].between(low, high).all(), name
     evaluation = json.loads((repo / "metrics/eval.json").read_text())
     assert evaluation["model"] == "ela-warp-s42"
     assert evaluation["roc_auc"] == predictions_auc(repo, "ela-warp-s42")
-    assert {"baseline_auc", "rgb-warp_auc_mean", "matched_ela-warp_auc_mean", "swap_roc_auc"} <= set(
-        evaluation
-    )
+    headline = {"baseline_auc", "rgb-warp_auc_mean", "matched_ela-warp_auc_mean", "swap_roc_auc"}
+    assert headline | {"swap_unseen_roc_auc"} <= set(evaluation)
     compare = json.loads((repo / "metrics/compare.json").read_text())
     rows = ["ela-warp", "rgb-warp", "baseline-warp", "ela-blend", "rgb-blend", "baseline-blend"]
     assert sorted(compare["cross_forger"]) == sorted(rows)

@@ -8,10 +8,10 @@ from faceswap_ela.params import ExtraSetsParams
 
 def test_derived_set_names():
     assert testsets.derived_sets(ExtraSetsParams()) == [
-        "test_blend", "test_swap", "test_matched",
+        "test_blend", "test_swap", "test_swap_unseen", "test_matched",
         "test_jpeg100", "test_jpeg95", "test_jpeg90", "test_jpeg80", "test_jpeg70",
     ]  # fmt: skip
-    only = ExtraSetsParams(forgers=(), matched_blur=False, jpeg_qualities=(50,))
+    only = ExtraSetsParams(forgers=(), unseen_swap=None, matched_blur=False, jpeg_qualities=(50,))
     assert testsets.derived_sets(only) == ["test_jpeg50"]
 
 
@@ -33,7 +33,16 @@ def test_forger_sets_and_recipe_sets():
 
 
 def test_set_order():
-    names = ["test_jpeg70", "test_matched", "test_swap", "test_jpeg100", "test", "test_blend", "test"]
+    names = [
+        "test_jpeg70",
+        "test_swap_unseen",
+        "test_matched",
+        "test_swap",
+        "test_jpeg100",
+        "test",
+        "test_blend",
+    ]
     assert testsets.set_order(names) == [
-        "test", "test_blend", "test_swap", "test_matched", "test_jpeg100", "test_jpeg70",
+        "test", "test_blend", "test_swap", "test_swap_unseen", "test_matched", "test_jpeg100", "test_jpeg70",
     ]  # fmt: skip
+    assert testsets.set_forger("test_swap_unseen") is None  # not swap's: no training recipe made these

@@ -3,12 +3,12 @@ metrics/download.json. See faceswap_ela.download."""
 
 import sys
 
-from faceswap_ela import archives, download, stage
+from faceswap_ela import archives, download, layout, stage
 from faceswap_ela import params as P
 
 
 def run(p: P.Params) -> None:
-    download.run(p.data, "data/raw", "metrics/download.json", root=P.repo_root())
+    download.run(p.data, layout.RAW, layout.DOWNLOAD_METRICS, root=P.repo_root())
 
 
 if __name__ == "__main__":

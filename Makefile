@@ -56,6 +56,7 @@ bench: setup
 	$(BIN)/python benchmarks/landmarks.py
 	$(BIN)/python benchmarks/ela.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/predict.py
 
 results: setup
 	$(BIN)/python tools/results.py

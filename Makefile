@@ -3,6 +3,8 @@
 #   make repro SOURCE=../shared/datasets/helen-train   the same on a local folder (no internet)
 #   make test                                    the test suite
 #   make server                                  an MLflow tracking server on 127.0.0.1:5001 (SERVER_PORT=...)
+#   make serve                                   the registered detector over REST on 127.0.0.1:5002 (docs/predict.md)
+#   make champion VERSION=N                      point the alias `champion` (what make serve serves) at version N
 #   make results                                 docs/results.md and the README's table, from metrics/ (docs/results.yaml)
 #   make ui-check                                the MLflow UI of a tiny pipeline, seen in headless Chromium
 #   make ui-screenshot                           docs/mlflow-compare.png: two runs compared in the MLflow UI
@@ -14,11 +16,18 @@ SOURCE ?=
 SERVER_HOST ?= 127.0.0.1
 SERVER_PORT ?= 5001
 SERVER_OPTS ?=
+MODEL_NAME ?= faceswap-ela-cnn
+MODEL ?= models:/$(MODEL_NAME)@champion
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 5002
+VERSION ?=
+# the store the pipeline registers into, unless MLFLOW_TRACKING_URI names another (a server)
+STORE = $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}
 
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench results ui server ui-check ui-screenshot clean
+.PHONY: setup repro test lint bench results ui server serve champion ui-check ui-screenshot clean
 
 setup: $(VENV)/.installed
 
@@ -47,6 +56,7 @@ bench: setup
 	$(BIN)/python benchmarks/landmarks.py
 	$(BIN)/python benchmarks/ela.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/predict.py
 
 results: setup
 	$(BIN)/python tools/results.py
@@ -61,6 +71,18 @@ server: setup
 	$(BIN)/mlflow server --host $(SERVER_HOST) --port $(SERVER_PORT) \
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow-server.db \
 		--serve-artifacts --artifacts-destination $(CURDIR)/mlartifacts-server $(SERVER_OPTS)
+
+# the registered detector (detector.py) over REST, on loopback: POST /invocations (docs/predict.md);
+# MODEL=models:/faceswap-ela-cnn/latest serves the newest version, whatever the alias
+serve: setup
+	MLFLOW_TRACKING_URI=$(STORE) $(BIN)/mlflow models serve -m '$(MODEL)' --env-manager local \
+		--host $(SERVE_HOST) --port $(SERVE_PORT)
+
+champion: setup
+	@test -n '$(VERSION)' || { echo 'usage: make champion VERSION=N (a version of $(MODEL_NAME))'; exit 2; }
+	MLFLOW_TRACKING_URI=$(STORE) $(BIN)/python -c 'import sys, mlflow; \
+		mlflow.MlflowClient().set_registered_model_alias(sys.argv[1], "champion", sys.argv[2])' \
+		'$(MODEL_NAME)' '$(VERSION)'
 
 # the UI checks need Chromium (apt-get install chromium); without it ui-check skips
 ui-check: setup

@@ -3,7 +3,7 @@
     faceswap-ela predict PATH... [--model NAME|FILE|models:/NAME/latest] [--format table|json|csv]
                                  [--heatmap DIR] [--threshold T] [--rois K] [--params params.yaml]
                                  [--input ela|rgb] [--precision auto|float32|bfloat16|float16]
-                                 [--verbose]
+                                 [--workers N] [--verbose]
 
 prints, for every face found in the photos (folders are walked recursively for .jpg/.jpeg/.png),
 the face box, p(fake) and the label at the threshold. The model is used as its card says (input
@@ -38,14 +38,22 @@ EXIT_OUTPUT = getattr(os, "EX_IOERR", 74)  # sysexits.h: the results could not b
 EXIT_PIPE = 128 + signal.SIGPIPE  # the reader went away: what a shell reports for a tool SIGPIPE ends
 
 
-def _rois(text: str) -> int:
+def _whole(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
     return value
+
+
+def _rois(text: str) -> int:
+    return _whole(text, 1)
+
+
+def _workers(text: str) -> int:
+    return _whole(text, 0)
 
 
 def _threshold(text: str) -> float:
@@ -102,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--precision", choices=("auto", "float32", "bfloat16", "float16"),
         help="numeric precision of the forward pass (default: params.yaml train.precision, for this machine)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--workers", type=_workers, default=0, metavar="N",
+        help="processes that read the photos and find their faces (default: 0, every core; a few "
+        "photos are read in this process); the output is the same whatever N",
     )  # fmt: skip
     predict.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
     predict.add_argument(
@@ -177,7 +190,9 @@ def run_predict(args: argparse.Namespace) -> int:
             _say("warning", predictor.warning)
         if args.verbose:
             print(f"{PROG}: {predict.printable(predictor.settings())}", file=sys.stderr)
-        rows = predictor.predict(args.paths, heatmap_dir=args.heatmap, progress=args.progress)
+        rows = predictor.predict(
+            args.paths, heatmap_dir=args.heatmap, progress=args.progress, workers=args.workers
+        )
         if args.verbose and predictor.precision_choice is not None:
             choice = predictor.precision_choice
             print(

@@ -39,7 +39,7 @@ class ImageError(ValueError):
     """A photo that can't be used, with the reason as its message."""
 
 
-def _open(source: str | os.PathLike | bytes) -> Image.Image:
+def _open(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     if isinstance(source, bytes):
         if not source:
             raise ImageError("empty file (0 bytes)")
@@ -56,9 +56,9 @@ def _open(source: str | os.PathLike | bytes) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(fp)
-            if image.width * image.height > MAX_PIXELS:
+            if image.width * image.height > max_pixels:
                 raise ImageError(
-                    f"too large: {image.width}x{image.height} pixels exceeds the {MAX_PIXELS:,}-pixel limit"
+                    f"too large: {image.width}x{image.height} pixels exceeds the {max_pixels:,}-pixel limit"
                 )
             image.load()
     except ImageError:
@@ -89,9 +89,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_rgb(source: str | os.PathLike | bytes) -> np.ndarray:
-    """A photo as a contiguous H x W x 3 uint8 RGB array, or ImageError with the reason."""
-    image = _open(source)
+def load_rgb(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A photo (a file or its encoded bytes) as a contiguous H x W x 3 uint8 RGB array, or
+    ImageError with the reason; one of more than ``max_pixels`` pixels (at most MAX_PIXELS, above
+    which Pillow's own guard refuses it) is refused from its header, before it is decoded."""
+    image = _open(source, max_pixels)
     try:
         rgb = to_rgb(image)
     except (OSError, ValueError) as exc:

@@ -11,10 +11,12 @@ A model without a card is used with params.yaml's settings as an ELA model, with
 
 Every face dlib finds is scored. The ROI is the deterministic centred box (``roi_box`` with
 rng=None), or with ``rois`` > 1 the mean p(fake) over that many random ROIs drawn like the training
-crops, each from ``seeding.rng(seed, "predict", photo file name, face index, k)``. All faces of all
-photos go through the model in one ``predict`` call. The model is loaded and checked, and the
-heatmap folder checked, before the first photo is read, so that a usage problem costs no work;
-TensorFlow's start-up lines on stderr are silenced unless ``verbose``.
+crops, each from ``seeding.rng(seed, "predict", photo file name, face index, k)``. The photos are
+read and their faces found, cropped and ELA'd in a pool of worker processes, and the faces go
+through the model in batches (scoring.score_photos, which the served detector shares); the rows do
+not depend on the number of workers. The model is loaded and checked, and the heatmap folder
+checked, before the first photo is read, so that a usage problem costs no work; TensorFlow's
+start-up lines on stderr are silenced unless ``verbose``.
 
 Each input gives one or more Predictions: one per face (status ``ok``, or ``error`` when the
 model's score is no probability, NaN from broken weights say), or one row with status ``no face``,
@@ -42,7 +44,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from faceswap_ela import card, ela, landmarks, roi, seeding
-from faceswap_ela.images import ImageError, find_photos, load_rgb, os_reason
+from faceswap_ela.images import find_photos, os_reason
 from faceswap_ela.params import Params
 from faceswap_ela.predict_model import PredictError, load_model, quiet_stderr, resolve_model
 
@@ -167,13 +169,13 @@ class Predictor:
     model's MLmodel metadata) sets the input kind and the ``ela`` and ``roi`` sections of
     ``params``, which keeps the rest; without a card, params.yaml's settings are used and
     ``warning`` says so. ``input_kind`` (ela or rgb, default the card's, else ela) must agree with
-    the card. The dlib models and the Keras model are loaded on first use and kept (predict loads
-    the Keras model first). PredictError when the model file is missing, its card is bad or
-    contradicted, or ``rois`` < 1. ``verbose`` lets TensorFlow's start-up lines through. Heatmaps
-    that could not be written are listed in ``heatmap_errors``. The forward pass runs under
-    ``precision`` (default params.train.precision, resolved for this machine as training and
-    evaluation resolve it: a model trained in float16 on a GPU is not run in emulated float16 on a
-    CPU); the choice is in ``precision_choice``.
+    the card. The Keras model is loaded on first use and kept (predict loads it before any photo;
+    dlib's models are loaded where the photos are read, see scoring). PredictError when the model
+    file is missing, its card is bad or contradicted, or ``rois`` < 1. ``verbose`` lets
+    TensorFlow's start-up lines through. Heatmaps that could not be written are listed in
+    ``heatmap_errors``. The forward pass runs under ``precision`` (default params.train.precision,
+    resolved for this machine as training and evaluation resolve it: a model trained in float16 on
+    a GPU is not run in emulated float16 on a CPU); the choice is in ``precision_choice``.
     """
 
     def __init__(
@@ -220,7 +222,6 @@ class Predictor:
         self.rois = int(rois)
         self.verbose = verbose
         self.heatmap_errors: list[str] = []
-        self._dlib: tuple[Any, Any] | None = None
         self._net: Any = None
 
     def settings(self) -> str:
@@ -260,25 +261,6 @@ class Predictor:
         """Load and check the model now (PredictError when it is none or does not fit)."""
         _ = self.net
 
-    def faces(self, rgb: np.ndarray, name: str) -> list[FaceCrops]:
-        """Every face of an RGB photo, with its crops and ELA images; ``name`` (the photo's file
-        name) seeds the random ROIs."""
-        if self._dlib is None:
-            try:
-                self._dlib = landmarks.load_models()
-            except landmarks.LandmarkError as exc:
-                raise PredictError(str(exc)) from None
-        lm, settings = self.params.landmarks, self.params.ela
-        found = landmarks.detect_faces(
-            rgb, *self._dlib, upsample=lm.upsample, max_side=lm.max_side, retry_full_size=lm.retry_full_size
-        )
-        levels = None
-        if found and settings.at == "photo":
-            levels = ela.photo_levels(rgb, settings)
-        return [
-            face_crops(rgb, face, i, self.params, self.rois, name, levels) for i, face in enumerate(found)
-        ]
-
     def inputs(self, face: FaceCrops) -> list[np.ndarray]:
         """What the model takes of a face: its ELA images, or its RGB crops for an rgb model."""
         return face.crops if self.input == "rgb" else face.elas
@@ -295,29 +277,6 @@ class Predictor:
 
     def label(self, p_fake: float) -> str:
         return "fake" if p_fake >= self.threshold else "real"
-
-    def _rows(self, path: Path, error: str | None, keep_crops: bool) -> list[Prediction | FaceCrops]:
-        """One photo's rows in face order: a Prediction where no score is needed (an error, no
-        face, a face too small), the FaceCrops to score (crops kept only for heatmaps) otherwise."""
-        if error is None:
-            try:
-                rgb = load_rgb(path)
-            except ImageError as exc:
-                error = str(exc)
-        if error is not None:
-            return [Prediction(str(path), status=ERROR, error=error)]
-        found = self.faces(rgb, path.name)
-        if not found:
-            return [Prediction(str(path), status=NO_FACE)]
-        for face in found:
-            if not keep_crops and self.input == "ela":
-                face.crops = face.crops[:0]
-        return [
-            face
-            if face.elas
-            else Prediction(str(path), face.index, face.box, status=TOO_SMALL, error="empty ROI")
-            for face in found
-        ]
 
     def _heatmap(self, folder: Path, path: Path, face: FaceCrops, p_fake: float, names: set[str]) -> None:
         from faceswap_ela import figures
@@ -336,39 +295,29 @@ class Predictor:
         *,
         heatmap_dir: str | os.PathLike | None = None,
         progress: bool = False,
+        workers: int = 0,
     ) -> list[Prediction]:
         """Predictions for every photo named by ``paths`` (files, or folders walked recursively),
-        in input order, one row per face. With ``heatmap_dir``, a PNG per face (see
+        in input order, one row per face, the photos read and their faces found by ``workers``
+        processes (0: every core; see scoring.pool_size). With ``heatmap_dir``, a PNG per face (see
         figures.heatmap): the folder is checked first (PredictError), and a figure that can't be
         written is left out and named in ``heatmap_errors``."""
-        from tqdm import tqdm
+        from faceswap_ela import scoring
 
         if heatmap_dir is not None:
             heatmap_dir = check_heatmap_dir(heatmap_dir)
         self.net  # noqa: B018 - load and check the model before any photo
         self.heatmap_errors = []
-        rows: list[Prediction | None] = []
-        pending: list[tuple[int, Path, FaceCrops]] = []  # row slot, photo, face
-        for path, error in tqdm(find_photos(paths), desc="photos", unit="photo", disable=not progress):
-            for row in self._rows(path, error, keep_crops=heatmap_dir is not None):
-                if isinstance(row, FaceCrops):
-                    pending.append((len(rows), path, row))
-                    row = None
-                rows.append(row)
-        if pending:
-            scores = self.score(np.stack([x for _, _, face in pending for x in self.inputs(face)]))
-            start, names = 0, set()
-            for slot, path, face in pending:
-                p_fake = float(scores[start : start + len(face.elas)].mean())
-                start += len(face.elas)
-                problem = score_problem(p_fake)
-                if problem:
-                    rows[slot] = Prediction(str(path), face.index, face.box, status=ERROR, error=problem)
-                    continue
-                rows[slot] = Prediction(str(path), face.index, face.box, p_fake, self.label(p_fake))
-                if heatmap_dir is not None:
-                    self._heatmap(heatmap_dir, path, face, p_fake, names)
-        return [row for row in rows if row is not None]
+        photos = [scoring.Photo(str(path), path, error) for path, error in find_photos(paths)]
+        scored = scoring.score_photos(
+            self, photos, workers=workers, keep_crops=heatmap_dir is not None, progress=progress
+        )
+        if heatmap_dir is not None:
+            names: set[str] = set()
+            for item in scored:
+                if item.face is not None and item.row.p_fake is not None:
+                    self._heatmap(heatmap_dir, Path(item.row.photo), item.face, item.row.p_fake, names)
+        return [item.row for item in scored]
 
 
 def score_problem(p_fake: float) -> str | None:

@@ -11,6 +11,8 @@ from faceswap_ela import params as P
 
 log = logging.getLogger(__name__)
 
+DETECTOR = "detector"  # the name detector.log_detector logs the pyfunc model under
+
 
 def model_runs(name: str) -> tuple[object, object]:
     """The MLflow runs of one model: the one `train@` started and the one `evaluate@` logged to
@@ -29,8 +31,9 @@ def run_ids(names: Iterable[str]) -> list[str]:
 
 def register_primary(tracker: tracking.Tracker, p: P.Params, name: str) -> str | None:
     """Register the primary model, as `evaluate@` logged it into its run, as a new version of
-    tracking.model_name, tagged with the DVC experiment, the git commit and the runs; the version,
-    or None (after one warning) when there is no logged model."""
+    tracking.model_name, tagged with the DVC experiment, the git commit and the runs: its detector
+    (the pyfunc model a team serves, see detector.py), else, from a run that holds none, its Keras
+    model. The version, or None (after one warning) when there is no logged model."""
     if not tracker.active:
         return None
     if not p.tracking.log_model:
@@ -43,7 +46,7 @@ def register_primary(tracker: tracking.Tracker, p: P.Params, name: str) -> str |
     commit = tracking.git_commit()
     tags = {"dvc_exp_name": tracking.run_name(commit), "git_commit": commit, "model": name,
             "comparison_run_id": tracker.run_id, "params_hash": P.digest(p)}  # fmt: skip
-    version = tracker.register_model(run_id, p.tracking.model_name, tags)
+    version = tracker.register_model(run_id, p.tracking.model_name, tags, DETECTOR, fallback="model")
     if version is not None:
         tracker.set_tags({"registered_model": p.tracking.model_name, "registered_version": version})
     return version

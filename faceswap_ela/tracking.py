@@ -256,12 +256,13 @@ class Tracker:
         self._call("nesting the model runs", run)
 
     def register_model(
-        self, run_id: str, name: str, tags: Mapping[str, object] | None = None, artifact_path: str = "model"
-    ) -> str | None:
-        """Register the model logged into run ``run_id`` under ``artifact_path`` (by
-        ``mlflow.keras.log_model``, or as a plain .keras file when that failed) as a new version of
-        the registered model ``name``, created if need be, with ``tags``. Returns the version, or
-        None (one warning) when the run holds no such model or MLflow fails."""
+        self, run_id: str, name: str, tags: Mapping[str, object] | None = None, artifact_path: str = "model",
+        fallback: str | None = None,
+    ) -> str | None:  # fmt: skip
+        """Register the model logged into run ``run_id`` under ``artifact_path`` (by ``log_model``,
+        as a plain .keras file when that failed, or by detector.log_detector), else under
+        ``fallback``, as a new version of the registered model ``name``, created if need be, with
+        ``tags``: the version, or None (one warning) when the run holds no such model or MLflow fails."""
         if not self.active:
             return None
 
@@ -269,6 +270,8 @@ class Tracker:
             from mlflow.exceptions import MlflowException
 
             source, model_id = _model_source(self.client, run_id, artifact_path)
+            if source is None and fallback is not None:
+                source, model_id = _model_source(self.client, run_id, fallback)
             if source is None:
                 log.warning("MLflow run %s holds no logged model: not registering %r", run_id, name)
                 return None

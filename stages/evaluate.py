@@ -6,7 +6,8 @@ every set) and metrics/eval/<name>.json (accuracy, ROC AUC, precision, recall, F
 positive class at eval.threshold, and the confusion matrix, per set), all or none. The forward
 pass runs under train.precision, as training did. Logs them, with the ROC figure of the standard
 test set and (tracking.log_model) the model with its card (models/<name>/card.json, in the MLmodel
-metadata), into the model's MLflow run (models/<name>/run.json).
+metadata), as a Keras model and as the detector a team serves (detector.py), into the model's MLflow
+run (models/<name>/run.json).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import keras
 
-from faceswap_ela import card, dataset, evaluation, figures, hardware, layout, stage, tracking
+from faceswap_ela import card, dataset, detector, evaluation, figures, hardware, layout, stage, tracking
 from faceswap_ela import model as cnn
 from faceswap_ela import params as P
 from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
@@ -85,6 +86,7 @@ def run(p: P.Params, input_kind: str, fakes: str, seed: int) -> None:
         tracker.log_artifact(outs[1], "metrics")
         if p.tracking.log_model:
             tracker.log_model(saved, saved=model, card=model_card)
+            detector.log_detector(tracker, model, model_card, p)
 
 
 if __name__ == "__main__":

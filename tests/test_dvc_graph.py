@@ -16,6 +16,7 @@ PLUMBING = {"params", "stage", "outputs", "parallel"}
 # imported for something that is not a DVC output of the stage
 NOT_OUTPUT_SHAPING = {
     ("train", "figures"),  # the history figure, an MLflow artifact only
+    ("evaluate", "detector"),  # the served detector, an MLflow logged model only
     # where the files are: dvc.yaml names the same paths (checked below), so editing layout.py need
     # not re-run the stages that take nothing else from it
     *((name, "layout") for name in ("download", "landmarks", "split", "materialize", "ela")),

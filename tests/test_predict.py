@@ -30,10 +30,12 @@ from faceswap_ela import (
     mlflow_store,
     predict,
     roi,
+    scoring,
     seeding,
 )
 from faceswap_ela import params as P
 from faceswap_ela.images import load_rgb, save_png
+from faceswap_ela.parallel import n_workers
 from tests.helpers.sample_data import portrait, write_bad_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,6 +284,36 @@ def test_bad_inputs_are_reported_and_the_rest_scored(trained, capsys, tmp_path):
     assert len(lines) == 4 and "no face" in lines[2] and lines[3].rstrip().endswith("ok")
     face_column = lines[0].index("face")  # aligned columns
     assert lines[2][face_column] == "-" and lines[3][face_column] == "0"
+
+
+def test_the_rows_are_the_same_whatever_the_number_of_workers(trained, capsys, tmp_path, monkeypatch):
+    """Photos are read, and their faces found, cropped and ELA'd, by a pool of worker processes:
+    1 or 2 workers give the same rows to the last bit, random ROIs and heatmaps included; the CNN's
+    batches (scoring.CHUNK inputs) change the scores by rounding at most."""
+    folder = tmp_path / "photos"
+    write_bad_images(folder / "bad")
+    for name in PORTRAITS:
+        shutil.copy(trained.real[name], folder)
+        shutil.copy(trained.fake[name], folder)
+    args = [folder, *using(trained), "--format", "json", "--rois", "3", "--precision", "float32"]
+    outputs, heatmaps = {}, {}
+    for workers in (1, 2):
+        heatmaps[workers] = tmp_path / f"heatmaps-{workers}"
+        code, outputs[workers], err = run(capsys, *args, "--workers", workers, "--heatmap", heatmaps[workers])
+        assert code == 1 and err.count("faceswap-ela: error:") == 4, err  # the 4 unusable images
+    assert outputs[1] == outputs[2]
+    rows = json.loads(outputs[1])
+    assert sum(row["status"] == "ok" for row in rows) == 2 * len(PORTRAITS) + 5
+    assert sorted(p.name for p in heatmaps[1].iterdir()) == sorted(p.name for p in heatmaps[2].iterdir())
+    monkeypatch.setattr(scoring, "CHUNK", 2)  # a forward pass per photo
+    code, out, _ = run(capsys, *args, "--workers", "2")
+    small = json.loads(out)
+    assert [{**row, "p_fake": None} for row in small] == [{**row, "p_fake": None} for row in rows]
+    assert [row["p_fake"] for row in small] == pytest.approx([row["p_fake"] for row in rows], abs=1e-6)
+    # workers=0: every core, but a pool only where there are photos enough for it
+    cores, many = n_workers(0), scoring.MIN_PHOTOS_PER_WORKER * n_workers(0) * 4
+    assert [scoring.pool_size(0, n) for n in (0, 3, many)] == [1, 1, cores]
+    assert [scoring.pool_size(2, n) for n in (1, 3)] == [1, 2]
 
 
 def test_folder_walk_and_default_model(trained, capsys, tmp_path, monkeypatch):

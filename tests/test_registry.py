@@ -17,11 +17,13 @@ class Tracker:
 
     def __init__(self, active: bool = True, version: str | None = "3"):
         self.active, self.version = active, version
-        self.registered: list[tuple[str, str, dict]] = []
+        self.registered: list[tuple[str, str, dict, tuple[str, str | None]]] = []
         self.tags: dict[str, object] = {}
 
-    def register_model(self, run_id: str, name: str, tags: dict) -> str | None:
-        self.registered.append((run_id, name, tags))
+    def register_model(
+        self, run_id: str, name: str, tags: dict, artifact_path: str = "model", fallback: str | None = None
+    ) -> str | None:
+        self.registered.append((run_id, name, tags, (artifact_path, fallback)))
         return self.version
 
     def set_tags(self, tags: dict) -> None:
@@ -52,8 +54,9 @@ def test_the_primary_model_is_registered_from_its_evaluation_run(tmp_path, monke
     p = P.parse({"tracking": {"model_name": "detector"}})
     tracker = Tracker()
     assert registry.register_primary(tracker, p, "ela-warp-s42") == "3"
-    ((run_id, name, tags),) = tracker.registered
+    ((run_id, name, tags, logged),) = tracker.registered
     assert run_id == "b" and name == "detector"
+    assert logged == ("detector", "model")  # the served detector, else (an older run) the Keras model
     assert tags["model"] == "ela-warp-s42" and tags["comparison_run_id"] == "comparison-run"
     assert tags["params_hash"] == P.digest(p) and set(tags) >= {"dvc_exp_name", "git_commit"}
     assert tracker.tags == {"registered_model": "detector", "registered_version": "3"}

@@ -297,6 +297,8 @@ def test_register_model_from_a_plain_file_and_without_a_model(store, tmp_path, c
     tracker.log_artifact(saved, "model")  # what log_model falls back to when mlflow.keras fails
     assert tracker.register_model(tracker.run_id, "unit-cnn", {"git_commit": "c" * 40, "none": None}) == "1"
     assert tracker.register_model(tracker.run_id, "unit-cnn") == "2"  # the model exists: a new version
+    # no detector in the run (logged without a card, or MLflow failed): the Keras model instead
+    assert tracker.register_model(tracker.run_id, "unit-cnn", None, "detector", fallback="model") == "3"
     tracker.finish()
     client = MlflowClient(store)
     version = client.get_model_version("unit-cnn", "1")

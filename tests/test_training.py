@@ -142,14 +142,22 @@ def test_model_runs_nest_under_one_comparison_run(tmp_path):
         "metrics/ela-warp-s0.json",
     } <= artifacts
     assert (root / "mlartifacts" / run.info.run_id).is_dir()  # the experiment's artifact root
-    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
-    assert sorted(m.source_run_id for m in models) == sorted(
-        json.loads((repo / "models" / n / "run.json").read_text())["run_id"]
-        for n in ("ela-warp-s0", "rgb-warp-s0")
+    # each model's run holds its Keras model ("model") and the detector a team serves ("detector")
+    models = {
+        (m.source_run_id, m.name): m
+        for m in client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    }
+    model_runs = [json.loads((repo / "models" / n / "run.json").read_text())["run_id"]
+                  for n in ("ela-warp-s0", "rgb-warp-s0")]  # fmt: skip
+    assert sorted(models) == sorted((r, name) for r in model_runs for name in ("detector", "model"))
+    stored = root / "mlartifacts" / "models"
+    assert (stored / models[run.info.run_id, "model"].model_id / "artifacts/data/model.keras").is_file()
+    detector = models[run.info.run_id, "detector"]
+    for name in ("model.keras", "card.json"):
+        assert (stored / detector.model_id / "artifacts/artifacts" / name).is_file()
+    assert json.loads((stored / detector.model_id / "artifacts/artifacts/card.json").read_text()) == (
+        card.read(repo / "models" / "ela-warp-s0" / "card.json")
     )
-    assert (
-        root / "mlartifacts" / "models" / models[0].model_id / "artifacts" / "data" / "model.keras"
-    ).is_file()
 
     runs = client.search_runs([run.info.experiment_id])
     assert len(runs) == 3
@@ -161,8 +169,7 @@ def test_model_runs_nest_under_one_comparison_run(tmp_path):
     assert str(version.version) == "1" and version.run_id == run_info["run_id"]
     assert version.tags["dvc_exp_name"] == "tiny-exp" and version.tags["model"] == "ela-warp-s0"
     assert version.tags["comparison_run_id"] == top.info.run_id
-    logged = next(m.model_id for m in models if m.source_run_id == run_info["run_id"])
-    assert version.source == f"models:/{logged}"  # the logged model of evaluate@'s run
+    assert version.source == f"models:/{detector.model_id}"  # the detector evaluate@ logged
     assert top.data.tags["registered_version"] == "1"
     assert "test.baseline_auc" in top.data.metrics and "landmarks.faces.found" in top.data.metrics
     top_artifacts = {

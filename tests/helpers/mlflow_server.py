@@ -1,6 +1,6 @@
-"""A real `mlflow server` (or `mlflow ui`) on a free loopback port, for the tests that track into
-one or look at its UI: started and waited for (running), stopped with its workers (stop), and its
-REST API (api)."""
+"""A real `mlflow server` (or `mlflow ui`, or `mlflow models serve`) on a free loopback port, for the
+tests that track into one, look at its UI or post to a served model: started and waited for
+(running), stopped with its workers (stop), and its REST API (api)."""
 
 from __future__ import annotations
 
@@ -43,18 +43,27 @@ def stop(process: subprocess.Popen, grace: float = 3) -> None:
 
 
 @contextlib.contextmanager
-def running(tmp_path: Path, *options: str, command: str = "server") -> Iterator[str]:
-    """`mlflow server` (or `mlflow ui`) with ``options`` on 127.0.0.1:<free port>, its URL once
-    /health answers; stopped, with its workers, on exit."""
+def running(
+    tmp_path: Path, *options: str, command: str = "server", env: dict[str, str] | None = None,
+    skip_unless_started: bool = False,
+) -> Iterator[str]:  # fmt: skip
+    """`mlflow server` (or `mlflow ui`, `mlflow models serve`) with ``options`` on
+    127.0.0.1:<free port>, its URL once /health answers; stopped, with its workers, on exit. The
+    environment is this one without MLFLOW_* variables, with ``env`` and this Python's scripts
+    (uvicorn) first on PATH. A server that does not start fails the test, or skips it with
+    ``skip_unless_started``."""
     port = free_port()
-    log = (tmp_path / f"{command}-{port}.log").open("w")
-    argv = [sys.executable, "-m", "mlflow", command, "--host", "127.0.0.1", "--port", str(port),
+    log = (tmp_path / f"{command.replace(' ', '-')}-{port}.log").open("w")
+    argv = [sys.executable, "-m", "mlflow", *command.split(), "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     process = subprocess.Popen(
-        [*argv, *options], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
+        [*argv, *options], stdout=log, stderr=subprocess.STDOUT, env=environment | (env or {}),
+        start_new_session=True,
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    give_up = pytest.skip if skip_unless_started else pytest.fail
 
     def output() -> str:
         return Path(log.name).read_text()[-2000:]
@@ -63,14 +72,14 @@ def running(tmp_path: Path, *options: str, command: str = "server") -> Iterator[
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if process.poll() is not None:
-                pytest.fail(f"mlflow {command} exited with {process.returncode}: {output()}")
+                give_up(f"mlflow {command} exited with {process.returncode}: {output()}")
             try:
                 if requests.get(f"{url}/health", timeout=2).ok:
                     break
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"mlflow {command} did not start in {START_TIMEOUT_S} s: {output()}")
+                give_up(f"mlflow {command} did not start in {START_TIMEOUT_S} s: {output()}")
             time.sleep(0.5)
         yield url
     finally:

@@ -12,6 +12,7 @@ Public API:
     serve(folder, *, cut_after=None, ignore_range=False, fail_first=0)  # -> (base_url, log)
     loopback(handle, limit_s=30.0)  # -> (base_url, seen, stop); each request goes to handle(handler, stop)
     write_bad_images(folder) -> dict[kind, Path]
+    bomb_png(width, height) -> bytes                                     # a tiny PNG of many pixels
     predictor_path() -> str, face_detector(), shape_predictor()          # dlib, loaded once
 """
 
@@ -289,6 +290,11 @@ def _blank_png(width: int, height: int) -> bytes:
     idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A 1-bit PNG of ``width`` x ``height`` white pixels in a few kilobytes: a decompression bomb."""
+    return _blank_png(width, height)
 
 
 def _jpeg_bytes(rgb: np.ndarray, **save: object) -> bytes:

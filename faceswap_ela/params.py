@@ -222,9 +222,21 @@ class AugmentParams(_Section):
         return v
 
 
+# chroma subsampling as params.yaml writes it (a number: every YAML reader reads 420 alike, while an
+# unquoted 4:2:0 is a string to YAML 1.2 and the base-60 integer 14520 to YAML 1.1), and the
+# J:a:b name it stands for, which model cards written before hold and the code uses
+SUBSAMPLING_NAMES = {444: "4:4:4", 422: "4:2:2", 420: "4:2:0"}
+Subsampling = Literal["4:4:4", "4:2:2", "4:2:0"]
+
+
+def _sexagesimal(name: str) -> int:
+    hours, minutes, seconds = (int(part) for part in name.split(":"))
+    return (hours * 60 + minutes) * 60 + seconds
+
+
 class ElaParams(_Section):
     quality: int = Field(95, ge=1, le=100)
-    subsampling: Literal["4:4:4", "4:2:2", "4:2:0"] = "4:2:0"
+    subsampling: Subsampling = "4:2:0"  # params.yaml: 444 | 422 | 420 (or the quoted name)
     scale: Literal["max", "fixed"] = "max"
     gain: float = Field(20.0, gt=0)
     at: Literal["crop", "photo"] = "crop"
@@ -232,6 +244,19 @@ class ElaParams(_Section):
     # () : the paper's single ``quality``; else the error levels at each, stacked as channels
     # (last, so that the validator sees ``scale``)
     qualities: tuple[int, ...] = ()
+
+    @field_validator("subsampling", mode="before")
+    @classmethod
+    def _subsampling(cls, v: object) -> object:
+        if isinstance(v, bool) or not isinstance(v, int):
+            return v
+        if v in SUBSAMPLING_NAMES:
+            return SUBSAMPLING_NAMES[v]
+        misread = {_sexagesimal(name): (code, name) for code, name in SUBSAMPLING_NAMES.items()}
+        if v in misread:
+            code, name = misread[v]
+            raise ValueError(f"{v} is {name} read as a base-60 number by a YAML 1.1 reader: write {code}")
+        raise ValueError(f"must be 444, 422 or 420 (4:4:4, 4:2:2 or 4:2:0), not {v}")
 
     @field_validator("qualities")
     @classmethod

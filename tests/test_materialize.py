@@ -16,7 +16,7 @@ import yaml
 from faceswap_ela import alignment, crop_index, donors, ela, materialize, roi
 from faceswap_ela.images import load_rgb
 from faceswap_ela.params import Params
-from tests.helpers.sample_data import dlib_shapes, portrait
+from tests.helpers.sample_data import default_params, dlib_shapes, portrait
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = 4
@@ -87,7 +87,7 @@ def write_workspace(folder: Path, photos: dict, **changes: dict) -> None:
         landmark_rows.append(row)
     pd.DataFrame(landmark_rows).to_csv(folder / "data" / "landmarks.csv", index=False)
     pd.DataFrame(split_rows).to_csv(folder / "data" / "split.csv", index=False)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = default_params()
     params["materialize"].update(variants=VARIANTS, workers=2)
     params["ela"]["workers"] = 2
     for section, values in changes.items():

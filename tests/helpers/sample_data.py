@@ -12,6 +12,7 @@ Public API:
     serve(folder, *, cut_after=None, ignore_range=False, fail_first=0)  # -> (base_url, log)
     loopback(handle, limit_s=30.0)  # -> (base_url, seen, stop); each request goes to handle(handler, stop)
     write_bad_images(folder) -> dict[kind, Path]
+    default_params() -> dict                                             # params.yaml's committed values
     predictor_path() -> str, face_detector(), shape_predictor()          # dlib, loaded once
 """
 
@@ -450,6 +451,15 @@ def write_bad_images(folder: str | Path) -> dict[str, Path]:
     return paths
 
 
+def default_params() -> dict:
+    """The committed values of params.yaml as a mapping to change and write as a test's params.yaml:
+    the schema's defaults, which tests/test_params.py holds equal to params.yaml, so that a test
+    doesn't take what `make repro SOURCE=...` (or `dvc exp run -S`) left in the workspace's copy."""
+    from faceswap_ela import params as P
+
+    return P.Params().model_dump(mode="json")
+
+
 def stage_repo(tmp_path: Path, **data) -> Path:
     """``tmp_path/repo`` holding this project's dvc.yaml and params.yaml, with ``data`` overriding
     params' data section: a folder the download stage runs in."""
@@ -457,7 +467,7 @@ def stage_repo(tmp_path: Path, **data) -> Path:
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy2(root / "dvc.yaml", repo / "dvc.yaml")
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = default_params()
     params["data"].update(data)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return repo

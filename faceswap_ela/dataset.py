@@ -88,6 +88,20 @@ def load_split(folder: str | os.PathLike, split: str, array: str = "ela") -> Spl
     return Split(images, table)
 
 
+def training_split(folder: str | os.PathLike, split: str, array: str = "ela") -> Split:
+    """``load_split`` for a set a model is fitted on: DatasetError when it holds a single class
+    (a model would learn to answer that class, and say so only when it is scored)."""
+    data = load_split(folder, split, array)
+    present = np.unique(data.labels)
+    if len(present) < 2:
+        kind = "real (label 0)" if present[0] == 0 else "fake (label 1)"
+        raise DatasetError(
+            f"{Path(folder) / f'{split}.csv'}: all {len(data)} crops are {kind}; training needs both "
+            "classes (see fakes.fraction and materialize.variants)"
+        )
+    return data
+
+
 def test_sets(folder: str | os.PathLike) -> list[str]:
     """Every test set the ela stage wrote to ``folder`` (a {name}.csv beside its tensors), in
     ``set_order``; DatasetError when the standard test set is missing."""

@@ -46,6 +46,10 @@ class _Section(BaseModel):
 
 
 Factor = tuple[float, float]
+# processes or threads of a stage (0: every core); more than this is a typo, not a machine
+Workers = Annotated[int, Field(ge=0, le=1024)]
+MAX_ROI = 512  # roi.size's upper bound (see params.yaml)
+MAX_BATCH = 1024  # train.batch_size's
 
 
 class DataParams(_Section):
@@ -98,7 +102,7 @@ class LandmarkParams(_Section):
     max_side: int = Field(640, ge=0)
     multiple_faces: Literal["skip", "largest"] = "skip"
     retry_full_size: bool = True
-    workers: int = Field(0, ge=0)
+    workers: Workers = 0
 
 
 class SplitParams(_Section):
@@ -106,8 +110,8 @@ class SplitParams(_Section):
 
 
 class MaterializeParams(_Section):
-    variants: int = Field(4, ge=1, le=100)
-    workers: int = Field(0, ge=0)
+    variants: int = Field(4, ge=2, le=100)  # at least one real and one fake rendering per photo
+    workers: Workers = 0
 
 
 Share = Annotated[float, Field(ge=0, le=1)]
@@ -165,11 +169,11 @@ class SwapParams(_Section):
 
 
 class FakeParams(_Section):
-    fraction: float = Field(0.5, ge=0, le=1)
+    fraction: float = Field(0.5, gt=0, lt=1)  # with materialize.variants: see Params._both_classes
     scales: tuple[int, int] = (64, 127)
-    blur_kernel: int = Field(5, ge=1)
+    blur_kernel: int = Field(5, ge=1, le=63)
     mask: Literal["square", "hull", "random"] = "random"
-    feather: int = Field(0, ge=0)
+    feather: int = Field(0, ge=0, le=64)
     jpeg: tuple[int, ...] = ()  # [] or [low, high]
 
     @field_validator("jpeg")
@@ -185,8 +189,8 @@ class FakeParams(_Section):
     @field_validator("scales")
     @classmethod
     def _scales(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not 8 <= v[0] <= v[1]:
-            raise ValueError("must be [low, high] with 8 <= low <= high")
+        if not 8 <= v[0] <= v[1] <= 1024:
+            raise ValueError("must be [low, high] with 8 <= low <= high <= 1024")
         return v
 
     @field_validator("blur_kernel")
@@ -200,7 +204,7 @@ class FakeParams(_Section):
 class RoiParams(_Section):
     dx_max: float = Field(0.125, ge=0, le=1)
     dy_max: float = Field(0.2, ge=0, le=1)
-    size: int = Field(128, ge=16)
+    size: int = Field(128, ge=32, le=MAX_ROI)
 
 
 class AugmentParams(_Section):
@@ -240,7 +244,7 @@ class ElaParams(_Section):
     scale: Literal["max", "fixed"] = "max"
     gain: float = Field(20.0, gt=0)
     at: Literal["crop", "photo"] = "crop"
-    workers: int = Field(0, ge=0)
+    workers: Workers = 0
     # () : the paper's single ``quality``; else the error levels at each, stacked as channels
     # (last, so that the validator sees ``scale``)
     qualities: tuple[int, ...] = ()
@@ -309,7 +313,7 @@ class TrainParams(_Section):
     fakes: tuple[str, ...] = ("warp", "blend")
     seeds: tuple[int, ...] = (42,)
     epochs: int = Field(30, ge=1)
-    batch_size: int = Field(100, ge=1)
+    batch_size: int = Field(100, ge=1, le=MAX_BATCH)
     lr: float = Field(5e-4, gt=0)
     rho: float = Field(0.9, gt=0, lt=1)
     epsilon: float = Field(1e-8, gt=0)
@@ -402,6 +406,21 @@ class Params(_Section):
     eval: EvalParams = EvalParams()
     tracking: TrackingParams = TrackingParams()
 
+    @model_validator(mode="after")
+    def _both_classes(self) -> Params:
+        # materialize draws floor or ceil of fraction x variants fakes per photo (the fractional part
+        # by a coin): both at least 1 and at most variants - 1 keeps a real and a fake of every photo,
+        # so that no photo, group or split holds a single class (nothing to train or test against)
+        fraction, variants = self.fakes.fraction, self.materialize.variants
+        fakes = fraction * variants
+        if not 1 - 1e-9 <= fakes <= variants - 1 + 1e-9:
+            raise ValueError(
+                f"fakes.fraction {fraction:g} x materialize.variants {variants} gives {fakes:g} fakes per "
+                f"photo: it must be 1 to {variants - 1} (variants - 1), so that every photo gives both "
+                "a real and a fake rendering"
+            )
+        return self
+
 
 def repo_root() -> Path:
     """The repository root: DVC_ROOT when DVC runs the stage, else the nearest folder with dvc.yaml."""
@@ -422,7 +441,8 @@ def _format(exc: ValidationError) -> str:
         value = err.get("input")
         shown = isinstance(value, (bool, int, float, str)) and len(repr(value)) < 60
         got = f" (got {value!r})" if shown else ""
-        lines.append(f"{key}: {err['msg']}{got}")
+        # a check across sections (Params._both_classes) names its keys in its message
+        lines.append(f"{key}: {err['msg']}{got}" if key else err["msg"].removeprefix("Value error, "))
     return "; ".join(lines)
 
 

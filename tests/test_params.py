@@ -103,12 +103,39 @@ def test_a_subsampling_misread_as_base_60_says_so(value, message):
         ({"tracking": {"model_name": "cnn@prod"}}, "tracking.model_name"),
         ({"tracking": {"register": "yes"}}, "tracking.register"),
         ({"bogus": 1}, "bogus"),
+        # values that make a model or a stage impossible, refused before any work
+        ({"roi": {"size": 4096}}, "roi.size"),
+        ({"roi": {"size": 16}}, "roi.size"),
+        ({"train": {"batch_size": 0}}, "train.batch_size"),
+        ({"train": {"batch_size": 100_000}}, "train.batch_size"),
+        ({"materialize": {"variants": 1}}, "materialize.variants"),
+        ({"materialize": {"variants": 10_000}}, "materialize.variants"),
+        ({"materialize": {"workers": 100_000}}, "materialize.workers"),
+        ({"fakes": {"scales": [64, 100_000]}}, "fakes.scales"),
+        ({"fakes": {"blur_kernel": 1001}}, "fakes.blur_kernel"),
+        ({"fakes": {"fraction": 1.0}}, "fakes.fraction"),
+        ({"fakes": {"fraction": 0.0}}, "fakes.fraction"),
     ],
 )
 def test_bad_values_name_the_key(patch, key):
     with pytest.raises(P.ParamsError) as info:
         P.parse(patch)
     assert key in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fraction", "variants", "fakes"), [(0.1, 4, "0.4"), (0.8, 4, "3.2"), (0.5, 100, None), (0.25, 4, None)]
+)
+def test_every_photo_must_give_a_real_and_a_fake(fraction, variants, fakes):
+    patch = {"fakes": {"fraction": fraction}, "materialize": {"variants": variants}}
+    if fakes is None:
+        assert P.parse(patch).fakes.fraction == fraction
+        return
+    with pytest.raises(P.ParamsError) as info:
+        P.parse(patch)
+    message = str(info.value)
+    assert f"fakes.fraction {fraction} x materialize.variants {variants} gives {fakes} fakes" in message
+    assert "both a real and a fake" in message and "Value error" not in message
 
 
 def test_load_errors_are_clear(tmp_path):

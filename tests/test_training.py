@@ -210,6 +210,22 @@ def test_mlflow_failures_do_not_fail_the_stages(tmp_path):
     assert "no MLflow server answers" in trained.stderr
 
 
+@pytest.mark.parametrize("label", [0, 1])
+def test_a_training_set_of_one_class_stops_train_and_baseline_at_start(label, tmp_path):
+    repo = make_repo(tmp_path / "repo", n_train=8, n_test=4, inputs=("ela",))
+    table = repo / "data" / "ela" / "train_warp.csv"
+    pd.read_csv(table).assign(label=label).to_csv(table, index=False)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    kind = ("real (label 0)", "fake (label 1)")[label]
+    for script, args in ((TRAIN, ("--input", "ela", "--seed", "0")), (BASELINE, ())):
+        result = run_stage(script, repo, "--fakes", "warp", *args, **env)
+        assert result.returncode == 1, result.stderr[-3000:]
+        (line,) = [line for line in result.stderr.splitlines() if " ERROR " in line]
+        assert f"data/ela/train_warp.csv: all 8 crops are {kind}; training needs both classes" in line
+        assert "Traceback" not in result.stderr
+    assert not (repo / "models").exists() and not (tmp_path / "mlflow.db").exists()
+
+
 def test_missing_input_is_a_clear_error(tmp_path):
     (tmp_path / "params.yaml").write_text("train: {epochs: 1}\n")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}

@@ -66,7 +66,9 @@ class DataParams(_Section):
     checksums: dict[str, str] = Field(default_factory=dict)
     group_pattern: str = r"^i(\d{3})[a-z]|^([^_]+)_"
     retries: int = Field(5, ge=0, le=100)
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(60.0, gt=0)  # per read: a server that stays silent this long is retried
+    deadline_s: float = Field(3600.0, gt=0)  # one archive's whole download, retries included
+    max_download_mib: int = Field(1024, ge=1)  # one archive's download
     max_member_mib: int = Field(64, ge=1)  # the largest file an archive may unpack
     max_unpacked_mib: int = Field(4096, ge=1)  # all of one archive's files together
 

@@ -8,6 +8,7 @@ from the memory map and scales it to [0, 1] float32 when Keras asks for it.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,9 +56,22 @@ def tensor_path(folder: str | os.PathLike, split: str, array: str = "ela") -> Pa
 
 
 def create_tensor(path: str | os.PathLike, shape: tuple[int, ...]) -> np.memmap:
-    """A writable memory map of a new uint8 .npy file (zero-filled, sparse) whose rows are filled in
-    later; once flushed it holds the bytes np.save would write."""
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    """A writable memory map of a new uint8 .npy file (zero-filled) whose rows are filled in later;
+    once flushed it holds the bytes np.save would write. Its blocks are allocated up front: a disk
+    too small for it fails here with OSError (ENOSPC) naming it, where a sparse file would kill the
+    process with SIGBUS at the first write into a page the disk has no room for."""
+    tensor = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        with open(path, "r+b") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size and hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(handle.fileno(), 0, size)
+    except OSError as exc:
+        del tensor  # unmap it before the caller removes the file
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # a file system without it
+            return np.lib.format.open_memmap(path, mode="r+")
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    return tensor
 
 
 def load_split(folder: str | os.PathLike, split: str, array: str = "ela") -> Split:

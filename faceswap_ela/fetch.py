@@ -7,7 +7,8 @@ urllib3's backoff, or after the server's Retry-After; a host name that does not 
 other 4xx fail at once. A download may be given an overall deadline and a size cap (a server that
 drips a byte at a time, or streams without end): past either it stops, its part is deleted, and it
 is not retried. Processes fetching the same ``dest`` take turns on ``<dest>.lock``. Every failure
-raises FetchError with a one-line message naming the URL."""
+raises FetchError with a one-line message naming the URL, but a full disk: its OSError names the
+part, which stays to be resumed."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from filelock import FileLock
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 from urllib3.util import Retry
+
+from faceswap_ela.outputs import disk_full
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +255,9 @@ def fetch(
             else:
                 _download(url, part, retry, timeout_s, progress, limits)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            full = disk_full(exc)
+            if full is not None:  # not the server's fault, and no retry helps: the part stays to resume
+                raise OSError(full.errno, full.strerror, str(part)) from exc
             cause = _cause(exc)
             tries = (
                 ""

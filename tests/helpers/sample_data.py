@@ -13,6 +13,7 @@ Public API:
     loopback(handle, limit_s=30.0)  # -> (base_url, seen, stop); each request goes to handle(handler, stop)
     write_bad_images(folder) -> dict[kind, Path]
     default_params() -> dict                                             # params.yaml's committed values
+    small_disk(folder, kib)  # -> folder, a tmpfs of that size that fills up (skips where it can't mount)
     predictor_path() -> str, face_detector(), shape_predictor()          # dlib, loaded once
 """
 
@@ -27,6 +28,7 @@ import io
 import re
 import shutil
 import struct
+import subprocess
 import tarfile
 import threading
 import zlib
@@ -449,6 +451,28 @@ def write_bad_images(folder: str | Path) -> dict[str, Path]:
     pair = np.hstack([render_face("grace_hopper"), render_face("astronaut")])
     Image.fromarray(pair).save(paths["two_faces"], format="JPEG", quality=90)
     return paths
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, kib: int) -> Iterator[Path]:
+    """``folder`` as a tmpfs of ``kib`` KiB, a disk that fills up, unmounted on exit; the test is
+    skipped, with the reason, where one can't be mounted (it takes root, or CAP_SYS_ADMIN)."""
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except OSError as exc:
+        pytest.skip(f"can't mount a small tmpfs to fill: {exc}")
+    if mounted.returncode != 0:
+        pytest.skip(f"can't mount a small tmpfs to fill: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], capture_output=True, timeout=30, check=False)
 
 
 def default_params() -> dict:

@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -230,8 +231,10 @@ class AugmentParams(_Section):
 
 # chroma subsampling as params.yaml writes it (a number: every YAML reader reads 420 alike, while an
 # unquoted 4:2:0 is a string to YAML 1.2 and the base-60 integer 14520 to YAML 1.1), and the
-# J:a:b name it stands for, which model cards written before hold and the code uses
+# J:a:b name it stands for, which the code uses and model cards written before hold. Dumped (model
+# cards, MLflow's parameters, the params hash) it is the number again, as params.yaml has it.
 SUBSAMPLING_NAMES = {444: "4:4:4", 422: "4:2:2", 420: "4:2:0"}
+SUBSAMPLING_CODES = {name: code for code, name in SUBSAMPLING_NAMES.items()}
 Subsampling = Literal["4:4:4", "4:2:2", "4:2:0"]
 
 
@@ -263,6 +266,10 @@ class ElaParams(_Section):
             code, name = misread[v]
             raise ValueError(f"{v} is {name} read as a base-60 number by a YAML 1.1 reader: write {code}")
         raise ValueError(f"must be 444, 422 or 420 (4:4:4, 4:2:2 or 4:2:0), not {v}")
+
+    @field_serializer("subsampling")
+    def _subsampling_code(self, v: str) -> int:
+        return SUBSAMPLING_CODES[v]
 
     @field_validator("qualities")
     @classmethod

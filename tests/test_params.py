@@ -66,6 +66,17 @@ def test_subsampling_is_a_number_every_yaml_reader_reads_alike_or_the_old_name(v
     assert P.parse({"ela": {"subsampling": value}}).ela.subsampling == name
 
 
+def test_subsampling_is_dumped_as_params_yaml_writes_it_and_old_cards_still_read():
+    from faceswap_ela import card
+
+    p = P.parse({"ela": {"subsampling": 444}})
+    assert p.model_dump(mode="json")["ela"]["subsampling"] == 444 and P.flatten(p)["ela.subsampling"] == 444
+    new = card.make(p, "ela", "warp", 0, "m", "float32")
+    old = {**new, "ela": {**new["ela"], "subsampling": "4:4:4"}}  # a card written before
+    for written in (new, old):
+        assert card.ela_settings(card.check(written, "card.json")) == p.ela
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [(14520, "4:2:0 read as a base-60 number by a YAML 1.1 reader: write 420"), (421, "444, 422 or 420")],

@@ -55,7 +55,7 @@ def main(run: Callable[[P.Params], object], *, expected: tuple[type[Exception], 
             logging.error("%s", exc)
             return 1
         except Exception as exc:
-            full = disk_full(exc)  # wherever the stage was writing: an output, the cache, MLflow
+            full = disk_full(exc)  # wherever the stage was writing: an output, the download cache
             if full is None:
                 raise
             logging.error("%s", disk_full_message(full))

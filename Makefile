@@ -40,6 +40,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 repro: setup
+	$(BIN)/python -m faceswap_ela.stage sweep
 ifeq ($(strip $(SOURCE)),)
 	$(BIN)/dvc repro
 else

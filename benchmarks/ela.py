@@ -6,7 +6,7 @@
    ImageEnhance.Brightness(diff).enhance(255 / max)) in the same run. Goal: >= 5x.
 2. On ../shared/datasets/helen-train (the .pts ground truth as the landmark table, a 4:1 split by
    the name before "_"): materialize throughput (photos/s), and the peak RSS of the ela stage
-   for 1 and 4 variants per photo. Goal: < 1 GB and not growing with the number of crops.
+   for 2 and 4 variants per photo. Goal: < 1 GB and not growing with the number of crops.
 
 Run from the repo root: python benchmarks/ela.py [--crops 2000] [--keep DIR]
 """
@@ -213,7 +213,7 @@ def bench_helen(keep: Path | None) -> None:
         return
     base = Path(tempfile.mkdtemp(prefix="helen-bench-"))
     try:
-        for variants in (1, 4):
+        for variants in (2, 4):
             folder = base / f"v{variants}"
             n_photos = helen_workspace(folder, variants)
             seconds, _, _ = run_measured("materialize.py", folder)

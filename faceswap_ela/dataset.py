@@ -9,6 +9,7 @@ from the memory map and scales it to [0, 1] float32 when Keras asks for it.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,9 +62,22 @@ def tensor_path(folder: str | os.PathLike, split: str, array: str = "ela") -> Pa
 
 
 def create_tensor(path: str | os.PathLike, shape: tuple[int, ...]) -> np.memmap:
-    """A writable memory map of a new uint8 .npy file (zero-filled, sparse) whose rows are filled in
-    later; once flushed it holds the bytes np.save would write."""
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    """A writable memory map of a new uint8 .npy file (zero-filled) whose rows are filled in later;
+    once flushed it holds the bytes np.save would write. Its blocks are allocated up front: a disk
+    too small for it fails here with OSError (ENOSPC) naming it, where a sparse file would kill the
+    process with SIGBUS at the first write into a page the disk has no room for."""
+    tensor = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        with open(path, "r+b") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size and hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(handle.fileno(), 0, size)
+    except OSError as exc:
+        del tensor  # unmap it before the caller removes the file
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # a file system without it
+            return np.lib.format.open_memmap(path, mode="r+")
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    return tensor
 
 
 def load_split(folder: str | os.PathLike, split: str, array: str = "ela") -> Split:
@@ -92,6 +106,20 @@ def load_split(folder: str | os.PathLike, split: str, array: str = "ela") -> Spl
     if not table["label"].isin([0, 1]).all():
         raise DatasetError(f"{table_path}: labels must be 0 (real) or 1 (fake)")
     return Split(images, table)
+
+
+def training_split(folder: str | os.PathLike, split: str, array: str = "ela") -> Split:
+    """``load_split`` for a set a model is fitted on: DatasetError when it holds a single class
+    (a model would learn to answer that class, and say so only when it is scored)."""
+    data = load_split(folder, split, array)
+    present = np.unique(data.labels)
+    if len(present) < 2:
+        kind = "real (label 0)" if present[0] == 0 else "fake (label 1)"
+        raise DatasetError(
+            f"{Path(folder) / f'{split}.csv'}: all {len(data)} crops are {kind}; training needs both "
+            "classes (see fakes.fraction and materialize.variants)"
+        )
+    return data
 
 
 def test_sets(folder: str | os.PathLike) -> list[str]:

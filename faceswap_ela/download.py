@@ -4,10 +4,15 @@ photos, and list every photo in a manifest.
 Archives are fetched (faceswap_ela.fetch: resumed after an interruption, retried) into
 ``<repo root>/.cache/downloads/<url key>/<name>``, checked against ``data.checksums`` and read
 through (faceswap_ela.archives, with the caps ``data.max_member_mib`` and
-``data.max_unpacked_mib``) before anything is unpacked; an archive that fails any check is deleted
-from the cache. The SHA-256 of each URL's first good download is pinned in
-``.cache/downloads/pins.json``; a later download that differs is warned about. Every output
-appears together or not at all (faceswap_ela.outputs)."""
+``data.max_unpacked_mib``) before anything is unpacked; an archive that fails any check, or that
+yields neither a photo nor a landmark table, is deleted from the cache. The SHA-256 of each URL's
+first good download is pinned in ``.cache/downloads/pins.json``; a later download that differs is
+warned about. Every output appears together or not at all (faceswap_ela.outputs).
+
+Nothing is dropped without a warning naming it, counted in the metrics: a photo whose file name is
+not UTF-8 text (``skipped_names``: the manifest, a UTF-8 CSV, can't hold it) and ground truth that
+can't be read or that can't be a face's landmarks (``refused_ground_truth``: NaN or infinite
+coordinates, points far outside the photo, every point the same); the photo stays, without it."""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import os
 import re
 import shutil
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
@@ -28,8 +33,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from faceswap_ela import muct
-from faceswap_ela.archives import MIB, ArchiveError, check_archive, safe_extract
-from faceswap_ela.fetch import URL_SCHEMES, FetchError, fetch
+from faceswap_ela.archives import MIB, ArchiveError, CorruptArchiveError, check_archive, safe_extract
+from faceswap_ela.fetch import URL_SCHEMES, FetchError, Limits, fetch
 from faceswap_ela.images import IMAGE_SUFFIXES, ImageError, probe, walk_photos
 from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
 from faceswap_ela.parallel import ordered_map
@@ -42,6 +47,9 @@ OFFLINE_HINT = (
     "without MUCT, run the pipeline on a local folder of face photos: make repro SOURCE=path/to/photos"
 )
 PINS = "pins.json"  # in the download cache: url -> sha256 of its first good download
+# what the stage leaves out, each with a warning naming it; counted in the metrics
+NOTES = ("skipped_names", "refused_ground_truth")
+Notes = MutableMapping[str, int]
 
 
 class DownloadError(RuntimeError):
@@ -105,6 +113,7 @@ class Photo:
     file: Path
     gt_scheme: str = ""
     gt: np.ndarray | None = None
+    gt_from: str = ""  # where the ground truth was read, for a warning
 
 
 def photo_id(relative: PurePosixPath) -> str:
@@ -122,21 +131,56 @@ def group_of(pattern: re.Pattern[str], file_name: str, fallback: str) -> str:
     return fallback
 
 
-def _image_files(folder: Path) -> list[Path]:
+def shown(path: str | os.PathLike) -> str:
+    """A path as text any log line or CSV can hold: bytes of its name that aren't UTF-8 as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _is_text(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # a name that isn't UTF-8, held by Python as surrogate escapes
+        return False
+    return True
+
+
+def _image_files(folder: Path, notes: Notes) -> list[Path]:
     """Every photo under ``folder`` (hidden files and folders left out) in name order, or
-    DownloadError naming each entry that should have been a photo or folder and can't be read."""
+    DownloadError naming each entry that should have been a photo or folder and can't be read.
+    A photo whose path below ``folder`` isn't UTF-8 text is left out with a warning naming it."""
     found = walk_photos(folder, skip_hidden=True)
-    bad = [f"{path}: {error}" for path, error in found if error is not None]
+    bad = [f"{shown(path)}: {error}" for path, error in found if error is not None]
     if bad:
         more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise DownloadError(f"{len(bad)} entries of {folder} can't be read: {'; '.join(bad[:5])}{more}")
-    return [path for path, _ in found]
-
-
-def copy_folder(folder: Path, photos_dir: Path) -> list[Photo]:
-    """Copy a tree of photos (and the ``.pts`` files beside them) into ``photos_dir``."""
+        raise DownloadError(
+            f"{len(bad)} entries of {shown(folder)} can't be read: {'; '.join(bad[:5])}{more}"
+        )
     photos = []
-    for source in tqdm(_image_files(folder), desc="copy photos", unit="photo", mininterval=1.0):
+    for path, _ in found:
+        if _is_text(path.relative_to(folder)):
+            photos.append(path)
+            continue
+        notes["skipped_names"] = notes.get("skipped_names", 0) + 1
+        log.warning(
+            "skipping %s: its name is not UTF-8 text, which the manifest can't hold (rename it to keep it)",
+            shown(path),
+        )
+    return photos
+
+
+def _refuse_ground_truth(photo: Photo, reason: str, notes: Notes) -> None:
+    notes["refused_ground_truth"] = notes.get("refused_ground_truth", 0) + 1
+    log.warning("refusing the ground truth of %s (%s): %s", photo.path, photo.gt_from, reason)
+    photo.gt, photo.gt_scheme = None, ""
+
+
+def copy_folder(folder: Path, photos_dir: Path, notes: Notes | None = None) -> list[Photo]:
+    """Copy a tree of photos (and the ``.pts`` files beside them) into ``photos_dir``. What is left
+    out (a name that isn't UTF-8, a ``.pts`` that can't be read) is warned about and counted in
+    ``notes``."""
+    notes = {} if notes is None else notes
+    photos = []
+    for source in tqdm(_image_files(folder, notes), desc="copy photos", unit="photo", mininterval=1.0):
         relative = PurePosixPath(source.relative_to(folder).as_posix())
         target = photos_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -145,10 +189,11 @@ def copy_folder(folder: Path, photos_dir: Path) -> list[Photo]:
         pts = source.with_suffix(".pts")
         if pts.is_file():
             shutil.copyfile(pts, target.with_suffix(".pts"))
+            photo.gt_from = str(relative.with_suffix(".pts"))
             try:
                 photo.gt, photo.gt_scheme = muct.read_pts(pts), "ibug68"
             except (ValueError, OSError) as exc:
-                log.warning("ignoring unreadable ground truth: %s", exc)
+                _refuse_ground_truth(photo, str(exc), notes)
         photos.append(photo)
     return photos
 
@@ -177,23 +222,35 @@ def _unpack(archive: Path, unpacked: Path, data: DataParams | None) -> dict[str,
 
 
 def unpack_muct(
-    archives: Sequence[Path], work_dir: Path, photos_dir: Path, data: DataParams | None = None
+    archives: Sequence[Path],
+    work_dir: Path,
+    photos_dir: Path,
+    data: DataParams | None = None,
+    notes: Notes | None = None,
 ) -> list[Photo]:
     """Unpack MUCT-layout archives: the photos under ``jpg/`` go to ``photos_dir/jpg/``, and the
     landmarks of ``muct76-opencv.csv`` become their ground truth; ``data`` gives the size caps.
-    An archive that fails to unpack is deleted (it is a cached download: the next run fetches it
-    again) and raises: CorruptArchiveError, UnsafeArchiveError (faceswap_ela.archives) or
-    DownloadError."""
+    An archive that fails to unpack, or that yields neither a photo nor a landmark table, is
+    deleted (it is a cached download: the next run fetches it again) and raises:
+    CorruptArchiveError, UnsafeArchiveError (faceswap_ela.archives) or DownloadError. A photo
+    left out (a name that isn't UTF-8) is warned about and counted in ``notes``."""
+    notes = {} if notes is None else notes
     shapes: dict[str, np.ndarray] = {}
     photos = []
     owner: dict[Path, str] = {}
     for archive in archives:
         unpacked = work_dir / archive.name
-        shapes.update(_unpack(archive, unpacked, data))
+        own_shapes = _unpack(archive, unpacked, data)
+        shapes.update(own_shapes)
         jpg_dir = unpacked / "jpg"
-        if not jpg_dir.is_dir():
-            continue
-        for source in _image_files(jpg_dir):
+        sources = _image_files(jpg_dir, notes) if jpg_dir.is_dir() else []
+        if not sources and not own_shapes:
+            archive.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{archive.name} holds no photo under jpg/ and no {muct.LANDMARKS_CSV}: not a MUCT "
+                "archive (the cached copy was deleted)"
+            )
+        for source in sources:
             relative = PurePosixPath(source.relative_to(unpacked).as_posix())
             target = photos_dir / relative
             if target in owner:
@@ -209,7 +266,7 @@ def unpack_muct(
     for photo in photos:
         shape = shapes.get(Path(photo.path).stem)
         if shape is not None:
-            photo.gt, photo.gt_scheme = shape, "muct76"
+            photo.gt, photo.gt_scheme, photo.gt_from = shape, "muct76", muct.LANDMARKS_CSV
     return photos
 
 
@@ -232,8 +289,39 @@ def gt_json(points: np.ndarray | None) -> str:
     return json.dumps(rows, separators=(",", ":"))
 
 
-def build_manifest(photos: Sequence[Photo], group_pattern: str, workers: int = 0) -> pd.DataFrame:
-    """One row per photo, sorted by id, with checksum, size and decode errors (see MANIFEST_COLUMNS)."""
+def ground_truth_problem(
+    points: np.ndarray, scheme: str, width: int | None = None, height: int | None = None
+) -> str | None:
+    """Why ``points`` can't be a face's landmarks in a ``width`` x ``height`` photo (None: they can):
+    an infinite coordinate, NaN (MUCT's marker of a hidden point, and only MUCT's), no visible
+    point, every point the same, or a point farther outside the photo than its own size."""
+    points = np.asarray(points, dtype=np.float64)
+    hidden = np.isnan(points).any(axis=1)
+    if np.isinf(points).any():
+        return f"point {int(np.flatnonzero(np.isinf(points).any(axis=1))[0])} is infinite"
+    if scheme != "muct76" and hidden.any():
+        return f"point {int(np.flatnonzero(hidden)[0])} is NaN"
+    visible = points[~hidden]
+    if len(visible) == 0:
+        return "no point is visible"
+    if len(visible) > 1 and (visible == visible[0]).all():
+        return f"all {len(visible)} points are the same point ({visible[0, 0]:g}, {visible[0, 1]:g})"
+    if width is not None and height is not None:
+        size = np.array([width, height], dtype=np.float64)
+        far = ((visible < -size) | (visible > 2 * size)).any(axis=1)
+        if far.any():
+            x, y = visible[np.flatnonzero(far)[0]]
+            return f"a point at ({x:g}, {y:g}) lies far outside the {width} x {height} photo"
+    return None
+
+
+def build_manifest(
+    photos: Sequence[Photo], group_pattern: str, workers: int = 0, notes: Notes | None = None
+) -> pd.DataFrame:
+    """One row per photo, sorted by id, with checksum, size and decode errors (see MANIFEST_COLUMNS).
+    Ground truth that can't be the photo's landmarks (ground_truth_problem) is left out, warned
+    about and counted in ``notes``."""
+    notes = {} if notes is None else notes
     duplicates = sorted(i for i, n in Counter(photo.id for photo in photos).items() if n > 1)
     if duplicates:
         names = ", ".join(duplicates[:10])
@@ -243,6 +331,9 @@ def build_manifest(photos: Sequence[Photo], group_pattern: str, workers: int = 0
     described = ordered_map(describe, [str(p.file) for p in photos], workers=workers, desc="probe photos")
     rows = []
     for photo, (digest, width, height, error) in zip(photos, described, strict=True):
+        problem = None if photo.gt is None else ground_truth_problem(photo.gt, photo.gt_scheme, width, height)
+        if problem:
+            _refuse_ground_truth(photo, problem, notes)
         rows.append(
             {
                 "id": photo.id,
@@ -309,6 +400,7 @@ def download_archives(
         log.warning("data.checksums names %s, which data.archives doesn't list", name)
     pins = pins or {}
     caps = _caps(data)
+    limits = Limits(data.deadline_s, data.max_download_mib * MIB, "data.deadline_s", "data.max_download_mib")
     records, paths = [], []
     for name in names:
         url = muct.archive_url(base_url, name)
@@ -317,7 +409,7 @@ def download_archives(
         try:
             path = fetch(
                 url, cached, retries=data.retries, timeout_s=data.timeout_s,
-                backoff_s=backoff_s, progress=progress,
+                backoff_s=backoff_s, progress=progress, limits=limits,
             )  # fmt: skip
         except FetchError as exc:
             message = str(exc)
@@ -340,7 +432,10 @@ def download_archives(
                 url, actual, pins[url], cache_dir / PINS,
             )  # fmt: skip
         try:
-            check_archive(path, **caps)
+            if not any(member.isfile() for member in check_archive(path, **caps)):
+                raise CorruptArchiveError(
+                    f"{name} holds no file: an empty archive, or none ({path.stat().st_size:,} bytes)"
+                )
         except ArchiveError as exc:
             path.unlink(missing_ok=True)
             raise type(exc)(f"{exc} (from {url}; the cached copy was deleted)") from None
@@ -369,12 +464,13 @@ def run(
         raise DownloadError(f"data.source {source.folder} lies inside the output folder {out_dir}")
     cache_dir = cache_dir if cache_dir is not None else root / ".cache" / "downloads"
     pins = read_pins(cache_dir, out_dir / "archives.json")  # before the old outputs go
+    notes: dict[str, int] = dict.fromkeys(NOTES, 0)
     with atomic_outputs(f"{out_dir}/", metrics_path) as (tmp_out, tmp_metrics):
         photos_dir = tmp_out / "photos"
         if source.folder is not None:
             log.info("copying photos from %s", source.folder)
             records: list[dict] = []
-            photos = copy_folder(source.folder, photos_dir)
+            photos = copy_folder(source.folder, photos_dir, notes)
             where = str(source.folder)
         else:
             records, paths = download_archives(
@@ -382,19 +478,20 @@ def run(
             )
             work_dir = tmp_out / ".unpacked"
             try:
-                photos = unpack_muct(paths, work_dir, photos_dir, data)
+                photos = unpack_muct(paths, work_dir, photos_dir, data, notes)
             finally:
                 shutil.rmtree(work_dir, ignore_errors=True)
             where = ", ".join(r["url"] for r in records)
         if not photos:
             raise DownloadError(f"no photos ({', '.join(IMAGE_SUFFIXES)}) found in {where}")
-        manifest = build_manifest(photos, data.group_pattern, workers=workers)
+        manifest = build_manifest(photos, data.group_pattern, workers=workers, notes=notes)
         metrics = {
             "photos": len(manifest),
             "unreadable": int((manifest["error"] != "").sum()),
             "with_ground_truth": int((manifest["gt_scheme"] != "").sum()),
             "bytes": sum(photo.file.stat().st_size for photo in photos),
             "archives": len(records),
+            **notes,
         }
         write_csv(tmp_out / "manifest.csv", manifest)
         write_json(tmp_out / "archives.json", records)

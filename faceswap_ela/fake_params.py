@@ -184,11 +184,11 @@ class HeldOutSwap(SwapAxes):
 
 
 class FakeParams(Section):
-    fraction: float = Field(0.5, ge=0, le=1)
+    fraction: float = Field(0.5, gt=0, lt=1)  # with materialize.variants: see Params._both_classes
     scales: tuple[int, int] = (64, 127)
-    blur_kernel: int = Field(5, ge=1)
+    blur_kernel: int = Field(5, ge=1, le=63)
     mask: Literal["square", "hull", "random"] = "random"
-    feather: int = Field(0, ge=0)
+    feather: int = Field(0, ge=0, le=64)
     jpeg: tuple[int, ...] = ()  # [] or [low, high]
 
     @field_validator("jpeg")
@@ -204,8 +204,8 @@ class FakeParams(Section):
     @field_validator("scales")
     @classmethod
     def _scales(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not 8 <= v[0] <= v[1]:
-            raise ValueError("must be [low, high] with 8 <= low <= high")
+        if not 8 <= v[0] <= v[1] <= 1024:
+            raise ValueError("must be [low, high] with 8 <= low <= high <= 1024")
         return v
 
     @field_validator("blur_kernel")

@@ -4,14 +4,19 @@ Bytes are streamed into ``<dest>.part`` and renamed to ``dest`` only when comple
 interrupted download resumes with an HTTP Range request (a file:// copy from the part's size).
 Connection errors, timeouts, broken transfers and the answers in RETRY_STATUS are retried with
 urllib3's backoff, or after the server's Retry-After; a host name that does not resolve and any
-other 4xx fail at once. Processes fetching the same ``dest`` take turns on ``<dest>.lock``. Every
-failure raises FetchError with a one-line message naming the URL."""
+other 4xx fail at once. A download may be given an overall deadline and a size cap (a server that
+drips a byte at a time, or streams without end): past either it stops, its part is deleted, and it
+is not retried. Processes fetching the same ``dest`` take turns on ``<dest>.lock``. Every failure
+raises FetchError with a one-line message naming the URL, but a full disk: its OSError names the
+part, which stays to be resumed."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -22,6 +27,8 @@ from filelock import FileLock
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 from urllib3.util import Retry
+
+from faceswap_ela.outputs import disk_full
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,37 @@ class FetchError(RuntimeError):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long one download may take in all, retries included (None: no limit), and how many
+    bytes it may write (None: any), with the names of the parameters that set them, for the
+    message. ``end`` is set when the download starts (``started``)."""
+
+    deadline_s: float | None = None
+    max_bytes: int | None = None
+    deadline_key: str = "deadline_s"
+    max_bytes_key: str = "max_bytes"
+    end: float | None = None
+
+    def started(self) -> Limits:
+        return replace(self, end=None if self.deadline_s is None else time.monotonic() + self.deadline_s)
+
+    def check(self, url: str, part: Path, size: int) -> None:
+        """FetchError (and ``part`` deleted) when ``size`` bytes are over the cap or time is up."""
+        problem = None
+        if self.max_bytes is not None and size > self.max_bytes:
+            problem = f"it is larger than {_mib(self.max_bytes)} ({self.max_bytes_key})"
+        elif self.end is not None and time.monotonic() > self.end:
+            problem = f"it took longer than {self.deadline_s:g} s ({self.deadline_key}; {size:,} bytes came)"
+        if problem:
+            part.unlink(missing_ok=True)
+            raise FetchError(f"refusing {url}: {problem}; the partial download was deleted")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
 
 
 class _Restart(Exception):
@@ -72,8 +110,11 @@ def _content_range_start(value: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _receive(response: requests.Response, url: str, part: Path, offset: int, progress: bool) -> None:
-    """Write the body of an answer to a GET that asked for ``part``'s missing bytes from ``offset``."""
+def _receive(
+    response: requests.Response, url: str, part: Path, offset: int, progress: bool, limits: Limits
+) -> None:
+    """Write the body of an answer to a GET that asked for ``part``'s missing bytes from ``offset``,
+    within ``limits`` (checked after every read: a read returns what has come, not a full chunk)."""
     status = response.status_code
     length = response.headers.get("Content-Length")
     length = int(length) if length and length.isdigit() else None
@@ -90,17 +131,22 @@ def _receive(response: requests.Response, url: str, part: Path, offset: int, pro
         raise _Restart("server can't resume this file (HTTP 416)")
     else:
         raise FetchError(f"HTTP {status} {response.reason} for {url}", status)
+    size = offset
+    if total is not None:
+        limits.check(url, part, total)  # announced too large: refused before a byte is written
     with _bar(part.name[: -len(".part")], total, offset, progress) as bar, open(part, mode) as handle:
         # bytes as sent: a server that labels a .tar.gz "Content-Encoding: gzip" mustn't get it unzipped
-        for chunk in response.raw.stream(CHUNK, decode_content=False):
+        while chunk := response.raw.read1(CHUNK, decode_content=False):
             handle.write(chunk)
             bar.update(len(chunk))
+            size += len(chunk)
+            limits.check(url, part, size)
     size = part.stat().st_size
     if total is not None and size != total:
         raise urllib3.exceptions.ProtocolError(f"connection ended after {size:,} of {total:,} bytes")
 
 
-def _download(url: str, part: Path, retry: Retry, timeout_s: float, progress: bool) -> None:
+def _download(url: str, part: Path, retry: Retry, timeout_s: float, progress: bool, limits: Limits) -> None:
     """GET ``url`` into ``part``: urllib3 retries connection errors, timeouts and RETRY_STATUS
     answers; a transfer that breaks off is resumed with a Range request from what ``part`` holds
     (a retry too, from the same budget); a part the server can't resume starts again (once, free)."""
@@ -112,13 +158,14 @@ def _download(url: str, part: Path, retry: Retry, timeout_s: float, progress: bo
         while True:
             adapter.max_retries = retry
             offset = part.stat().st_size if part.exists() else 0
+            limits.check(url, part, offset)
             headers = {"Accept-Encoding": "identity"}  # the archive's own bytes, never re-encoded
             if offset:
                 headers["Range"] = f"bytes={offset}-"
             try:
                 with session.get(url, headers=headers, stream=True, timeout=timeout_s) as response:
                     retry = response.raw.retries or retry
-                    _receive(response, url, part, offset, progress)
+                    _receive(response, url, part, offset, progress, limits)
                 return
             except _Restart as exc:
                 part.unlink()
@@ -132,8 +179,8 @@ def _download(url: str, part: Path, retry: Retry, timeout_s: float, progress: bo
                 retry.sleep()
 
 
-def _copy(url: str, part: Path, progress: bool) -> None:
-    """Copy a file:// URL into ``part``, resuming from its size."""
+def _copy(url: str, part: Path, progress: bool, limits: Limits) -> None:
+    """Copy a file:// URL into ``part``, resuming from its size; a file over the size cap is refused."""
     parsed = urlparse(url)
     if parsed.netloc not in ("", "localhost"):
         raise FetchError(f"file:// URLs must name a local path, not host {parsed.netloc!r}: {url}")
@@ -141,6 +188,7 @@ def _copy(url: str, part: Path, progress: bool) -> None:
     if not source.is_file():
         raise FetchError(f"not found: {url} ({source} is not a file)")
     total = source.stat().st_size
+    limits.check(url, part, total)
     offset = part.stat().st_size if part.exists() else 0
     if offset > total:
         offset = 0
@@ -173,6 +221,7 @@ def fetch(
     timeout_s: float = 60.0,
     backoff_s: float | None = None,
     progress: bool = True,
+    limits: Limits | None = None,
 ) -> Path:
     """Download ``url`` (http, https or file) to ``dest`` unless it is already there.
 
@@ -181,7 +230,9 @@ def fetch(
     ``timeout_s`` each), broken transfers and RETRY_STATUS answers are retried ``retries`` times
     in all, with urllib3's backoff (none before the first retry, then ``backoff_s``, default
     BACKOFF_S, times 2, 4, ...) or the server's Retry-After; a host name that does not resolve and
-    any other 4xx fail at once. Raises FetchError naming the URL."""
+    any other 4xx fail at once. A download that goes past ``limits`` (its deadline, counted from
+    now, or its size cap) is stopped, its part deleted, and not retried. Raises FetchError naming
+    the URL."""
     dest = Path(dest)
     if dest.exists():
         return dest
@@ -197,12 +248,16 @@ def fetch(
     with FileLock(dest.with_name(dest.name + ".lock")):
         if dest.exists():  # another process finished it while we waited for the lock
             return dest
+        limits = (limits or Limits()).started()
         try:
             if scheme == "file":
-                _copy(url, part, progress)
+                _copy(url, part, progress, limits)
             else:
-                _download(url, part, retry, timeout_s, progress)
+                _download(url, part, retry, timeout_s, progress, limits)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            full = disk_full(exc)
+            if full is not None:  # not the server's fault, and no retry helps: the part stays to resume
+                raise OSError(full.errno, full.strerror, str(part)) from exc
             cause = _cause(exc)
             tries = (
                 ""

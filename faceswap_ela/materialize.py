@@ -4,7 +4,7 @@ made, from which the crop index's rows are built (faceswap_ela.crop_index). The 
 are made in faceswap_ela.forgery, the swap donors chosen in faceswap_ela.donors and the gallery's
 samples in faceswap_ela.samples.
 
-Each photo gives ``variants`` renderings (a train photo ``train_variants`` when set). Which ones
+Each photo gives ``variants`` renderings (a train photo ``train_variants`` when not 0). Which ones
 become fakes is drawn once per photo: round(fraction * variants) of them (the fractional part
 decided by a seeded coin), at seeded positions. So each photo contributes both classes in the
 paper's half/half ratio (with 4 variants: exactly 2 real + 2 fake), the classes are balanced

@@ -8,7 +8,10 @@ server that does not answer ``/health`` fails at once, so that a dead or hung se
 not minutes. On a sqlite store, parallel writers (``dvc queue start -j N``) are safe: a process
 creates the store's tables under a file lock (``mlflow.db.lock``), since two processes creating
 them at once fail, and a call that finds the database locked beyond MLflow's own 20 s busy timeout
-is retried with backoff (LOCK_RETRIES).
+is retried with backoff (LOCK_RETRIES). A sqlite store that can't be used is named for what it is
+before MLflow opens it (``check_store``: a folder, not a database, not MLflow's, read-only), in
+milliseconds rather than after MLflow's own retries, and MLflow's own logging of the database
+errors it re-raises is silenced: the caller says what failed, once.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import contextlib
 import functools
 import logging
 import os
+import sqlite3
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,12 @@ HTTP_RETRIES = 0  # unless MLFLOW_HTTP_REQUEST_MAX_RETRIES is set: a failure dis
 LOCK_RETRIES = 8  # attempts of a call that finds a sqlite store locked
 LOCK_BACKOFF_S = 0.25  # the first wait between them; doubled each time, up to LOCK_BACKOFF_MAX_S
 LOCK_BACKOFF_MAX_S = 4.0
+SQLITE_HEADER = b"SQLite format 3\x00"
+MLFLOW_TABLES = ("alembic_version", "experiments", "runs")  # what every MLflow sqlite store holds
+
+
+class StoreError(Exception):
+    """A sqlite store that can't be used, with a one-line reason naming it."""
 
 
 def tracking_uri(root: str | os.PathLike | None = None) -> str:
@@ -65,6 +76,13 @@ def artifact_location(uri: str) -> str | None:
 
 
 def brief(exc: BaseException) -> str:
+    """An exception's type and first line; for an error of the database under MLflow's and
+    SQLAlchemy's wrappers, the database's own ("attempt to write a readonly database")."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    if isinstance(root, sqlite3.Error):
+        exc = root
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else ""
     text = text if len(text) <= 240 else text[:237] + "..."
@@ -86,8 +104,67 @@ def _probe_server(uri: str, timeout: float = 3.0) -> None:
 
 def _quiet_store_logs() -> None:
     # sqlite stores log their schema migrations at INFO on every fresh database
-    for name in ("alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
+    for name in ("alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a database error is logged with its whole traceback (some 90 lines) before MLflow raises it
+    # again; the caller reports what it raises, in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
+def _tables(db: Path) -> set[str] | None:
+    """The tables of a sqlite database, read-only; None when it can't be read now (locked)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as con:
+            return {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            return None
+        raise StoreError(f"{db} can't be read as a database: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{db} is not an SQLite database ({exc})") from None
+
+
+def check_store(uri: str, *, write: bool = True) -> None:
+    """StoreError naming a sqlite store's file when MLflow can't use it: its folder a file, the file
+    a folder or no regular file, not a database, a database without MLflow's tables, or, to
+    ``write``, read-only (the file, or its folder, where sqlite writes its journal). A store that
+    doesn't exist yet (nor its folder), or an empty file, is fine: MLflow creates its tables. Other
+    stores pass."""
+    db = _sqlite_file(uri)
+    if db is None:
+        return
+    if not db.parent.exists():
+        return  # a new store: its folder is made with it
+    if not db.parent.is_dir():
+        raise StoreError(f"{db.parent} is not a folder: no {db.name} there")
+    writable_folder = os.access(db.parent, os.W_OK | os.X_OK)
+    try:
+        info = db.stat()
+    except FileNotFoundError:
+        if write and not writable_folder:
+            raise StoreError(f"{db.parent} is read-only: {db.name} can't be created there") from None
+        return
+    if stat.S_ISDIR(info.st_mode):
+        raise StoreError(f"{db} is a folder, not a database")
+    if not stat.S_ISREG(info.st_mode):
+        raise StoreError(f"{db} is not a regular file")
+    if write and not os.access(db, os.W_OK):
+        raise StoreError(f"{db} is read-only")
+    if write and not writable_folder:
+        raise StoreError(f"{db} is in a read-only folder (sqlite writes its journal beside it)")
+    if info.st_size == 0:
+        return
+    try:
+        with open(db, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError(f"can't read {db}: {exc.strerror or exc}") from None
+    if header != SQLITE_HEADER:
+        raise StoreError(f"{db} is not an SQLite database")
+    tables = _tables(db)
+    missing = [t for t in MLFLOW_TABLES if tables and t not in tables]
+    if missing:
+        raise StoreError(f"{db} is not an MLflow database, or its schema was changed: no table {missing[0]}")
 
 
 class DownloadError(Exception):
@@ -105,6 +182,7 @@ def download_model(uri: str, dst: str | os.PathLike, store: str) -> Path:
         import mlflow.artifacts
 
         _quiet_store_logs()
+        check_store(store, write=False)
         if urlparse(store).scheme in ("http", "https"):
             _probe_server(store)
         local = mlflow.artifacts.download_artifacts(
@@ -184,9 +262,12 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 
 def client(uri: str):
+    """A client of the store ``uri`` to write runs into: StoreError when a sqlite store can't take
+    them (check_store), ConnectionError when a server does not answer."""
     from mlflow import MlflowClient
 
     _quiet_store_logs()
+    check_store(uri)
     if urlparse(uri).scheme in ("http", "https"):
         _probe_server(uri)
         return MlflowClient(tracking_uri=uri)

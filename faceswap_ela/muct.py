@@ -94,8 +94,12 @@ def read_landmarks_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def read_pts(path: str | os.PathLike, n_points: int = 68) -> np.ndarray:
-    """An iBUG 300-W ``.pts`` file as an (n_points, 2) float array of (x, y), as stored in the file."""
-    text = Path(path).read_text()
+    """An iBUG 300-W ``.pts`` file as an (n_points, 2) float array of (x, y), as stored in the file.
+    ValueError, naming the file, when it isn't one (or isn't UTF-8 text)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a .pts file (not UTF-8 text: byte {exc.start})") from None
     match = re.search(r"n_points:\s*(\d+)\s*\{(.*)\}", text, re.S)
     if not match:
         raise ValueError(f"{path}: not a .pts file (no 'n_points:' and '{{ ... }}')")

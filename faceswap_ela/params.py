@@ -15,12 +15,13 @@ import re
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -37,6 +38,10 @@ class ParamsError(ValueError):
 
 
 Factor = tuple[float, float]
+# processes or threads of a stage (0: every core); more than this is a typo, not a machine
+Workers = Annotated[int, Field(ge=0, le=1024)]
+MAX_ROI = 512  # roi.size's upper bound (see params.yaml)
+MAX_BATCH = 1024  # train.batch_size's
 
 
 class DataParams(Section):
@@ -53,7 +58,9 @@ class DataParams(Section):
     checksums: dict[str, str] = Field(default_factory=dict)
     group_pattern: str = r"^i(\d{3})[a-z]|^([^_]+)_"
     retries: int = Field(5, ge=0, le=100)
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(60.0, gt=0)  # per read: a server that stays silent this long is retried
+    deadline_s: float = Field(3600.0, gt=0)  # one archive's whole download, retries included
+    max_download_mib: int = Field(1024, ge=1)  # one archive's download
     max_member_mib: int = Field(64, ge=1)  # the largest file an archive may unpack
     max_unpacked_mib: int = Field(4096, ge=1)  # all of one archive's files together
 
@@ -89,7 +96,7 @@ class LandmarkParams(Section):
     max_side: int = Field(640, ge=0)
     multiple_faces: Literal["skip", "largest"] = "skip"
     retry_full_size: bool = True
-    workers: int = Field(0, ge=0)
+    workers: Workers = 0
 
 
 class SplitParams(Section):
@@ -97,15 +104,24 @@ class SplitParams(Section):
 
 
 class MaterializeParams(Section):
-    variants: int = Field(4, ge=1, le=100)
-    train_variants: int | None = Field(None, ge=1, le=100)  # the train split's (None: variants)
-    workers: int = Field(0, ge=0)
+    variants: int = Field(4, ge=2, le=100)  # at least one real and one fake rendering per photo
+    # the train split's (0: variants); a number, not null, which DVC's rewrite of params.yaml would blank
+    train_variants: int = Field(0, ge=0, le=100)
+
+    @field_validator("train_variants")
+    @classmethod
+    def _train_variants(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("must be 0 (as variants) or 2..100")
+        return v
+
+    workers: Workers = 0
 
 
 class RoiParams(Section):
     dx_max: float = Field(0.125, ge=0, le=1)
     dy_max: float = Field(0.2, ge=0, le=1)
-    size: int = Field(128, ge=16)
+    size: int = Field(128, ge=32, le=MAX_ROI)
 
 
 class AugmentParams(Section):
@@ -127,16 +143,47 @@ class AugmentParams(Section):
         return v
 
 
+# chroma subsampling as params.yaml writes it (a number: every YAML reader reads 420 alike, while an
+# unquoted 4:2:0 is a string to YAML 1.2 and the base-60 integer 14520 to YAML 1.1), and the
+# J:a:b name it stands for, which the code uses and model cards written before hold. Dumped (model
+# cards, MLflow's parameters, the params hash) it is the number again, as params.yaml has it.
+SUBSAMPLING_NAMES = {444: "4:4:4", 422: "4:2:2", 420: "4:2:0"}
+SUBSAMPLING_CODES = {name: code for code, name in SUBSAMPLING_NAMES.items()}
+Subsampling = Literal["4:4:4", "4:2:2", "4:2:0"]
+
+
+def _sexagesimal(name: str) -> int:
+    hours, minutes, seconds = (int(part) for part in name.split(":"))
+    return (hours * 60 + minutes) * 60 + seconds
+
+
 class ElaParams(Section):
     quality: int = Field(95, ge=1, le=100)
-    subsampling: Literal["4:4:4", "4:2:2", "4:2:0"] = "4:2:0"
+    subsampling: Subsampling = "4:2:0"  # params.yaml: 444 | 422 | 420 (or the quoted name)
     scale: Literal["max", "fixed"] = "max"
     gain: float = Field(20.0, gt=0)
     at: Literal["crop", "photo"] = "crop"
-    workers: int = Field(0, ge=0)
+    workers: Workers = 0
     # () : the paper's single ``quality``; else the error levels at each, stacked as channels
     # (last, so that the validator sees ``scale``)
     qualities: tuple[int, ...] = ()
+
+    @field_validator("subsampling", mode="before")
+    @classmethod
+    def _subsampling(cls, v: object) -> object:
+        if isinstance(v, bool) or not isinstance(v, int):
+            return v
+        if v in SUBSAMPLING_NAMES:
+            return SUBSAMPLING_NAMES[v]
+        misread = {_sexagesimal(name): (code, name) for code, name in SUBSAMPLING_NAMES.items()}
+        if v in misread:
+            code, name = misread[v]
+            raise ValueError(f"{v} is {name} read as a base-60 number by a YAML 1.1 reader: write {code}")
+        raise ValueError(f"must be 444, 422 or 420 (4:4:4, 4:2:2 or 4:2:0), not {v}")
+
+    @field_serializer("subsampling")
+    def _subsampling_code(self, v: str) -> int:
+        return SUBSAMPLING_CODES[v]
 
     @field_validator("qualities")
     @classmethod
@@ -181,7 +228,7 @@ class TrainParams(Section):
     fakes: tuple[str, ...] = ("warp", "blend")
     seeds: tuple[int, ...] = (42,)
     epochs: int = Field(30, ge=1)
-    batch_size: int = Field(100, ge=1)
+    batch_size: int = Field(100, ge=1, le=MAX_BATCH)
     lr: float = Field(5e-4, gt=0)
     rho: float = Field(0.9, gt=0, lt=1)
     epsilon: float = Field(1e-8, gt=0)
@@ -289,6 +336,26 @@ class Params(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _both_classes(self) -> Params:
+        # materialize draws floor or ceil of fraction x variants fakes per photo (the fractional part
+        # by a coin): both at least 1 and at most variants - 1 keeps a real and a fake of every photo,
+        # so that no photo, group or split holds a single class (nothing to train or test against)
+        # (with train.pairs every train rendering is a real and a fake: only the test split's count)
+        counts = {"variants": self.materialize.variants}
+        if self.materialize.train_variants and not self.train.pairs:
+            counts["train_variants"] = self.materialize.train_variants
+        fraction = self.fakes.fraction
+        for key, variants in counts.items():
+            fakes = fraction * variants
+            if not 1 - 1e-9 <= fakes <= variants - 1 + 1e-9:
+                raise ValueError(
+                    f"fakes.fraction {fraction:g} x materialize.{key} {variants} gives {fakes:g} fakes per "
+                    f"photo: it must be 1 to {variants - 1} ({key} - 1), so that every photo gives both "
+                    "a real and a fake rendering"
+                )
+        return self
+
 
 def repo_root() -> Path:
     """The repository root: DVC_ROOT when DVC runs the stage, else the nearest folder with dvc.yaml."""
@@ -309,7 +376,8 @@ def _format(exc: ValidationError) -> str:
         value = err.get("input")
         shown = isinstance(value, (bool, int, float, str)) and len(repr(value)) < 60
         got = f" (got {value!r})" if shown else ""
-        lines.append(f"{key}: {err['msg']}{got}" if key else f"{err['msg']}{got}")
+        # a check across sections (Params._both_classes) names its keys in its message
+        lines.append(f"{key}: {err['msg']}{got}" if key else err["msg"].removeprefix("Value error, "))
     return "; ".join(lines)
 
 

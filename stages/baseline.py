@@ -27,14 +27,16 @@ from faceswap_ela import params as P
 log = logging.getLogger("baseline")
 
 
-def split_features(name: str) -> tuple[dataset.Split, object]:
-    ela = dataset.load_split(layout.ELA_DIR, name, "ela")
+def split_features(name: str, *, fitted: bool = False) -> tuple[dataset.Split, object]:
+    """A set's ELA split and its features; ``fitted``: the set the regression is fitted on, which
+    must hold both classes."""
+    ela = (dataset.training_split if fitted else dataset.load_split)(layout.ELA_DIR, name, "ela")
     rgb = dataset.load_split(layout.ELA_DIR, name, "rgb")
     return ela, baseline.features(rgb.images, ela.images)
 
 
 def run(p: P.Params, fakes: str) -> None:
-    train, x_train = split_features(testsets.recipe_set(fakes))
+    train, x_train = split_features(testsets.recipe_set(fakes), fitted=True)
     model = baseline.fit(x_train, train.labels)
 
     def score(name: str) -> tuple[dataset.Split, object]:

@@ -32,7 +32,7 @@ def run(p: P.Params, input_kind: str, fakes: str, seed: int) -> None:
     name = layout.model_name(input_kind, fakes, seed)
     model, run_file, card_file = layout.model_file(name), layout.run_file(name), layout.card_file(name)
     metrics_file, history_file = layout.train_metrics(name), layout.history_file(name)
-    split = dataset.load_split(layout.ELA_DIR, testsets.recipe_set(fakes), input_kind)
+    split = dataset.training_split(layout.ELA_DIR, testsets.recipe_set(fakes), input_kind)
 
     precision = hardware.resolve_precision(p.train.precision)
     tags = {

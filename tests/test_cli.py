@@ -21,7 +21,7 @@ import yaml
 from faceswap_ela import card, cli, predict
 from faceswap_ela import params as P
 from faceswap_ela.images import save_png
-from tests.helpers.sample_data import portrait, write_bad_images
+from tests.helpers.sample_data import default_params, portrait, write_bad_images
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64  # roi.size of the test model
@@ -45,7 +45,7 @@ def tiny(tmp_path_factory) -> tuple[Path, Path, dict[str, Path]]:
         ]
     )
     net.save(base / "model.keras")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = default_params()
     raw["roi"]["size"] = SIZE
     (base / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     model_card = card.make(P.load(base / "params.yaml"), "ela", "warp", 0, "tiny", "float32")

@@ -3,6 +3,7 @@ file:// mirrors and local folders: outputs, resume, retries, errors, checksums a
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -30,6 +31,7 @@ from tests.helpers.sample_data import (
     build_archive,
     build_hostile_archive,
     build_muct_archives,
+    loopback,
     render_face,
     serve,
     stage_repo,
@@ -145,6 +147,8 @@ def test_download_from_loopback_mirror(muct_mirror, tmp_path):
             "with_ground_truth": 12,
             "bytes": sum(p.stat().st_size for p in muct_mirror.photos),
             "archives": 2,
+            "skipped_names": 0,
+            "refused_ground_truth": 0,
         }
     )
     # nothing else: no unpacked leftovers, no temporary files
@@ -301,6 +305,67 @@ def test_a_name_that_does_not_resolve_fails_at_once_and_suggests_a_local_folder(
     assert lines[0].startswith(f"could not download https://muct.example/{A}: ") and "resolve" in lines[0]
     assert "make repro SOURCE=" in lines[-1]
     _assert_no_outputs(repo)
+
+
+def _dripping(handler, stop) -> None:
+    """200 with a large Content-Length, then a byte every 0.1 s: never silent for a read timeout."""
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(10 << 20))
+    handler.end_headers()
+    with contextlib.suppress(OSError):
+        while not stop.wait(0.1):
+            handler.wfile.write(b"\0")
+            handler.wfile.flush()
+
+
+def test_a_server_dripping_bytes_is_stopped_by_the_deadline(tmp_path):
+    repo = tmp_path / "repo"
+    with loopback(_dripping) as (url, _, _):
+        start = time.monotonic()
+        with pytest.raises(DownloadError) as err:
+            _run(repo, _data(url, deadline_s=1.5, timeout_s=5))
+        took = time.monotonic() - start
+    assert 1.5 <= took < 10, took
+    message = str(err.value)
+    assert message.startswith(f"refusing {url}{A}: it took longer than 1.5 s (data.deadline_s; ")
+    assert "the partial download was deleted" in message
+    assert _cache_files(repo) == []  # no part to resume from the dripping server
+    _assert_no_outputs(repo)
+
+
+def _endless(handler, stop) -> None:
+    """200 without a Content-Length, then zeros until the client goes (HTTP/1.0: the body ends
+    when the connection closes)."""
+    handler.send_response(200)
+    handler.end_headers()
+    block = bytes(1 << 16)
+    with contextlib.suppress(OSError):
+        while not stop.is_set():
+            handler.wfile.write(block)
+
+
+def _announcing(handler, stop) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(2 << 30))
+    handler.end_headers()
+    with contextlib.suppress(OSError):
+        handler.wfile.write(bytes(1 << 16))
+        stop.wait(5)
+
+
+@pytest.mark.parametrize("handler", [_endless, _announcing])
+def test_a_download_over_the_size_cap_is_stopped(handler, tmp_path):
+    repo = tmp_path / "repo"
+    with loopback(handler) as (url, _, _), pytest.raises(DownloadError) as err:
+        _run(repo, _data(url, max_download_mib=1))
+    assert str(err.value).startswith(f"refusing {url}{A}: it is larger than 1.0 MiB (data.max_download_mib)")
+    assert _cache_files(repo) == []
+    assert sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()) < 2 << 20
+    _assert_no_outputs(repo)
+    with pytest.raises(P.ParamsError, match="data.max_download_mib"):
+        _data("x", max_download_mib=0)
+    with pytest.raises(P.ParamsError, match="data.deadline_s"):
+        _data("x", deadline_s=0)
 
 
 def test_unreachable_server_fails_after_the_retries(tmp_path):
@@ -464,6 +529,43 @@ def test_a_duplicate_member_is_refused_naming_it(muct_mirror, tmp_path):
     _assert_no_outputs(repo)
 
 
+def test_an_archive_of_zeros_is_refused_and_not_reused(muct_mirror, tmp_path):
+    """A mirror serving 1 MB of zeros under each name: tarfile reads that as an empty archive. It
+    is refused and dropped from the cache, so the next run (real archives) fetches them again."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name in (A, L):
+        (mirror / name).write_bytes(bytes(1 << 20))
+    repo = tmp_path / "repo"
+    with serve(mirror) as (url, log):
+        with pytest.raises(CorruptArchiveError) as err:
+            _run(repo, _data(url))
+        assert str(err.value) == (
+            f"{A} holds no file: an empty archive, or none (1,048,576 bytes) "
+            f"(from {url}{A}; the cached copy was deleted)"
+        )
+        assert _cache_files(repo) == []
+        _assert_no_outputs(repo)
+        for name in (A, L):
+            shutil.copy(muct_mirror.mirror / name, mirror / name)
+        assert _run(repo, _data(url))["photos"] == 12
+    assert [path for path, _, _ in log] == ["/" + A, "/" + A, "/" + L]
+
+
+def test_an_archive_without_photos_or_landmarks_is_refused_and_not_reused(muct_mirror, tmp_path):
+    mirror = _copy_mirror(muct_mirror, tmp_path)
+    build_archive(mirror / L, [("README", b"nothing to see"), ("jpg/notes.txt", b"not a photo")])
+    repo = tmp_path / "repo"
+    with serve(mirror) as (url, _), pytest.raises(DownloadError) as err:
+        _run(repo, _data(url))
+    assert str(err.value) == (
+        f"{L} holds no photo under jpg/ and no {muct.LANDMARKS_CSV}: not a MUCT archive "
+        "(the cached copy was deleted)"
+    )
+    assert _cache_files(repo) == [A]  # the good archive stays
+    _assert_no_outputs(repo)
+
+
 def test_what_failed_to_unpack_is_never_cached(muct_mirror, tmp_path):
     """A mirror that answers every path with an HTML page and 200: nothing of it stays in the
     cache, so the first run after the mirror is fixed succeeds."""
@@ -538,7 +640,67 @@ def test_local_folder_source(tmp_path):
         "with_ground_truth": 1,
         "bytes": sum(p.stat().st_size for p in images),
         "archives": 0,
+        "skipped_names": 0,
+        "refused_ground_truth": 0,
     }
+
+
+NOT_UTF8 = os.fsdecode(b"caf\xe9_1.jpg")  # Latin-1, as an old camera or a Windows zip names it
+
+
+def test_a_photo_named_in_bytes_that_are_not_utf8_is_skipped_naming_it(tmp_path, caplog):
+    repo = tmp_path / "repo"
+    _face_jpeg(repo / "faces" / "ok_1.jpg")
+    _face_jpeg(repo / "faces" / "sub" / NOT_UTF8)
+    with caplog.at_level(logging.WARNING):
+        metrics = _run(repo, _data("faces"))
+    assert list(_manifest(repo).id) == ["ok_1"]
+    assert metrics["photos"] == 1 and metrics["skipped_names"] == 1
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"skipping {repo / 'faces' / 'sub'}/caf\\xe9_1.jpg: its name is not UTF-8 text")
+
+
+def test_a_photo_named_in_bytes_that_are_not_utf8_in_an_archive_is_skipped(muct_mirror, tmp_path, caplog):
+    mirror = _copy_mirror(muct_mirror, tmp_path)
+    photos = [(f"jpg/{p.name}", p.read_bytes()) for p in muct_mirror.photos]
+    build_archive(mirror / A, [*photos, (f"jpg/{NOT_UTF8}", photos[0][1])])
+    repo = tmp_path / "repo"
+    with serve(mirror) as (url, _), caplog.at_level(logging.WARNING):
+        metrics = _run(repo, _data(url))
+    assert metrics["photos"] == 12 and metrics["skipped_names"] == 1
+    assert sum("caf\\xe9_1.jpg: its name is not UTF-8 text" in r.getMessage() for r in caplog.records) == 1
+
+
+def _pts_text(points: np.ndarray) -> str:
+    return "version: 1\nn_points: 68\n{\n" + "".join(f"{x} {y}\n" for x, y in points) + "}\n"
+
+
+def test_ground_truth_that_cannot_be_landmarks_is_refused_naming_the_file(tmp_path, caplog):
+    repo = tmp_path / "repo"
+    good = np.random.default_rng(2).uniform(50, 300, (68, 2)).round(3)
+    bad = {
+        "nan_1": (good.copy(), "point 5 is NaN"),
+        "inf_1": (good.copy(), "point 5 is infinite"),
+        "huge_1": (good.copy(), "a point at (1e+308, "),
+        "same_1": (np.tile([120.0, 140.0], (68, 1)), "all 68 points are the same point (120, 140)"),
+    }
+    bad["nan_1"][0][5, 0], bad["inf_1"][0][5, 1], bad["huge_1"][0][5, 0] = np.nan, np.inf, 1e308
+    for stem, (points, _) in {**bad, "good_1": (good, "")}.items():
+        (_face_jpeg(repo / "faces" / f"{stem}.jpg")).with_suffix(".pts").write_text(_pts_text(points))
+    _face_jpeg(repo / "faces" / "latin_1.jpg").with_suffix(".pts").write_bytes(b"version: 1\n\xff\xfe{}")
+    with caplog.at_level(logging.WARNING):
+        metrics = _run(repo, _data("faces"))
+    manifest = _manifest(repo).set_index("id")
+    assert list(manifest.index[manifest.gt_scheme != ""]) == ["good_1"]
+    assert manifest.loc["nan_1", "gt"] == "" and len(manifest) == 6  # the photos stay
+    assert metrics["with_ground_truth"] == 1 and metrics["refused_ground_truth"] == 5
+    warnings = sorted(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert len(warnings) == 5
+    for stem, (_, reason) in bad.items():
+        (line,) = [w for w in warnings if w.startswith(f"refusing the ground truth of photos/{stem}.jpg ")]
+        assert f"({stem}.pts): {reason}" in line
+    (latin,) = [w for w in warnings if "latin_1" in w]
+    assert str(repo / "faces" / "latin_1.pts") in latin and "not UTF-8 text" in latin
 
 
 def test_duplicate_ids_are_refused(tmp_path):

@@ -3,6 +3,7 @@ stage scripts run as subprocesses in a folder built from the two sample portrait
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import yaml
 from faceswap_ela import alignment, batches, crop_index, donors, ela, materialize, roi
 from faceswap_ela.images import load_rgb
 from faceswap_ela.params import Params
-from tests.helpers.sample_data import dlib_shapes, portrait
+from tests.helpers.sample_data import default_params, dlib_shapes, portrait, small_disk
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = 4
@@ -87,7 +88,7 @@ def write_workspace(folder: Path, photos: dict, **changes: dict) -> None:
         landmark_rows.append(row)
     pd.DataFrame(landmark_rows).to_csv(folder / "data" / "landmarks.csv", index=False)
     pd.DataFrame(split_rows).to_csv(folder / "data" / "split.csv", index=False)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = default_params()
     params["materialize"].update(variants=VARIANTS, workers=2)
     params["ela"]["workers"] = 2
     for section, values in changes.items():
@@ -312,6 +313,30 @@ def test_ela_outputs(pipeline):
             expected = ela.compute(crop, p.ela)
             np.testing.assert_array_equal(tensor[i], expected)
             assert tensor[i].max() == 255
+
+
+def _tree_size(folder: Path) -> int:
+    """What a tree takes on a tmpfs: whole 4 KiB pages per file and folder."""
+    return sum(-(-p.stat().st_size // 4096) * 4096 if p.is_file() else 4096 for p in folder.rglob("*"))
+
+
+def test_ela_on_a_full_disk_fails_in_one_line_not_by_sigbus(pipeline, tmp_path):
+    """The ELA tensors are memory maps: on a sparse file a full disk kills the process with SIGBUS
+    at the first write into a page it has no room for, leaving its temporaries. Allocated up front,
+    they fail at once with ENOSPC, which the stage says in one line, leaving nothing."""
+    needed = _tree_size(pipeline / "data/crops") + (256 << 10)
+    assert _tree_size(pipeline / "data/ela") > 10 * (256 << 10)  # far more than is left
+    with small_disk(tmp_path / "disk", needed >> 10) as disk:
+        shutil.copy(pipeline / "params.yaml", disk / "params.yaml")
+        shutil.copytree(pipeline / "data/crops", disk / "data/crops")
+        result = run_stage("ela", disk)
+        left = sorted(str(p.relative_to(disk)) for p in disk.rglob("*") if ".tmp" in p.name)
+        outputs = [o for o in ("data/ela", "plots/gallery.png") if (disk / o).exists()]
+    assert result.returncode == 1, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert "no space left on the disk writing data/ela" in line, line
+    assert left == [] and outputs == []
 
 
 def test_same_bytes_with_one_worker_and_across_runs(pipeline, photos, tmp_path):

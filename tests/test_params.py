@@ -1,21 +1,92 @@
+import difflib
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from dvc.utils.hydra import apply_overrides
 
 from faceswap_ela import params as P
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_repo_params_are_valid_and_complete():
+def _without_source(p: P.Params) -> P.Params:
+    # `make repro SOURCE=...` leaves its data.source in the workspace's params.yaml
+    return p.model_copy(update={"data": p.data.model_copy(update={"source": P.DataParams().source})})
+
+
+def test_repo_params_are_valid_complete_and_the_schema_defaults():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     p = P.parse(raw)
     # every key in params.yaml is one the schema knows (unknown keys would have raised)
     assert p.ela.quality != 90, "the default must differ from the common choice so -S ela.quality=90 differs"
     assert p.split.test_fraction == pytest.approx(0.2)
     assert set(raw) == set(P.Params.model_fields)
-    assert {key for key, _ in P.leaves(raw)} == set(P.flatten(p)), "params.yaml lists every parameter"
+    # every parameter but those left out for null (DVC's rewrite would blank a written null)
+    listed = {key for key, value in P.flatten(p).items() if value is not None}
+    assert {key for key, _ in P.leaves(raw)} == listed, "params.yaml lists every parameter"
+    # tests start from the schema's defaults (tests/helpers/sample_data.default_params)
+    assert _without_source(p) == P.Params()
+
+
+def _set_param(tmp_path: Path, override: str) -> list[str]:
+    """The lines `dvc exp run -S <override>` changes in params.yaml (DVC's own rewrite, ruamel's
+    round trip), as a unified diff without its header."""
+    copy = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", copy)
+    apply_overrides(copy, [override])
+    before, after = (ROOT / "params.yaml").read_text(), copy.read_text()
+    return list(difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0))[2:]
+
+
+@pytest.mark.parametrize("folder", ["../shared/datasets/helen-train", "/some/folder"])
+def test_dvc_set_param_changes_its_own_line_alone(folder, tmp_path):
+    current = P.load(ROOT / "params.yaml").data.source  # `make repro SOURCE=...` may have set one
+    diff = _set_param(tmp_path, f"data.source={folder}")
+    assert diff[1:] == ([] if folder == current else [f"-  source: {current}", f"+  source: {folder}"])
+    # and every YAML reader reads the result alike (PyYAML is YAML 1.1, the stages' ruamel 1.2)
+    p = P.load(tmp_path / "params.yaml")
+    assert p.data.source == folder and p.ela.subsampling == "4:2:0"
+    assert P.parse(yaml.safe_load((tmp_path / "params.yaml").read_text())) == p
+
+
+def test_dvc_set_param_of_a_list_changes_that_list_alone(tmp_path):
+    seeds = list(P.load(ROOT / "params.yaml").train.seeds)
+    new = max(seeds) + 1
+    diff = _set_param(tmp_path, f"train.seeds=[{','.join(map(str, [*seeds, new]))}]")
+    assert [line for line in diff if not line.startswith("@")] == [f"+  - {new}"], diff
+    assert P.load(tmp_path / "params.yaml").train.seeds == (*seeds, new)
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [(444, "4:4:4"), (422, "4:2:2"), (420, "4:2:0"), ("4:4:4", "4:4:4"), ("4:2:0", "4:2:0")],
+)
+def test_subsampling_is_a_number_every_yaml_reader_reads_alike_or_the_old_name(value, name):
+    # the old names stay valid: model cards written before hold them
+    assert P.parse({"ela": {"subsampling": value}}).ela.subsampling == name
+
+
+def test_subsampling_is_dumped_as_params_yaml_writes_it_and_old_cards_still_read():
+    from faceswap_ela import card
+
+    p = P.parse({"ela": {"subsampling": 444}})
+    assert p.model_dump(mode="json")["ela"]["subsampling"] == 444 and P.flatten(p)["ela.subsampling"] == 444
+    new = card.make(p, "ela", "warp", 0, "m", "float32")
+    old = {**new, "ela": {**new["ela"], "subsampling": "4:4:4"}}  # a card written before
+    for written in (new, old):
+        assert card.ela_settings(card.check(written, "card.json")) == p.ela
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(14520, "4:2:0 read as a base-60 number by a YAML 1.1 reader: write 420"), (421, "444, 422 or 420")],
+)
+def test_a_subsampling_misread_as_base_60_says_so(value, message):
+    with pytest.raises(P.ParamsError, match="ela.subsampling") as info:
+        P.parse({"ela": {"subsampling": value}})
+    assert message in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +125,7 @@ def test_repo_params_are_valid_and_complete():
         ({"fakes": {"swap": {"mask": ["subset"]}}}, "testsets.unseen_swap.mask"),
         ({"testsets": {"unseen_swap": {}}}, "testsets.unseen_swap"),
         ({"testsets": {"unseen_swap": {"colour": ["lowfreq"]}}}, "testsets.unseen_swap.colour"),
-        ({"materialize": {"train_variants": 0}}, "materialize.train_variants"),
+        ({"materialize": {"train_variants": 1}}, "materialize.train_variants"),
         ({"train": {"pairs": "yes"}}, "train.pairs"),
         ({"split": {"test_fraction": 1.5}}, "split.test_fraction"),
         ({"data": {"checksums": {"muct-a-jpg-v1.tar.gz": "abc"}}}, "data.checksums"),
@@ -65,12 +136,39 @@ def test_repo_params_are_valid_and_complete():
         ({"tracking": {"model_name": "cnn@prod"}}, "tracking.model_name"),
         ({"tracking": {"register": "yes"}}, "tracking.register"),
         ({"bogus": 1}, "bogus"),
+        # values that make a model or a stage impossible, refused before any work
+        ({"roi": {"size": 4096}}, "roi.size"),
+        ({"roi": {"size": 16}}, "roi.size"),
+        ({"train": {"batch_size": 0}}, "train.batch_size"),
+        ({"train": {"batch_size": 100_000}}, "train.batch_size"),
+        ({"materialize": {"variants": 1}}, "materialize.variants"),
+        ({"materialize": {"variants": 10_000}}, "materialize.variants"),
+        ({"materialize": {"workers": 100_000}}, "materialize.workers"),
+        ({"fakes": {"scales": [64, 100_000]}}, "fakes.scales"),
+        ({"fakes": {"blur_kernel": 1001}}, "fakes.blur_kernel"),
+        ({"fakes": {"fraction": 1.0}}, "fakes.fraction"),
+        ({"fakes": {"fraction": 0.0}}, "fakes.fraction"),
     ],
 )
 def test_bad_values_name_the_key(patch, key):
     with pytest.raises(P.ParamsError) as info:
         P.parse(patch)
     assert key in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fraction", "variants", "fakes"), [(0.1, 4, "0.4"), (0.8, 4, "3.2"), (0.5, 100, None), (0.25, 4, None)]
+)
+def test_every_photo_must_give_a_real_and_a_fake(fraction, variants, fakes):
+    patch = {"fakes": {"fraction": fraction}, "materialize": {"variants": variants}}
+    if fakes is None:
+        assert P.parse(patch).fakes.fraction == fraction
+        return
+    with pytest.raises(P.ParamsError) as info:
+        P.parse(patch)
+    message = str(info.value)
+    assert f"fakes.fraction {fraction} x materialize.variants {variants} gives {fakes} fakes" in message
+    assert "both a real and a fake" in message and "Value error" not in message
 
 
 def test_load_errors_are_clear(tmp_path):
@@ -169,6 +267,7 @@ def test_params_stay_what_dvc_and_people_write(tmp_path):
     assert isinstance(p.train.lr, float) and p.train.lr == 5e-4  # YAML 1.2's float, no dot
     assert p.train.epsilon == 1e-8 and p.train.seeds == (42, 43) and p.augment.brightness == (1.0, 1.2)
     assert P.load(ROOT / "params.yaml") == P.parse(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    assert yaml.safe_load((ROOT / "params.yaml").read_text())["ela"]["subsampling"] == 420
 
 
 def test_missing_params_file_names_it(tmp_path):

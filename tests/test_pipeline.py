@@ -15,7 +15,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers.sample_data import build_muct_archives, serve, write_muct_landmarks_csv, write_muct_photos
+from tests.helpers.sample_data import (
+    build_muct_archives,
+    default_params,
+    serve,
+    write_muct_landmarks_csv,
+    write_muct_photos,
+)
 from tests.helpers.stages import predictions_auc
 from tests.helpers.tiny_pipeline import env
 
@@ -65,7 +71,7 @@ def pipeline_repo(tmp_path_factory):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
 
     with serve(mirror) as (url, _log):
-        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params = default_params()
         params["data"].update(
             source=url, archives=["muct-a-jpg-v1.tar.gz", "muct-landmarks-v1.tar.gz"], retries=1
         )

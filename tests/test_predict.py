@@ -36,7 +36,7 @@ from faceswap_ela import (
 from faceswap_ela import params as P
 from faceswap_ela.images import load_rgb, save_png
 from faceswap_ela.parallel import n_workers
-from tests.helpers.sample_data import portrait, write_bad_images
+from tests.helpers.sample_data import default_params, portrait, write_bad_images
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTRAITS = ("astronaut", "grace_hopper")
@@ -59,7 +59,7 @@ class Trained:
 
 def _test_params(folder: Path) -> Path:
     """The repo's params.yaml with roi.size = SIZE."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = default_params()
     raw["roi"]["size"] = SIZE
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

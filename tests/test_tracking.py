@@ -3,9 +3,13 @@ fail a stage (unwritable store, unreachable server, errors mid-run)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+import sqlite3
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -187,6 +191,116 @@ def test_unwritable_store_disables_tracking_with_one_warning(tmp_path, monkeypat
     messages = warnings_in(caplog)
     assert len(messages) == 2  # one for start, one for resume
     assert all("MLflow tracking disabled" in m and "\n" not in m for m in messages)
+
+
+def _a_store(folder: Path) -> Path:
+    """A real MLflow sqlite store with one run in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    db = folder / "mlflow.db"
+    tracking.start_run(P.parse({}), root=folder).finish()
+    assert db.is_file()
+    return db
+
+
+def _drop_runs(db: Path) -> None:
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA foreign_keys = OFF")
+        for table in ("tags", "params", "metrics", "latest_metrics", "runs"):
+            con.execute(f"DROP TABLE {table}")
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda db: db.mkdir(), "{db} is a folder, not a database"),
+        (_drop_runs, "{db} is not an MLflow database, or its schema was changed: no table runs"),
+        (lambda db: db.write_bytes(os.urandom(4096)), "{db} is not an SQLite database"),
+        (lambda db: os.mkfifo(db), "{db} is not a regular file"),
+    ],
+    ids=["folder", "tables-dropped", "not-sqlite", "fifo"],
+)
+def test_a_store_mlflow_cannot_use_is_named_in_one_warning_in_seconds(make, reason, tmp_path, caplog, capfd):
+    db = tmp_path / "repo" / "mlflow.db"
+    if make is _drop_runs:
+        _a_store(db.parent)
+    else:
+        db.parent.mkdir()
+    make(db)
+    capfd.readouterr()
+    p = P.parse({})
+    with caplog.at_level(logging.WARNING):
+        started = time.monotonic()
+        tracker = tracking.start_run(p, root=db.parent)
+        resumed = tracking.resume_run({"run_id": "0" * 32}, p, root=db.parent)
+        took = time.monotonic() - started
+    assert not tracker.active and not resumed.active
+    assert took < 10, took  # not MLflow's own retries (105 s for a folder)
+    messages = warnings_in(caplog)
+    assert len(messages) == 2 and all(f"StoreError: {reason.format(db=db)})" in m for m in messages), messages
+    assert capfd.readouterr().err == ""  # nothing of MLflow's own
+
+
+def _start_run_as_nobody(root: Path, warm: Path) -> dict:
+    """tracking.start_run(root=root) in a forked child running as user nobody (65534): its warnings
+    and what else reached stderr. MLflow is imported and used first, so the child needs no file
+    that user can't read (``warm``: where it is used first)."""
+    _a_store(warm)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no exec, so no interpreter the other user must be able to reach
+        code = 3
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            code = 1
+            err = os.open(os.devnull, os.O_WRONLY)
+            captured = os.pipe()
+            os.dup2(captured[1], 2)  # MLflow's own handler writes to stderr
+            warnings: list[str] = []
+            handler = logging.Handler(logging.WARNING)
+            handler.emit = lambda record: warnings.append(record.getMessage())
+            logging.getLogger("faceswap_ela").addHandler(handler)
+            tracker = tracking.start_run(P.parse({}), root=root)
+            os.dup2(err, 2)
+            os.close(captured[1])
+            with os.fdopen(captured[0]) as stream:
+                stderr = stream.read()
+            with os.fdopen(write, "w") as out:
+                json.dump({"active": tracker.active, "warnings": warnings, "stderr": stderr}, out)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as result:
+        text = result.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) == 3:
+        pytest.skip("can't switch to user nobody, so a read-only store can't be tested as root")
+    assert os.waitstatus_to_exitcode(status) == 0
+    return json.loads(text)
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or os.geteuid() != 0, reason="switches to user nobody: needs root"
+)
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_read_only_store_is_named_read_only_in_one_warning(what, tmp_path):
+    """As root, mode 0444 stops no one: the run starts as user nobody, in a temporary folder it can
+    reach (pytest's own are the user's alone)."""
+    with tempfile.TemporaryDirectory(prefix="faceswap-ela-test-") as tmp:
+        base = Path(tmp)
+        base.chmod(0o755)
+        db = _a_store(base / "repo")
+        (base / "repo").chmod(0o777 if what == "file" else 0o755)
+        db.chmod(0o444 if what == "file" else 0o666)
+        db.with_name("mlflow.db.lock").chmod(0o666)  # the store's lock stays usable: only the store isn't
+        done = _start_run_as_nobody(base / "repo", tmp_path / "warm")
+    reason = f"{db} is read-only" if what == "file" else f"{db} is in a read-only folder"
+    assert not done["active"]
+    assert len(done["warnings"]) == 1 and f"StoreError: {reason}" in done["warnings"][0], done["warnings"]
+    assert done["stderr"] == ""  # none of MLflow's own tracebacks
 
 
 def test_unreachable_server_fails_fast(monkeypatch, caplog):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,36 @@ def test_mlflow_failures_do_not_fail_the_stages(tmp_path):
         assert len(warnings) == 1, stage.stderr[-3000:]
         assert "Traceback" not in stage.stderr
     assert "no MLflow server answers" in trained.stderr
+
+
+def test_a_store_that_is_a_folder_costs_seconds_and_one_warning(tmp_path):
+    repo = make_repo(tmp_path / "repo", n_train=8, n_test=4, inputs=("ela",), log_model=False)
+    (repo / "mlflow.db").mkdir()  # the default store, at the repository root
+    started = time.monotonic()
+    trained = run_stage(TRAIN, repo, "--input", "ela", "--fakes", "warp", "--seed", "0")
+    took = time.monotonic() - started
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert (repo / "models" / "ela-warp-s0" / "model.keras").is_file()
+    (warning,) = [line for line in trained.stderr.splitlines() if " WARNING " in line and "MLflow" in line]
+    assert f"StoreError: {(repo / 'mlflow.db').resolve()} is a folder, not a database" in warning
+    assert "Traceback" not in trained.stderr and "will be retried" not in trained.stderr
+    assert took < 100, took  # MLflow's own retries alone took 105 s
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_a_training_set_of_one_class_stops_train_and_baseline_at_start(label, tmp_path):
+    repo = make_repo(tmp_path / "repo", n_train=8, n_test=4, inputs=("ela",))
+    table = repo / "data" / "ela" / "train_warp.csv"
+    pd.read_csv(table).assign(label=label).to_csv(table, index=False)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    kind = ("real (label 0)", "fake (label 1)")[label]
+    for script, args in ((TRAIN, ("--input", "ela", "--seed", "0")), (BASELINE, ())):
+        result = run_stage(script, repo, "--fakes", "warp", *args, **env)
+        assert result.returncode == 1, result.stderr[-3000:]
+        (line,) = [line for line in result.stderr.splitlines() if " ERROR " in line]
+        assert f"data/ela/train_warp.csv: all 8 crops are {kind}; training needs both classes" in line
+        assert "Traceback" not in result.stderr
+    assert not (repo / "models").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 def test_missing_input_is_a_clear_error(tmp_path):

@@ -13,6 +13,8 @@ Public API:
     loopback(handle, limit_s=30.0)  # -> (base_url, seen, stop); each request goes to handle(handler, stop)
     write_bad_images(folder) -> dict[kind, Path]
     bomb_png(width, height) -> bytes                                     # a tiny PNG of many pixels
+    default_params() -> dict                                             # params.yaml's committed values
+    small_disk(folder, kib)  # -> folder, a tmpfs of that size that fills up (skips where it can't mount)
     predictor_path() -> str, face_detector(), shape_predictor()          # dlib, loaded once
 """
 
@@ -27,6 +29,7 @@ import io
 import re
 import shutil
 import struct
+import subprocess
 import tarfile
 import threading
 import zlib
@@ -456,6 +459,37 @@ def write_bad_images(folder: str | Path) -> dict[str, Path]:
     return paths
 
 
+@contextlib.contextmanager
+def small_disk(folder: Path, kib: int) -> Iterator[Path]:
+    """``folder`` as a tmpfs of ``kib`` KiB, a disk that fills up, unmounted on exit; the test is
+    skipped, with the reason, where one can't be mounted (it takes root, or CAP_SYS_ADMIN)."""
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except OSError as exc:
+        pytest.skip(f"can't mount a small tmpfs to fill: {exc}")
+    if mounted.returncode != 0:
+        pytest.skip(f"can't mount a small tmpfs to fill: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], capture_output=True, timeout=30, check=False)
+
+
+def default_params() -> dict:
+    """The committed values of params.yaml as a mapping to change and write as a test's params.yaml:
+    the schema's defaults, which tests/test_params.py holds equal to params.yaml, so that a test
+    doesn't take what `make repro SOURCE=...` (or `dvc exp run -S`) left in the workspace's copy."""
+    from faceswap_ela import params as P
+
+    return P.Params().model_dump(mode="json")
+
+
 def stage_repo(tmp_path: Path, **data) -> Path:
     """``tmp_path/repo`` holding this project's dvc.yaml and params.yaml, with ``data`` overriding
     params' data section: a folder the download stage runs in."""
@@ -463,7 +497,7 @@ def stage_repo(tmp_path: Path, **data) -> Path:
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy2(root / "dvc.yaml", repo / "dvc.yaml")
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = default_params()
     params["data"].update(data)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return repo

@@ -37,6 +37,7 @@ from PIL import Image
 
 from faceswap_ela import layout
 from faceswap_ela import params as P
+from tests.helpers.sample_data import default_params
 from tests.helpers.stages import make_repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +91,7 @@ def build(folder: Path) -> Path:
 
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     pipeline["stages"] = {name: pipeline["stages"][name] for name in STAGES}
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = default_params()
     params["train"].update(
         inputs=["ela"], fakes=["warp"], seeds=[42], epochs=1, batch_size=8, val_fraction=0.2, patience=1
     )

@@ -20,36 +20,30 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
-from collections import Counter
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
-from faceswap_ela import muct
+from faceswap_ela import manifest, muct
 from faceswap_ela.archives import MIB, ArchiveError, CorruptArchiveError, check_archive, safe_extract
 from faceswap_ela.fetch import URL_SCHEMES, FetchError, Limits, fetch
-from faceswap_ela.images import IMAGE_SUFFIXES, ImageError, probe, walk_photos
+from faceswap_ela.images import IMAGE_SUFFIXES, walk_photos
 from faceswap_ela.outputs import atomic_outputs, write_csv, write_json
-from faceswap_ela.parallel import ordered_map
 from faceswap_ela.params import DataParams
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ["id", "group", "path", "sha256", "width", "height", "error", "gt_scheme", "gt"]
 OFFLINE_HINT = (
     "without MUCT, run the pipeline on a local folder of face photos: make repro SOURCE=path/to/photos"
 )
 PINS = "pins.json"  # in the download cache: url -> sha256 of its first good download
 # what the stage leaves out, each with a warning naming it; counted in the metrics
 NOTES = ("skipped_names", "refused_ground_truth")
-Notes = MutableMapping[str, int]
 
 
 class DownloadError(RuntimeError):
@@ -89,46 +83,11 @@ def resolve_source(data: DataParams, root: Path) -> Source:
     return Source("folder", folder=folder.resolve())
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_path(cache_dir: Path, url: str) -> Path:
     """Where the archive at ``url`` is cached: a folder per base URL, so two mirrors never mix."""
     base, _, name = url.rpartition("/")
     key = hashlib.sha256(base.encode()).hexdigest()[:12]
     return cache_dir / key / name
-
-
-@dataclass
-class Photo:
-    """One photo in data/raw: its id, path relative to data/raw, and ground truth if any."""
-
-    id: str
-    path: str
-    file: Path
-    gt_scheme: str = ""
-    gt: np.ndarray | None = None
-    gt_from: str = ""  # where the ground truth was read, for a warning
-
-
-def photo_id(relative: PurePosixPath) -> str:
-    """A photo's id: its path relative to the photo root, without suffix, "/" replaced by "__"."""
-    return relative.with_suffix("").as_posix().replace("/", "__")
-
-
-def group_of(pattern: re.Pattern[str], file_name: str, fallback: str) -> str:
-    """The first non-empty capture group of ``pattern`` searched in ``file_name``, else ``fallback``."""
-    match = pattern.search(file_name)
-    if match:
-        for group in match.groups():
-            if group:
-                return group
-    return fallback
 
 
 def shown(path: str | os.PathLike) -> str:
@@ -144,7 +103,7 @@ def _is_text(path: Path) -> bool:
     return True
 
 
-def _image_files(folder: Path, notes: Notes) -> list[Path]:
+def _image_files(folder: Path, notes: manifest.Notes) -> list[Path]:
     """Every photo under ``folder`` (hidden files and folders left out) in name order, or
     DownloadError naming each entry that should have been a photo or folder and can't be read.
     A photo whose path below ``folder`` isn't UTF-8 text is left out with a warning naming it."""
@@ -168,13 +127,7 @@ def _image_files(folder: Path, notes: Notes) -> list[Path]:
     return photos
 
 
-def _refuse_ground_truth(photo: Photo, reason: str, notes: Notes) -> None:
-    notes["refused_ground_truth"] = notes.get("refused_ground_truth", 0) + 1
-    log.warning("refusing the ground truth of %s (%s): %s", photo.path, photo.gt_from, reason)
-    photo.gt, photo.gt_scheme = None, ""
-
-
-def copy_folder(folder: Path, photos_dir: Path, notes: Notes | None = None) -> list[Photo]:
+def copy_folder(folder: Path, photos_dir: Path, notes: manifest.Notes | None = None) -> list[manifest.Photo]:
     """Copy a tree of photos (and the ``.pts`` files beside them) into ``photos_dir``. What is left
     out (a name that isn't UTF-8, a ``.pts`` that can't be read) is warned about and counted in
     ``notes``."""
@@ -185,7 +138,7 @@ def copy_folder(folder: Path, photos_dir: Path, notes: Notes | None = None) -> l
         target = photos_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-        photo = Photo(photo_id(relative), f"{photos_dir.name}/{relative}", target)
+        photo = manifest.Photo(manifest.photo_id(relative), f"{photos_dir.name}/{relative}", target)
         pts = source.with_suffix(".pts")
         if pts.is_file():
             shutil.copyfile(pts, target.with_suffix(".pts"))
@@ -193,7 +146,7 @@ def copy_folder(folder: Path, photos_dir: Path, notes: Notes | None = None) -> l
             try:
                 photo.gt, photo.gt_scheme = muct.read_pts(pts), "ibug68"
             except (ValueError, OSError) as exc:
-                _refuse_ground_truth(photo, str(exc), notes)
+                manifest.refuse_ground_truth(photo, str(exc), notes)
         photos.append(photo)
     return photos
 
@@ -226,8 +179,8 @@ def unpack_muct(
     work_dir: Path,
     photos_dir: Path,
     data: DataParams | None = None,
-    notes: Notes | None = None,
-) -> list[Photo]:
+    notes: manifest.Notes | None = None,
+) -> list[manifest.Photo]:
     """Unpack MUCT-layout archives: the photos under ``jpg/`` go to ``photos_dir/jpg/``, and the
     landmarks of ``muct76-opencv.csv`` become their ground truth; ``data`` gives the size caps.
     An archive that fails to unpack, or that yields neither a photo nor a landmark table, is
@@ -258,9 +211,8 @@ def unpack_muct(
             owner[target] = archive.name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
-            photos.append(
-                Photo(photo_id(relative.relative_to("jpg")), f"{photos_dir.name}/{relative}", target)
-            )
+            photo_id = manifest.photo_id(relative.relative_to("jpg"))
+            photos.append(manifest.Photo(photo_id, f"{photos_dir.name}/{relative}", target))
     if photos and not shapes:
         log.warning("no %s among the archives: the photos have no ground-truth landmarks", muct.LANDMARKS_CSV)
     for photo in photos:
@@ -268,86 +220,6 @@ def unpack_muct(
         if shape is not None:
             photo.gt, photo.gt_scheme, photo.gt_from = shape, "muct76", muct.LANDMARKS_CSV
     return photos
-
-
-def describe(path: str) -> tuple[str, int | None, int | None, str]:
-    """(sha256, width, height, error) of one photo; width/height None and the reason in error
-    when it can't be decoded."""
-    digest = sha256_file(path)
-    try:
-        width, height = probe(path)
-    except ImageError as exc:
-        return digest, None, None, str(exc)
-    return digest, width, height, ""
-
-
-def gt_json(points: np.ndarray | None) -> str:
-    """Landmarks as compact JSON: [[x, y], ...] with null for a point that isn't visible."""
-    if points is None:
-        return ""
-    rows = [None if np.isnan(p).any() else [round(float(p[0]), 3), round(float(p[1]), 3)] for p in points]
-    return json.dumps(rows, separators=(",", ":"))
-
-
-def ground_truth_problem(
-    points: np.ndarray, scheme: str, width: int | None = None, height: int | None = None
-) -> str | None:
-    """Why ``points`` can't be a face's landmarks in a ``width`` x ``height`` photo (None: they can):
-    an infinite coordinate, NaN (MUCT's marker of a hidden point, and only MUCT's), no visible
-    point, every point the same, or a point farther outside the photo than its own size."""
-    points = np.asarray(points, dtype=np.float64)
-    hidden = np.isnan(points).any(axis=1)
-    if np.isinf(points).any():
-        return f"point {int(np.flatnonzero(np.isinf(points).any(axis=1))[0])} is infinite"
-    if scheme != "muct76" and hidden.any():
-        return f"point {int(np.flatnonzero(hidden)[0])} is NaN"
-    visible = points[~hidden]
-    if len(visible) == 0:
-        return "no point is visible"
-    if len(visible) > 1 and (visible == visible[0]).all():
-        return f"all {len(visible)} points are the same point ({visible[0, 0]:g}, {visible[0, 1]:g})"
-    if width is not None and height is not None:
-        size = np.array([width, height], dtype=np.float64)
-        far = ((visible < -size) | (visible > 2 * size)).any(axis=1)
-        if far.any():
-            x, y = visible[np.flatnonzero(far)[0]]
-            return f"a point at ({x:g}, {y:g}) lies far outside the {width} x {height} photo"
-    return None
-
-
-def build_manifest(
-    photos: Sequence[Photo], group_pattern: str, workers: int = 0, notes: Notes | None = None
-) -> pd.DataFrame:
-    """One row per photo, sorted by id, with checksum, size and decode errors (see MANIFEST_COLUMNS).
-    Ground truth that can't be the photo's landmarks (ground_truth_problem) is left out, warned
-    about and counted in ``notes``."""
-    notes = {} if notes is None else notes
-    duplicates = sorted(i for i, n in Counter(photo.id for photo in photos).items() if n > 1)
-    if duplicates:
-        names = ", ".join(duplicates[:10])
-        raise DownloadError(f"photo ids must be unique; these name several files: {names}")
-    photos = sorted(photos, key=lambda photo: photo.id)
-    pattern = re.compile(group_pattern)
-    described = ordered_map(describe, [str(p.file) for p in photos], workers=workers, desc="probe photos")
-    rows = []
-    for photo, (digest, width, height, error) in zip(photos, described, strict=True):
-        problem = None if photo.gt is None else ground_truth_problem(photo.gt, photo.gt_scheme, width, height)
-        if problem:
-            _refuse_ground_truth(photo, problem, notes)
-        rows.append(
-            {
-                "id": photo.id,
-                "group": group_of(pattern, Path(photo.path).name, photo.id),
-                "path": photo.path,
-                "sha256": digest,
-                "width": "" if width is None else str(width),
-                "height": "" if height is None else str(height),
-                "error": error,
-                "gt_scheme": photo.gt_scheme,
-                "gt": gt_json(photo.gt),
-            }
-        )
-    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS, dtype=object)
 
 
 def read_pins(cache_dir: Path, previous: Path | None = None) -> dict[str, str]:
@@ -418,7 +290,7 @@ def download_archives(
             if data.source.strip() == "muct":
                 message += f"\n{OFFLINE_HINT}"
             raise DownloadError(message) from None
-        actual, expected = sha256_file(path), data.checksums.get(name)
+        actual, expected = manifest.sha256_file(path), data.checksums.get(name)
         if expected and actual != expected:
             path.unlink()
             raise DownloadError(
@@ -484,16 +356,19 @@ def run(
             where = ", ".join(r["url"] for r in records)
         if not photos:
             raise DownloadError(f"no photos ({', '.join(IMAGE_SUFFIXES)}) found in {where}")
-        manifest = build_manifest(photos, data.group_pattern, workers=workers, notes=notes)
+        try:
+            table = manifest.build_manifest(photos, data.group_pattern, workers=workers, notes=notes)
+        except manifest.ManifestError as exc:
+            raise DownloadError(str(exc)) from None
         metrics = {
-            "photos": len(manifest),
-            "unreadable": int((manifest["error"] != "").sum()),
-            "with_ground_truth": int((manifest["gt_scheme"] != "").sum()),
+            "photos": len(table),
+            "unreadable": int((table["error"] != "").sum()),
+            "with_ground_truth": int((table["gt_scheme"] != "").sum()),
             "bytes": sum(photo.file.stat().st_size for photo in photos),
             "archives": len(records),
             **notes,
         }
-        write_csv(tmp_out / "manifest.csv", manifest)
+        write_csv(tmp_out / "manifest.csv", table)
         write_json(tmp_out / "archives.json", records)
         write_json(tmp_metrics, metrics)
     if records:

@@ -148,14 +148,17 @@ def _table(frame: pd.DataFrame) -> str:
     return report.markdown_table(frame)
 
 
-def summary_rows(title: str, result: comparison.Comparison, sets: list[str], fpr_set: str) -> list[list[str]]:
+def summary_rows(
+    name: str, result: comparison.Comparison, sets: list[str], fpr_sets: list[str]
+) -> list[list[str]]:
     """One line per row of a run's cross-forger table: its AUC on ``sets`` and the share of the
-    reals of ``fpr_set`` it flags."""
+    reals of each of ``fpr_sets`` it flags."""
     lines = []
     for key, row in result.rows.items():
-        cells = [report.auc_text(result.auc(key, name)) for name in sets]
-        rates = result.false_positives.get(key, {}).get(fpr_set)
-        lines.append([f"{title}: {row.label}", *cells, "n/a" if rates is None else report.fpr_text(rates)])
+        cells = [report.auc_text(result.auc(key, set_name)) for set_name in sets]
+        rates = [result.false_positives.get(key, {}).get(set_name) for set_name in fpr_sets]
+        flagged = ["n/a" if r is None else report.fpr_text(r) for r in rates]
+        lines.append([f"`{name}`", row.label, *cells, *flagged])
     return lines
 
 
@@ -195,7 +198,7 @@ TABLES = {
 def run_section(spec: dict, run: Run | None, source: str) -> str:
     changes = spec.get("set") or {}
     lines = [
-        f"## {spec['title']}",
+        f"## `{spec['name']}`: {spec['title']}",
         "",
         spec.get("about", "").strip(),
         "",
@@ -239,25 +242,29 @@ def _nested(flat: dict[str, object] | None) -> dict:
 
 
 def build(spec: dict, runs: list[Run]) -> tuple[str, str, bytes | None]:
-    """docs/results.md, the README's block and the default run's cross-forger figure."""
+    """docs/results.md, the README's block (the runs marked ``readme``) and the first run's
+    cross-forger figure."""
     source = spec["source"]
     found = [(item, find(runs, source, item.get("set") or {})) for item in spec["runs"]]
-    sets, fpr_set = spec["summary"]["sets"], spec["summary"]["fpr"]
-    header = ["Run: model", *sets, f"reals flagged, {fpr_set}"]
-    glance, readme, figure = [], "", None
+    sets, fpr_sets = spec["summary"]["sets"], spec["summary"]["fpr"]
+    header = ["Run", "Model", *sets, *(f"reals flagged, {name}" for name in fpr_sets)]
+    glance, brief, figure = [], [], None
     for item, run in found:
         doc = run and load_json(run, layout.COMPARE_JSON)
         if not doc:
             continue
-        lines = summary_rows(item["title"], comparison.Comparison.from_json(doc), sets, fpr_set)
+        lines = summary_rows(item["name"], comparison.Comparison.from_json(doc), sets, fpr_sets)
         glance += lines
+        if item.get("readme"):
+            brief += lines
         if item is spec["runs"][0]:
-            short = [[text.split(": ", 1)[1], *rest] for text, *rest in lines]
-            readme = _table(pd.DataFrame(short, columns=["Model", *header[1:]]))
             figure = run.read_bytes(str(layout.CROSS_FORGER_PNG))
-            readme += (
-                f"\n\nAUC [95 % interval over test photos], {found[0][0]['title'].lower()}: {run.where()}."
-            )
+    caption = (
+        f"AUC [95 % interval over test photos] on {', '.join(f'`{s}`' for s in sets)}, and the share of the "
+        f"real crops of {' and '.join(f'`{s}`' for s in fpr_sets)} scored fake at eval.threshold."
+    )
+    pointer = "Each run's command and commit: [docs/results.md](docs/results.md)."
+    readme = f"{caption} {pointer}\n\n{_table(pd.DataFrame(brief, columns=header))}" if brief else ""
     parts = [
         "# Results",
         "",
@@ -269,8 +276,7 @@ def build(spec: dict, runs: list[Run]) -> tuple[str, str, bytes | None]:
         "",
         "## Every run at a glance",
         "",
-        f"AUC [95 % interval over test photos] on {', '.join(sets)}; the share of the real crops of",
-        f"`{fpr_set}` scored fake at eval.threshold.",
+        caption,
         "",
         _table(pd.DataFrame(glance, columns=header)) if glance else "*No run found yet.*",
         "",

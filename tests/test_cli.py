@@ -21,6 +21,7 @@ import yaml
 from faceswap_ela import card, cli, predict
 from faceswap_ela import params as P
 from faceswap_ela.images import save_png
+from tests.helpers import as_user
 from tests.helpers.sample_data import default_params, portrait, write_bad_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,31 +177,11 @@ def test_a_fifo_given_directly_is_no_empty_file(tiny, capsys, tmp_path):
 
 def _find_photos_as(uid: int | None, paths: list[Path]) -> list[list]:
     """predict.find_photos(paths) in a forked child running as ``uid`` (None: as this user)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: no exec, so no interpreter the other user must be able to reach
-        code = 3
-        try:
-            os.close(read)
-            if uid is not None:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
-            code = 1
-            found = predict.find_photos(paths)
-            with os.fdopen(write, "w") as out:
-                json.dump([[str(path), error] for path, error in found], out)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read) as result:
-        text = result.read()
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) == 3:
-        pytest.skip("running as root and can't switch to user nobody, so chmod 000 can't be tested")
-    assert os.waitstatus_to_exitcode(status) == 0
-    return json.loads(text)
+    return as_user.run_as(
+        uid,
+        lambda: [[str(path), error] for path, error in predict.find_photos(paths)],
+        "running as root and can't switch to user nobody, so chmod 000 can't be tested",
+    )
 
 
 def test_unreadable_folders_are_named():

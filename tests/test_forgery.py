@@ -4,6 +4,7 @@ import pytest
 
 from faceswap_ela import alignment, forgery, roi
 from faceswap_ela.fake_params import BlendParams
+from tests.helpers.asserts import assert_a_fake_of_the_face
 
 
 @pytest.fixture(scope="module")
@@ -106,16 +107,6 @@ def test_blur_region_softens_the_fakes_region_like_a_fake(portraits, template, m
 
 def rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
-
-
-def assert_a_fake_of_the_face(rgb, points, fake, region):
-    assert fake.shape == rgb.shape and fake.dtype == np.uint8
-    assert region.shape == rgb.shape[:2] and region.dtype == bool
-    np.testing.assert_array_equal(fake[~region], rgb[~region])
-    assert (fake[region] != rgb[region]).any()
-    assert 0.005 < region.mean() < 0.2
-    centre = np.round(points[17:].mean(0)).astype(int)
-    assert region[centre[1], centre[0]]
 
 
 @pytest.mark.parametrize("hull", ["all", "inner"])

@@ -9,6 +9,7 @@ import pytest
 
 from faceswap_ela import alignment, swaps
 from faceswap_ela.fake_params import SwapParams
+from tests.helpers.asserts import assert_a_fake_of_the_face
 
 # the one swap earlier versions made: Umeyama on 17-67, bilinear, Reinhard, inner hull, no erosion
 SINGLE = SwapParams(
@@ -56,16 +57,6 @@ def pasted(portraits, params: SwapParams | None = None, **drawn):
     for rgb, points, donor, donor_points in heads(portraits):
         fake, region = swaps.paste(rgb, points, donor, donor_points, settings, params or SwapParams())
         yield rgb, points, donor, donor_points, fake, region
-
-
-def assert_a_fake_of_the_face(rgb, points, fake, region):
-    assert fake.shape == rgb.shape and fake.dtype == np.uint8
-    assert region.shape == rgb.shape[:2] and region.dtype == bool
-    np.testing.assert_array_equal(fake[~region], rgb[~region])
-    assert (fake[region] != rgb[region]).any()
-    assert 0.005 < region.mean() < 0.2
-    centre = np.round(points[17:].mean(0)).astype(int)
-    assert region[centre[1], centre[0]]
 
 
 @pytest.mark.parametrize(("axis", "value"), SETTINGS)

@@ -3,7 +3,6 @@ fail a stage (unwritable store, unreachable server, errors mid-run)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -19,6 +18,7 @@ from mlflow import MlflowClient
 
 from faceswap_ela import mlflow_store, tracking
 from faceswap_ela import params as P
+from tests.helpers import as_user
 from tests.helpers.sample_data import loopback
 
 
@@ -245,41 +245,25 @@ def _start_run_as_nobody(root: Path, warm: Path) -> dict:
     and what else reached stderr. MLflow is imported and used first, so the child needs no file
     that user can't read (``warm``: where it is used first)."""
     _a_store(warm)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: no exec, so no interpreter the other user must be able to reach
-        code = 3
-        try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            code = 1
-            err = os.open(os.devnull, os.O_WRONLY)
-            captured = os.pipe()
-            os.dup2(captured[1], 2)  # MLflow's own handler writes to stderr
-            warnings: list[str] = []
-            handler = logging.Handler(logging.WARNING)
-            handler.emit = lambda record: warnings.append(record.getMessage())
-            logging.getLogger("faceswap_ela").addHandler(handler)
-            tracker = tracking.start_run(P.parse({}), root=root)
-            os.dup2(err, 2)
-            os.close(captured[1])
-            with os.fdopen(captured[0]) as stream:
-                stderr = stream.read()
-            with os.fdopen(write, "w") as out:
-                json.dump({"active": tracker.active, "warnings": warnings, "stderr": stderr}, out)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read) as result:
-        text = result.read()
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) == 3:
-        pytest.skip("can't switch to user nobody, so a read-only store can't be tested as root")
-    assert os.waitstatus_to_exitcode(status) == 0
-    return json.loads(text)
+
+    def body() -> dict:
+        err = os.open(os.devnull, os.O_WRONLY)
+        captured = os.pipe()
+        os.dup2(captured[1], 2)  # MLflow's own handler writes to stderr
+        warnings: list[str] = []
+        handler = logging.Handler(logging.WARNING)
+        handler.emit = lambda record: warnings.append(record.getMessage())
+        logging.getLogger("faceswap_ela").addHandler(handler)
+        tracker = tracking.start_run(P.parse({}), root=root)
+        os.dup2(err, 2)
+        os.close(captured[1])
+        with os.fdopen(captured[0]) as stream:
+            stderr = stream.read()
+        return {"active": tracker.active, "warnings": warnings, "stderr": stderr}
+
+    return as_user.run_as(
+        as_user.NOBODY, body, "can't switch to user nobody, so a read-only store can't be tested as root"
+    )
 
 
 @pytest.mark.skipif(

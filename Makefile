@@ -57,6 +57,7 @@ bench: setup
 	$(BIN)/python benchmarks/landmarks.py
 	$(BIN)/python benchmarks/ela.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/train_ops.py --tf-ops
 	$(BIN)/python benchmarks/predict.py
 
 results: setup

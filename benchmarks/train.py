@@ -15,8 +15,9 @@ round is printed and the headline figures are medians of per-round ratios:
 - bfloat16 / float32 through the streamed path (goal on a CPU with AMX: >= x2.2);
 - streamed / the fastest path, per precision: the median over rounds of streamed / each other
   path, the lowest of them (goal: >= 95 %).
-Training samples/s are set against the CPU's FP32 roofline: cores x 512-bit FMA units x 16 lanes x
-2 x clock, at 2.6 GFLOP per training sample (forward 0.87, backward about twice that).
+Training samples/s are set against the CPU's FP32 roofline and, on a CPU with AMX, its bfloat16 tile
+roofline (roofline.py), at 2.6 GFLOP per training sample (forward 0.87, backward about twice that).
+Where a step's time goes, per oneDNN primitive: train_ops.py.
 
 `--rss` adds the memory check: the streamed and the in-memory path, each in its own subprocess so
 that its peak RSS is its own, read one full epoch of input and train `--steps` batches.
@@ -39,8 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import roofline  # noqa: E402
+
 GB = 1e9
-GFLOP_PER_SAMPLE = 2.6
 SPEEDUP_GOAL = 2.2  # bfloat16 / float32 on a CPU with AMX
 INPUT_GOAL = 0.95  # streamed / fastest
 RSS_GOAL = 2.5 * GB  # streamed peak RSS
@@ -56,41 +60,6 @@ def write_samples(path: Path, samples: int) -> None:
     images.flush()
     del images
     np.save(path.with_suffix(".labels.npy"), np.arange(samples) % 2)
-
-
-def cpu_clock_ghz() -> float | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("cpu MHz"):
-                return float(line.split(":", 1)[1]) / 1000
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def cpu_family() -> int | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("cpu family"):
-                return int(line.split(":", 1)[1])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def fma_units() -> tuple[int, str]:
-    """512-bit FMA operations per cycle and core: 2 on Intel Xeons with AVX-512 (ports 0 and 5) and
-    on AMD Zen 5 (family 26, a full 512-bit datapath), 1 on AMD Zen 4 (family 25: two 256-bit
-    pipes that a 512-bit FMA takes together)."""
-    from faceswap_ela import hardware
-
-    if "avx512f" not in hardware.cpu_flags():
-        return 1, "no AVX-512: counted as one 512-bit FMA per cycle"
-    if "AMD" in hardware.cpu_name().upper():
-        if (cpu_family() or 0) >= 26:
-            return 2, "AMD Zen 5: two 512-bit FMA pipes"
-        return 1, "AMD Zen 4: two 256-bit FMA pipes, one 512-bit FMA per cycle"
-    return 2, "two AVX-512 FMA units"
 
 
 def input_paths(images: np.ndarray, labels: np.ndarray, batch: int, backend: str) -> dict[str, dict]:
@@ -225,23 +194,12 @@ def paired_rounds(data: Path, args: argparse.Namespace) -> int:
             f"{verdict if amx else f'this CPU has no AMX; {verdict} all the same'})"
         )
 
-    clock = cpu_clock_ghz()
-    units, why = fma_units()
-    cores = len(os.sched_getaffinity(0))
-    if clock:
-        peak = cores * units * 16 * 2 * clock
-        roof = peak / GFLOP_PER_SAMPLE
-        fp32 = median(speed[("float32", "streamed")])
-        print(
-            f"FP32 roofline: {cores} cores x {units} FMA unit(s) ({why}) x 16 lanes x 2 x {clock:.2f} GHz = "
-            f"{peak:.0f} GFLOP/s = {roof:.0f} training samples/s at {GFLOP_PER_SAMPLE} GFLOP each; "
-            f"float32 streamed reaches {fp32:.1f} ({fp32 / roof:.0%})"
-        )
-        for precision in precisions[1:]:
-            rate = median(speed[(precision, "streamed")])
-            print(f"{precision} streamed: {rate:.1f} samples/s = {rate / roof:.0%} of the FP32 roofline")
+    roof = roofline.this_cpu()
+    if roof:
+        for line in roof.lines({p: median(speed[(p, "streamed")]) for p in precisions}):
+            print(line)
     else:
-        print("FP32 roofline: the CPU clock could not be read")
+        print("rooflines: the CPU clock could not be read")
     return 0
 
 

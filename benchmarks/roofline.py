@@ -11,24 +11,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 GFLOP_PER_SAMPLE = 2.6
 AMX_FLOP_PER_CYCLE = 1024
 
 
-def _cpuinfo_field(name: str) -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(name):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def cpu_clock_ghz() -> float | None:
-    value = _cpuinfo_field("cpu MHz")
+    from faceswap_ela import hardware
+
+    value = hardware.cpu_field("cpu MHz")
     try:
         return float(value) / 1000 if value else None
     except ValueError:
@@ -102,6 +93,6 @@ def this_cpu() -> Roofline | None:
     if not clock:
         return None
     flags = hardware.cpu_flags()
-    family = _cpuinfo_field("cpu family")
+    family = hardware.cpu_field("cpu family")
     units, why = fma_units(hardware.cpu_name(), flags, int(family) if family and family.isdigit() else None)
     return Roofline(len(os.sched_getaffinity(0)), clock, units, why, "amx_bf16" in flags)

@@ -170,7 +170,6 @@ def worker(precision: str, batch: int, warmup: int, steps: int) -> None:
     timer = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda index, logs: ends.append(time.perf_counter())
     )
-    sys.stdout.flush()
     print(BEGIN, flush=True)
     start = time.perf_counter()
     timed = slice(0, batch * steps)

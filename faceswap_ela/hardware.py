@@ -35,11 +35,16 @@ def _cpuinfo() -> list[str]:
         return []
 
 
-def cpu_name() -> str:
+def cpu_field(name: str) -> str | None:
+    """The value of the first ``name`` line of /proc/cpuinfo (None where there is none)."""
     for line in _cpuinfo():
-        if line.startswith("model name"):
+        if line.startswith(name):
             return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
+    return None
+
+
+def cpu_name() -> str:
+    return cpu_field("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 def cpu_flags() -> tuple[str, ...]:
